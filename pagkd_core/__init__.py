@@ -1,0 +1,1 @@
+"""pagkd_core package."""
