@@ -1,0 +1,92 @@
+"""What machine and libraries a benchmark ran on, recorded next to its figures."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import shutil
+import subprocess
+from datetime import datetime, timezone
+
+LIBRARIES = ("numpy", "torch", "torchvision", "timm", "onnx", "onnxruntime", "av", "cv2", "numba",
+             "tensorrt", "torch_tensorrt", "safetensors")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(name: str) -> str | None:
+    try:
+        mod = importlib.import_module(name)
+    except Exception:  # absent or broken (a GPU-only package on a CPU host): recorded as missing
+        return None
+    return str(getattr(mod, "__version__", "present"))
+
+
+def _nvidia_smi() -> dict | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    first = [s.strip() for s in out.strip().splitlines()[0].split(",")] if out.strip() else []
+    keys = ("name", "driver", "memory", "max_sm_clock")
+    return dict(zip(keys, first)) if first else None
+
+
+def environment(device: str = "cpu") -> dict:
+    """A JSON-ready description of this host; `loadavg` shows whether others were busy."""
+    env = {
+        "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "device": device,
+        "versions": {name: _version(name) for name in LIBRARIES},
+    }
+    try:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+        env["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+            env["cuda"] = torch.version.cuda
+            env["cudnn"] = torch.backends.cudnn.version()
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+
+        env["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        pass
+    smi = _nvidia_smi()
+    if smi:
+        env["nvidia_smi"] = smi
+        env.setdefault("gpu", smi["name"])
+        env["driver"] = smi["driver"]
+    return env
+
+
+def describe(env: dict) -> str:
+    """One line for the top of the printed table."""
+    gpu = f", GPU {env['gpu']} (driver {env.get('driver', '?')})" if env.get("gpu") else ", no GPU"
+    load = env.get("loadavg")
+    load_s = f", load {load[0]:.2f}" if load else ""
+    libs = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v and k in ("torch", "onnxruntime", "av", "cv2"))
+    return f"{env['cpu']}, {env['usable_cores']} cores{gpu}{load_s}; {libs}"

@@ -1,0 +1,164 @@
+"""Stages alone: preprocessing, inference per engine and batch size, smoothing and alerts.
+
+Each stage is the runtime's own code (stream.preprocess, stream.engines, stream.smoothing,
+stream.alerts) called in a tight loop after warm-up; figures are per call percentiles and
+the rate they imply. The naive numpy preprocessing is measured beside the real one.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from benchmarks.timing import repeat, summary_ms
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    id: str                      # short name used on the command line and in the JSON
+    kind: str                    # build_engine kind
+    opts: dict = field(default_factory=dict)
+    batches: tuple[int, ...] | None = None   # only these of the sweep's sizes (None: all)
+
+
+def engine_specs(device: str, compile_batches: tuple[int, ...]) -> list[EngineSpec]:
+    """Every engine worth timing on ``device``, whether or not it can be built here
+    (unavailable ones are reported as skipped with the reason)."""
+    if device.startswith("cuda"):
+        return [
+            EngineSpec("torch-fp32", "torch", {"precision": "fp32"}),
+            EngineSpec("torch-fp16", "torch", {"precision": "fp16"}),
+            EngineSpec("torch-fp16-cudagraphs", "torch", {"precision": "fp16", "cuda_graphs": True}),
+            EngineSpec("compile-fp16", "torch", {"precision": "fp16", "compile": True,
+                                                 "compile_mode": "max-autotune-no-cudagraphs"}, compile_batches),
+            EngineSpec("tensorrt-fp16", "tensorrt", {"precision": "fp16"}),
+            EngineSpec("onnxruntime-cuda-fp32", "onnxruntime", {"precision": "fp32"}),
+        ]
+    return [
+        EngineSpec("torch-fp32", "torch", {"precision": "fp32"}),
+        EngineSpec("torch-bf16", "torch", {"precision": "bf16"}),
+        EngineSpec("compile-fp32", "torch", {"precision": "fp32", "compile": True}, compile_batches),
+        EngineSpec("onnxruntime-fp32", "onnxruntime", {"precision": "fp32"}),
+        EngineSpec("onnxruntime-int8", "onnxruntime", {"precision": "int8"}),
+    ]
+
+
+def _input(batch: int, size: tuple[int, int], device: str):
+    x = np.random.default_rng(batch).standard_normal((batch, 3, *size), dtype=np.float32)
+    if device.startswith("cuda"):
+        import torch
+
+        # The pipeline hands GPU engines a tensor already on the device (GPU preprocessing).
+        return torch.from_numpy(x).to(device)
+    return x
+
+
+def _is_oom(e: BaseException) -> bool:
+    return "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
+
+
+def bench_engine(spec: EngineSpec, source_fn, device: str, batches, seconds: float, progress=None) -> list[dict]:
+    """One row per batch size; an engine that cannot be built here yields one 'skipped' row."""
+    from stream.engines import EngineError, build_engine
+
+    rows = []
+    for b in [b for b in batches if spec.batches is None or b in spec.batches]:
+        row = {"engine": spec.id, "batch": b}
+        t0 = time.perf_counter()
+        engine = None
+        try:
+            src = source_fn()
+            engine = build_engine(spec.kind, src, device=device, max_batch=b, **spec.opts)
+            x = _input(b, engine.input_size, device)
+            engine.infer(x)  # first call: compilation, graph capture, allocator growth
+            row["setup_s"] = round(time.perf_counter() - t0, 2)
+            times = repeat(lambda: engine.infer(x), seconds=seconds, warmup=2, min_iters=3, device=device)
+            s = summary_ms(times)
+            row.update(s, img_s=round(b * 1e3 / s["p50_ms"], 1), ms_per_img=round(s["p50_ms"] / b, 3),
+                       actual=engine.describe().get("precision"))
+        except (EngineError, ImportError, FileNotFoundError) as e:
+            rows.append({"engine": spec.id, "skipped": " ".join(str(e).split())[:240]})
+            if progress:
+                progress(len(batches))
+            return rows
+        except Exception as e:
+            row["error"] = " ".join(str(e).split())[:240]
+            rows.append(row)
+            if _is_oom(e):  # larger batches will not fit either
+                row["error"] = "out of memory"
+                break
+            continue
+        finally:
+            if engine is not None:
+                engine.close()
+        rows.append(row)
+        if progress:
+            progress(1)
+    return rows
+
+
+def bench_inference(specs, source_fn, device: str, batches, seconds: float, progress=None) -> list[dict]:
+    rows = []
+    for spec in specs:
+        if spec.kind == "tensorrt" and importlib.util.find_spec("torch_tensorrt") is None:
+            rows.append({"engine": spec.id, "skipped": "torch-tensorrt not installed"})
+            continue
+        rows += bench_engine(spec, source_fn, device, batches, seconds, progress)
+    return rows
+
+
+def bench_preprocess(frames_by_clip: dict, meta: dict, input_size, device: str, seconds: float,
+                     batches=(1, 8)) -> list[dict]:
+    """stream.preprocess.Preprocessor on decoded frames, beside the naive numpy version."""
+    from benchmarks.naive import NaiveClassifier
+    from stream.frame import Frame
+    from stream.preprocess import Preprocessor
+
+    rows = []
+    for clip, rgbs in frames_by_clip.items():
+        frames = [Frame(i, i / 30, time.monotonic(), rgb) for i, rgb in enumerate(rgbs)]
+        pre = Preprocessor(input_size, meta["mean"], meta["std"], device=device)
+        for b in batches:
+            batch = (frames * (b // len(frames) + 1))[:b]
+            times = repeat(lambda: pre(batch), seconds=seconds, warmup=2, min_iters=3, device=device)
+            s = summary_ms(times)
+            rows.append({"clip": clip, "impl": f"stream.preprocess ({pre.backend})", "batch": b, **s,
+                         "frames_s": round(b * 1e3 / s["p50_ms"], 1)})
+        naive = NaiveClassifier(None, input_size, meta["mean"], meta["std"])
+        bgr = [np.ascontiguousarray(r[..., ::-1]) for r in rgbs]
+        k = iter(range(10**9))
+        times = repeat(lambda: naive.preprocess(bgr[next(k) % len(bgr)]), seconds=seconds, warmup=2, min_iters=3)
+        s = summary_ms(times)
+        rows.append({"clip": clip, "impl": "naive numpy", "batch": 1, **s, "frames_s": round(1e3 / s["p50_ms"], 1)})
+    return rows
+
+
+def bench_smoothing(num_classes: int, seconds: float) -> list[dict]:
+    from stream.alerts import AlertMachine
+    from stream.smoothing import build_smoother, list_smoothers
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(num_classes), size=1024).astype(np.float32)
+    rows = []
+    for mode in list_smoothers():
+        sm = build_smoother(mode)
+        k = iter(range(10**9))
+        times = repeat(lambda: sm.update(probs[next(k) % 1024]), seconds=seconds, warmup=10, min_iters=100)
+        rows.append({"stage": f"smoother {mode}", **_us(times)})
+    names = tuple(f"c{i}" for i in range(num_classes))
+    from stream.alerts import AlertConfig
+
+    alerts = AlertMachine(AlertConfig(class_names=names))
+    k = iter(range(10**9))
+    times = repeat(lambda: alerts.update(probs[next(k) % 1024], time.monotonic()), seconds=seconds,
+                   warmup=10, min_iters=100)
+    rows.append({"stage": "alert machine", **_us(times)})
+    return rows
+
+
+def _us(times) -> dict:
+    a = np.asarray(times) * 1e6
+    return {"n": int(a.size), "p50_us": round(float(np.median(a)), 2), "p99_us": round(float(np.percentile(a, 99)), 2),
+            "per_s": round(1e6 / float(np.median(a)), 0)}

@@ -1,0 +1,91 @@
+"""The naive baseline every end-to-end figure is compared with.
+
+What a first prototype would do: read frames with OpenCV, preprocess each one in numpy,
+run the torch model eagerly at batch 1, all in one thread with no batching, no read-ahead
+and no frame dropping. Same model weights and input size as the real pipeline.
+"""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from benchmarks.timing import rate, summary_ms
+
+
+class NaiveClassifier:
+    def __init__(self, model: torch.nn.Module | None, input_size, mean, std):
+        self.model = model.eval() if model is not None else None
+        self.h, self.w = int(input_size[0]), int(input_size[1])
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+    def preprocess(self, bgr: np.ndarray) -> np.ndarray:
+        rgb = bgr[..., ::-1]
+        small = cv2.resize(rgb, (self.w, self.h), interpolation=cv2.INTER_AREA)
+        x = (small.astype(np.float32) / 255.0 - self.mean) / self.std
+        return x.transpose(2, 0, 1)[None].copy()
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.model(torch.from_numpy(self.preprocess(bgr))).numpy()
+
+
+def _open(path: str) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise RuntimeError(f"OpenCV cannot open {path}")
+    return cap
+
+
+def naive_replay(clf: NaiveClassifier, path: str, max_frames: int, loops: int = 1) -> dict:
+    """Every frame of the file, one after another, as fast as possible."""
+    frames, t0 = 0, time.perf_counter()
+    for _ in range(loops):
+        cap = _open(path)
+        while frames < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            clf(bgr)
+            frames += 1
+        cap.release()
+    elapsed = time.perf_counter() - t0
+    return {"frames": frames, "seconds": round(elapsed, 3), "fps": rate(frames, elapsed)}
+
+
+def naive_paced(clf: NaiveClassifier, paths: list[str], fps: float, frames_per_stream: int) -> dict:
+    """``len(paths)`` live feeds at ``fps``, served round-robin by one thread.
+
+    Frame i of each feed becomes available at t0 + i/fps; the naive loop takes it when it
+    gets to it, so when it is slower than the feeds its lag grows frame after frame (it
+    drops nothing). Latency runs from when the frame would have left the decoder (its
+    scheduled time plus its measured decode time, matching the pipeline's ``arrival``) to
+    the logits being ready.
+    """
+    caps = [_open(p) for p in paths]
+    lat: list[float] = []
+    t0 = time.perf_counter() + 0.05
+    done = 0
+    for i in range(frames_per_stream):
+        due = t0 + i / fps
+        for cap in caps:
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            td = time.perf_counter()
+            ok, bgr = cap.read()
+            if not ok:  # loop the file so every feed lasts the whole run
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                td = time.perf_counter()
+                ok, bgr = cap.read()
+            arrival = due + (time.perf_counter() - td)
+            clf(bgr)
+            lat.append(time.perf_counter() - arrival)
+            done += 1
+    for cap in caps:
+        cap.release()
+    return {"streams": len(paths), "fps": fps, "offered": frames_per_stream * len(paths), "processed": done,
+            "dropped": 0, "latency": summary_ms(lat)}

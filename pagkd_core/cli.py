@@ -1,0 +1,161 @@
+"""`python -m pagkd_core <command>`: train-teacher, train, evaluate, export, synth-images, synth-video.
+
+Every training command takes `--config FILE` and any number of `--set section.key=value`.
+Errors in the input are one line on stderr with a non-zero exit (set PAGKD_DEBUG=1 for a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from pagkd_core.config import Config, ConfigError, load_config
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (configs/paper.yaml, configs/synthetic_small.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.epochs=3 (repeatable)")
+
+
+def _folds(cfg: Config, args) -> list[int]:
+    if getattr(args, "folds", None):
+        return [int(f) for f in args.folds.split(",")]
+    return list(range(cfg.data.folds)) if getattr(args, "all_folds", False) else [cfg.data.fold]
+
+
+def _for_fold(cfg: Config, fold: int) -> Config:
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=fold))
+
+
+def cmd_train(args, argv: list[str]) -> int:
+    from pagkd_core.train import stage_dir, train_stage
+
+    cfg = load_config(args.config, args.overrides)
+    stage = "teacher" if args.command == "train-teacher" else "student"
+    for fold in _folds(cfg, args):
+        fcfg = _for_fold(cfg, fold)
+        best = train_stage(fcfg, stage, resume=args.resume, name=args.name)
+        out = stage_dir(fcfg, "teacher" if stage == "teacher" else args.name)
+        if out.is_dir():   # rank 0 records how to reproduce the run (export copies it)
+            (out / "command.txt").write_text("python -m pagkd_core " + shlex.join(argv) + "\n")
+        if best:
+            v = best["val"]
+            print(f"fold {fold}: best epoch {best['epoch']}  val AUC {v['auc']:.4f}  acc {v['accuracy']:.4f}  "
+                  f"-> {out}")
+    return 0
+
+
+def cmd_evaluate(args, argv) -> int:
+    from pagkd_core.evaluate import evaluate
+    from pagkd_core.report import fmt
+
+    cfg = load_config(args.config, args.overrides)
+    stage = "teacher" if args.teacher else args.name
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    s = evaluate(cfg, stage, folds, args.out, n_boot=args.n_boot)
+    m, ci = s["metrics"], s["ci95"]
+    print(f"{stage} on {s['modality']}: {s['n_images']} images, {s['n_lesions']} lesions (synthetic)")
+    for k in ("accuracy", "precision", "recall", "specificity", "f1", "auc"):
+        print(f"  {k:12s} {fmt(m[k], ci[k])}")
+    return 0
+
+
+def cmd_export(args, argv) -> int:
+    from pagkd_core.checkpoint import load_weights
+    from pagkd_core.export import check_onnx, export_student
+    from pagkd_core.models import build_model
+    from pagkd_core.train import stage_dir
+
+    cfg = load_config(args.config, args.overrides)
+    src = stage_dir(cfg, args.name)
+    best = src / "best.json"
+    if not best.is_file():
+        raise FileNotFoundError(f"no trained student in {src} (expected best.json); run `python -m pagkd_core train`")
+    info = json.loads(best.read_text())
+    model = build_model(cfg.student.backbone, len(info["class_names"]), cfg.distill.embed_dim)
+    load_weights(src / "best.safetensors", {"model": model})
+    metrics = {"validation": {k: info["val"][k] for k in ("auc", "accuracy", "f1", "n")}, "epoch": info["epoch"]}
+    if args.report:
+        metrics["test_pooled"] = json.loads(Path(args.report).read_text())["metrics"]
+    recorded = ([stage_dir(cfg, "teacher") / "command.txt"] if cfg.distill.method != "none" else []) + [
+        src / "command.txt"]
+    commands = [p.read_text().strip() for p in recorded if p.is_file()]
+    train_command = args.train_command or " && ".join(commands)
+    meta = export_student(model, args.out, class_names=info["class_names"], input_size=cfg.data.image_size,
+                          config_hash=cfg.hash(), metrics=metrics, train_command=train_command,
+                          fp16=args.fp16, onnx=not args.no_onnx,
+                          extra={"distill_method": cfg.distill.method, "fold": cfg.data.fold})
+    if not args.no_onnx:
+        from pagkd_core.export import load_student
+
+        loaded, _ = load_student(args.out)
+        diff = check_onnx(loaded, Path(args.out).with_suffix(".onnx"), cfg.data.image_size)
+        print(f"ONNX checked with onnxruntime: max |logit diff| {diff:.2e}")
+    print(f"exported {meta['backbone']} student -> {Path(args.out).with_suffix('.safetensors')} (+ .json"
+          f"{', .onnx' if not args.no_onnx else ''})")
+    return 0
+
+
+def cmd_synth(args, argv) -> int:
+    from pagkd_core.synth.cli import main as synth_main
+
+    kind = "images" if args.command == "synth-images" else "video"
+    return int(synth_main([kind, *args.rest]) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pagkd_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("train-teacher", "stage 1: train the NBI teacher"),
+                           ("train", "stage 2: train the WLI student (distiller from distill.method)")):
+        p = sub.add_parser(name, help=helptext)
+        _common(p)
+        p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch")
+        p.add_argument("--all-folds", action="store_true", help="train every fold in turn")
+        p.add_argument("--folds", help="comma-separated folds to train (default: data.fold)")
+        p.add_argument("--name", default="student", help="student run name (folder under fold<k>/)")
+        p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="pooled k-fold test metrics with bootstrap CIs, plots and report")
+    _common(p)
+    p.add_argument("--name", default="student")
+    p.add_argument("--teacher", action="store_true", help="evaluate the NBI teacher instead")
+    p.add_argument("--folds", help="comma-separated folds (default: all)")
+    p.add_argument("--out", help="report folder (default: <run.out_dir>/eval-<name>)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("export", help="write the student alone: safetensors + JSON (+ ONNX)")
+    _common(p)
+    p.add_argument("--name", default="student")
+    p.add_argument("--out", required=True, help="output stem, e.g. stream/assets/student")
+    p.add_argument("--fp16", action="store_true", help="store weights as fp16 (loading casts to fp32)")
+    p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--report", help="evaluate's report.json whose pooled test metrics go into the metadata")
+    p.add_argument("--train-command", help="reproduce command to record (default: the recorded ones)")
+    p.set_defaults(func=cmd_export)
+    for name in ("synth-images", "synth-video"):
+        p = sub.add_parser(name, help=f"synthetic data: see `python -m pagkd_core {name} --help`", add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, argv)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        if os.environ.get("PAGKD_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130

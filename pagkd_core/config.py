@@ -1,0 +1,212 @@
+"""Typed run configuration: dataclasses that load from YAML and take `key.sub=value` overrides.
+
+One `Config` describes a whole experiment (data, both networks, both optimisation stages,
+the distiller); every command reads the same object so a run can be repeated from its JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"
+    layout: str = "auto"                # auto | generic | piccolo | cpc
+    classes: list[str] = field(default_factory=list)  # empty: inferred (canonical order first)
+    csv: str = ""                       # PICCOLO metadata CSV (';'-separated); default: root/*.csv
+    csv_lesion_col: str = ""            # empty: guessed from the header (e.g. "lesion")
+    csv_class_col: str = ""             # empty: guessed (e.g. "histology")
+    csv_patient_col: str = ""           # empty: guessed (e.g. "patient"), optional
+    image_size: int = 448
+    folds: int = 5
+    fold: int = 0
+    val_fraction: float = 0.2           # of the training folds' lesions, for model selection
+    split_seed: int = 0
+    augment: bool = True
+    cache: bool = True                  # keep resized uint8 images in memory (small datasets)
+    workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"
+    pretrained: str = ""                # local .safetensors with timm backbone weights
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 200
+    batch_size: int = 24                # student: (WLI, NBI) couples per step; teacher: NBI images
+    lr: float = 1e-4
+    weight_decay: float = 1e-8
+    steps_per_epoch: int = 0            # 0: one pass over the training images
+
+
+@dataclass
+class DistillConfig:
+    method: str = "pro+den"             # none | pro | den | pro+den | kd | add
+    level: str = "group"                # group | image
+    pairing: str = "random"             # random (PaGKD, unpaired) | true (paired lesions only)
+    embed_dim: int = 128                # d: student 1x1 embedding and teacher-side projection
+    n_queries: int = 12
+    blocks: int = 1
+    heads: int = 4
+    temperature: float = 0.1
+    set_classifier: bool = False
+    pro_weight: float = 1.0
+    den_weight: float = 1.0
+    kd_weight: float = 1.0
+    kd_temperature: float = 4.0
+    warmup_epochs: int = 5
+    cam_low: float = 0.3
+    cam_high: float = 0.7
+    par_iters: int = 10
+    par_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    use_par: bool = True
+    den_heads: int = 1
+    den_loss: str = "l2"                # l2 | cosine
+    qformer_self_attention: bool = True  # [P] self- then cross-attention; False = [C] cross only
+    max_group_images: int = 64
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/default"       # fold k writes to <out_dir>/fold<k>/{teacher,student}
+    seed: int = 0
+    device: str = "cpu"                 # cpu | cuda | auto
+    threads: int = 0                    # torch intra-op threads; 0 = torch default
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    teacher: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    teacher_optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=16))
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Stable short hash of everything that shapes the trained weights (not paths/UI)."""
+        d = self.to_dict()
+        d["run"] = {"seed": d["run"]["seed"]}
+        d["data"] = {k: v for k, v in d["data"].items() if k not in ("root", "workers", "cache", "csv")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(value, tp, where: str):
+    """Convert a YAML/CLI value to the declared field type, with a one-line error if impossible."""
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (str,)
+        out = [_coerce(v.strip() if isinstance(v, str) else v, inner, where) for v in value]
+        return tuple(out) if origin is tuple else out
+    if origin in (typing.Union, types.UnionType):
+        return _coerce(value, typing.get_args(tp)[0], where)
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return tp(value) if value is not None else tp()
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: cannot read {value!r} as {tp.__name__}") from None
+
+
+def _apply(obj, updates: dict, prefix: str = ""):
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in updates.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{where}' (valid: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{where}' is a section; give sub-keys such as {where}.<name>=...")
+            _apply(current, value, where + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], where))
+    return obj
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """['optim.lr=1e-3', 'distill.method=pro'] -> nested dict with YAML-typed values."""
+    nested: dict = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}' must look like section.key=value")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        _apply(cfg, data)
+    _apply(cfg, parse_overrides(overrides or []))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict) -> Config:
+    return _apply(Config(), d)
+
+
+def validate(cfg: Config) -> None:
+    choices = {
+        "data.layout": (cfg.data.layout, ("auto", "generic", "piccolo", "cpc")),
+        "distill.method": (cfg.distill.method, ("none", "pro", "den", "pro+den", "kd", "add")),
+        "distill.level": (cfg.distill.level, ("group", "image")),
+        "distill.pairing": (cfg.distill.pairing, ("random", "true")),
+        "distill.den_loss": (cfg.distill.den_loss, ("l2", "cosine")),
+        "run.device": (cfg.run.device, ("cpu", "cuda", "auto")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    if not 0 <= cfg.data.fold < cfg.data.folds:
+        raise ConfigError(f"data.fold={cfg.data.fold} must be in [0, data.folds={cfg.data.folds})")
+    if cfg.data.folds < 2:
+        raise ConfigError("data.folds must be at least 2")
+    if not 0 < cfg.data.val_fraction < 1:
+        raise ConfigError("data.val_fraction must be in (0, 1)")

@@ -1,0 +1,99 @@
+"""Data: layouts -> checked samples -> lesion-level folds -> datasets and the coupling sampler."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pagkd_core.data.images import ImageError, ImageStore, read_image
+from pagkd_core.data.layouts import DataError, Sample, class_list, scan
+from pagkd_core.data.sampler import CoupleBatchSampler
+from pagkd_core.data.splits import load_or_make_folds, select
+from pagkd_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
+
+
+class ImageSet(Dataset):
+    """Samples -> (normalised image, label)."""
+
+    def __init__(self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool):
+        self.samples, self.store, self.train = samples, store, train
+        self.labels = [class_names.index(s.cls) for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image(self, i: int) -> torch.Tensor:
+        img = self.store.load(self.samples[i].path)
+        return normalize(augment(img) if self.train else img)
+
+    def __getitem__(self, i: int):
+        return self.image(i), self.labels[i]
+
+
+class CoupleSet(Dataset):
+    """Index (i, j) -> (primary image i, partner image j or an empty tensor when j = -1, label)."""
+
+    def __init__(self, primary: ImageSet, partner: ImageSet | None):
+        self.primary, self.partner = primary, partner
+
+    def __getitem__(self, ij):
+        i, j = ij
+        other = self.partner.image(j) if j >= 0 else torch.empty(0)
+        return self.primary.image(i), other, self.primary.labels[i]
+
+
+@dataclass
+class FoldData:
+    class_names: list[str]
+    layout: str
+    splits: dict
+    fold: int
+    store: ImageStore
+    samples: list[Sample]
+
+    def part(self, split: str, modality: str) -> list[Sample]:
+        return select(self.samples, self.splits["folds"][self.fold][split], modality)
+
+    def images(self, split: str, modality: str, train: bool = False) -> ImageSet:
+        return ImageSet(self.part(split, modality), self.class_names, self.store, train)
+
+
+def prepare(cfg, out_dir: str | Path, progress: bool = True) -> FoldData:
+    """`cfg`: the full Config. Scans, checks every image once, and loads/writes <out_dir>/splits.json."""
+    layout, samples = scan(cfg.data)
+    classes = class_list(samples, cfg.data.classes, cfg.data.root)
+    samples = [s for s in samples if s.cls in classes]
+    store = ImageStore(cfg.data.image_size, cfg.data.cache)
+    samples = store.check(samples, progress)
+    classes = class_list(samples, classes, cfg.data.root)   # re-check: skipping may empty a class
+    splits = load_or_make_folds(Path(out_dir) / "splits.json", samples, cfg.data.folds,
+                                cfg.data.val_fraction, cfg.data.split_seed)
+    return FoldData(classes, layout, splits, cfg.data.fold, store, samples)
+
+
+def true_partners(primary: ImageSet, partner: ImageSet) -> list[list[int]]:
+    """For each primary image, the partner images of the same view (twin) or else the same lesion."""
+    by_twin, by_lesion = {}, {}
+    for j, s in enumerate(partner.samples):
+        if s.twin:
+            by_twin.setdefault(s.twin, []).append(j)
+        by_lesion.setdefault(s.lesion, []).append(j)
+    return [by_twin.get(s.twin) or by_lesion.get(s.lesion, []) if s.twin else by_lesion.get(s.lesion, [])
+            for s in primary.samples]
+
+
+def couple_loader(primary: ImageSet, partner: ImageSet | None, num_classes: int, batch_size: int, *,
+                  pairing: str = "random", steps: int = 0, seed: int = 0, workers: int = 0,
+                  rank: int = 0, world: int = 1) -> DataLoader:
+    partners = true_partners(primary, partner) if partner is not None and pairing == "true" else None
+    sampler = CoupleBatchSampler(primary.labels, num_classes, batch_size,
+                                 partner_labels=None if partner is None else partner.labels,
+                                 partners=partners, steps=steps, seed=seed, rank=rank, world=world)
+    return DataLoader(CoupleSet(primary, partner), batch_sampler=sampler, num_workers=workers,
+                      persistent_workers=False)
+
+
+__all__ = ["DataError", "ImageError", "ImageSet", "CoupleSet", "FoldData", "ImageStore", "Sample",
+           "CoupleBatchSampler", "prepare", "couple_loader", "read_image", "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -1,0 +1,69 @@
+"""Lesion-level (patient-level when known) k-fold splits, stratified by class, saved as JSON.
+
+Every image of a patient (both modalities) lands in the same fold, so no lesion is seen in
+training and test. The validation split, used for model selection, is carved out of the
+training folds; the test fold is never looked at while training.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from pagkd_core.data.layouts import DataError, Sample
+
+
+def make_folds(samples: list[Sample], k: int, val_fraction: float, seed: int) -> dict:
+    patient_cls: dict[str, Counter] = {}
+    for s in samples:
+        patient_cls.setdefault(s.patient, Counter())[s.cls] += 1
+    if len(patient_cls) < k:
+        raise DataError(f"{len(patient_cls)} patients/lesions cannot make {k} folds; lower data.folds")
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[str]] = {}
+    for p in sorted(patient_cls):
+        by_class.setdefault(patient_cls[p].most_common(1)[0][0], []).append(p)
+    # Deal each class's patients round-robin into folds (from a random fold), so classes spread evenly.
+    fold_of: dict[str, int] = {}
+    for cls in sorted(by_class):
+        members = [by_class[cls][i] for i in rng.permutation(len(by_class[cls]))]
+        start = int(rng.integers(k))
+        for i, p in enumerate(members):
+            fold_of[p] = (start + i) % k
+    folds = []
+    for f in range(k):
+        train = [p for p in sorted(fold_of) if fold_of[p] != f]
+        val = []
+        for cls in sorted(by_class):
+            pool = [p for p in by_class[cls] if fold_of[p] != f]
+            n_val = int(round(val_fraction * len(pool))) if len(pool) >= 2 else 0
+            n_val = min(max(n_val, 1 if len(pool) >= 2 else 0), len(pool) - 1) if pool else 0
+            val += [pool[i] for i in sorted(rng.permutation(len(pool))[:n_val])]
+        val_set = set(val)
+        folds.append({"train": [p for p in train if p not in val_set], "val": sorted(val_set),
+                      "test": sorted(p for p in fold_of if fold_of[p] == f)})
+    return {"unit": "patient", "k": k, "seed": seed, "val_fraction": val_fraction, "folds": folds}
+
+
+def load_or_make_folds(path: str | Path, samples: list[Sample], k: int, val_fraction: float, seed: int) -> dict:
+    """Reuse the split file if present (so a run can be repeated), else write a new one."""
+    path = Path(path)
+    patients = {s.patient for s in samples}
+    if path.is_file():
+        splits = json.loads(path.read_text())
+        known = {p for f in splits.get("folds", [])[:1] for part in ("train", "val", "test") for p in f[part]}
+        if splits.get("k") != k or patients - known:
+            raise DataError(f"{path} was made for other data or k (k={splits.get('k')}, "
+                            f"{len(patients - known)} unknown patients/lesions); delete it or change run.out_dir")
+        return splits
+    splits = make_folds(samples, k, val_fraction, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(splits, indent=1) + "\n")
+    return splits
+
+
+def select(samples: list[Sample], patients: list[str], modality: str | None = None) -> list[Sample]:
+    keep = set(patients)
+    return [s for s in samples if s.patient in keep and (modality is None or s.modality == modality)]

@@ -1,0 +1,42 @@
+"""Image transforms: deterministic resize once (cacheable), random geometry per draw, normalise.
+
+Augmentation follows the method spec: rotation in [-180, 180] degrees, horizontal and
+vertical flips, resize to the input size, then ImageNet mean/std normalisation. Random draws
+use torch's global RNG so a seeded run (and a resumed one) sees the same augmentations.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_uint8(img: torch.Tensor, size: int) -> torch.Tensor:
+    """(3,H,W) uint8 -> (3,size,size) uint8; aspect ratio is not kept (endoscopy frames are
+    close to square after cropping the black border, and the paper resizes the same way)."""
+    if img.shape[-2:] == (size, size):
+        return img
+    out = F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True,
+                        align_corners=False)[0]
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def augment(img: torch.Tensor) -> torch.Tensor:
+    """Random rotation (any angle, zero fill) and flips on a (3,H,W) tensor."""
+    angle = float(torch.empty(()).uniform_(-180.0, 180.0))
+    img = TF.rotate(img, angle, interpolation=TF.InterpolationMode.BILINEAR)
+    if torch.rand(()) < 0.5:
+        img = img.flip(-1)
+    if torch.rand(()) < 0.5:
+        img = img.flip(-2)
+    return img
+
+
+def normalize(img_uint8: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    x = img_uint8.float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - m) / s

@@ -1,0 +1,191 @@
+"""Two-stage training. Stage 1: the teacher learns NBI with cross-entropy, then is frozen.
+Stage 2: the student learns WLI with cross-entropy plus the configured distillation losses
+(after the warm-up epochs). Every baseline of the comparison runs through this one loop.
+
+Layout: <run.out_dir>/splits.json, <run.out_dir>/fold<k>/teacher/, <run.out_dir>/fold<k>/<name>/,
+each stage folder holding last.{safetensors,json} (resume), best.{safetensors,json} (selected on
+the validation split) and config.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pagkd_core import ddp
+from pagkd_core.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from pagkd_core.config import Config
+from pagkd_core.data import FoldData, couple_loader, prepare
+from pagkd_core.evaluate import predict
+from pagkd_core.metrics import classification_metrics
+from pagkd_core.models import LesionNet, build_model
+
+log = logging.getLogger("pagkd_core.train")
+
+
+class TeacherObjective(nn.Module):
+    def __init__(self, model: LesionNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, _partner, y, _distill_on: bool) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(self.model(x), y)}
+
+
+class StudentObjective(nn.Module):
+    """CE on WLI + distiller losses against the frozen teacher's view of the coupled NBI images."""
+
+    def __init__(self, student: LesionNet, teacher: LesionNet | None, distiller: nn.Module | None):
+        super().__init__()
+        self.student, self.teacher, self.distiller = student, teacher, distiller
+        if teacher is not None:
+            teacher.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()        # frozen: its BatchNorm statistics must not move either
+        return self
+
+    def forward(self, wli, nbi, y, distill_on: bool) -> dict[str, torch.Tensor]:
+        from pagkd_core.distill import Views
+
+        feats = self.student.forward_features(wli)
+        logits = self.student.classify(feats)
+        out = {"ce": F.cross_entropy(logits, y)}
+        if self.distiller is None or not distill_on:
+            return out
+        with torch.no_grad():
+            t_feats = self.teacher.forward_features(nbi)
+        t_feats = t_feats.detach().requires_grad_()      # Grad-CAM differentiates the teacher's head
+        t_logits = self.teacher.classify(t_feats)
+        out.update(self.distiller(Views(wli, feats, logits, y), Views(nbi, t_feats, t_logits, y), self.student))
+        return out
+
+
+def loss_weights(cfg: Config) -> dict[str, float]:
+    return {"ce": 1.0, "pro": cfg.distill.pro_weight, "den": cfg.distill.den_weight, "kd": cfg.distill.kd_weight}
+
+
+def stage_dir(cfg: Config, stage: str) -> Path:
+    return Path(cfg.run.out_dir) / f"fold{cfg.data.fold}" / stage
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def validate(model: LesionNet, data: FoldData, modality: str, cfg: Config, device) -> dict:
+    val = data.images("val", modality)
+    probs, labels = predict(model, val, device, batch_size=max(cfg.optim.batch_size, 32))
+    m = classification_metrics(labels, probs)
+    m["loss"] = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)))
+    # Selection score: AUC when defined (all classes in the split), else accuracy; less loss breaks ties.
+    m["score"] = m["auc"] if math.isfinite(m["auc"]) else m["accuracy"]
+    return m
+
+
+def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
+    """Returns (model to select/export, objective, trainable modules by name, optimiser settings, loader)."""
+    k = len(data.class_names)
+    if stage == "teacher":
+        model = build_model(cfg.teacher.backbone, k, cfg.distill.embed_dim, cfg.teacher.pretrained or None)
+        objective, modules, optim = TeacherObjective(model), {"model": model}, cfg.teacher_optim
+        primary, partner, pairing = data.images("train", "NBI", train=True), None, "random"
+    else:
+        from pagkd_core.distill import build_distiller
+
+        model = build_model(cfg.student.backbone, k, cfg.distill.embed_dim, cfg.student.pretrained or None)
+        teacher = distiller = None
+        modules, optim = {"model": model}, cfg.optim
+        if cfg.distill.method != "none":
+            teacher = build_model(cfg.teacher.backbone, k, cfg.distill.embed_dim)
+            teacher_ckpt = stage_dir(cfg, "teacher") / "best.safetensors"
+            if not teacher_ckpt.is_file():
+                raise FileNotFoundError(f"teacher checkpoint not found: {teacher_ckpt}; run "
+                                        f"`python -m pagkd_core train-teacher` with the same config first")
+            load_weights(teacher_ckpt, {"model": teacher})
+            distiller = build_distiller(cfg.distill, k, model.channels, teacher.channels)
+            modules["distiller"] = distiller
+        objective = StudentObjective(model, teacher, distiller)
+        primary = data.images("train", "WLI", train=True)
+        partner = data.images("train", "NBI", train=True) if distiller is not None else None
+        pairing = cfg.distill.pairing
+    loader = couple_loader(primary, partner, k, optim.batch_size, pairing=pairing, steps=optim.steps_per_epoch,
+                           seed=cfg.run.seed, workers=cfg.data.workers, rank=d.rank, world=d.world)
+    return model, objective.to(d.device), modules, optim, loader
+
+
+def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "student") -> dict:
+    """Train the teacher (stage='teacher') or a student; returns the best validation metrics."""
+    d = ddp.init(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    seed_everything(cfg.run.seed + d.rank)
+    out = stage_dir(cfg, "teacher" if stage == "teacher" else name)
+    data = prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress and d.main)
+    model, objective, modules, optim, loader = build_stage(cfg, stage, data, d)
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    modality = "NBI" if stage == "teacher" else "WLI"
+    state = {"epoch": 0, "best": None, "history": [], "config": cfg.to_dict(), "config_hash": cfg.hash(),
+             "class_names": data.class_names, "stage": stage}
+    if (out / "last.json").is_file():
+        if not resume:
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or change run.out_dir")
+        state = load_checkpoint(out / "last", modules, optimizer)
+        if state["config_hash"] != cfg.hash():
+            raise ValueError(f"{out}: the config differs from the run being resumed; use the original config")
+        log.info("resuming %s at epoch %d", out, state["epoch"])
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    step_fn, weights = ddp.wrap(objective, d), loss_weights(cfg)
+    for epoch in range(state["epoch"], optim.epochs):
+        loader.batch_sampler.set_epoch(epoch)
+        distill_on = epoch >= cfg.distill.warmup_epochs
+        objective.train()
+        sums, t0 = {}, time.time()
+        bar = tqdm(loader, desc=f"{out.name} epoch {epoch + 1}/{optim.epochs}", leave=False,
+                   disable=not (cfg.run.progress and d.main))
+        for x, partner, y in bar:
+            losses = step_fn(x.to(d.device), partner.to(d.device), y.to(d.device), distill_on)
+            loss = sum(weights[k] * v for k, v in losses.items())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}: "
+                                         f"{ {k: float(v) for k, v in losses.items()} }")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        if d.main:
+            val = validate(model, data, modality, cfg, d.device)
+            record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 2), "val": val,
+                      "train": {k: v / max(len(loader), 1) for k, v in sums.items()}}
+            state["history"].append(record)
+            best = state["best"]
+            if best is None or (val["score"], -val["loss"]) > (best["val"]["score"], -best["val"]["loss"]):
+                state["best"] = record
+                save_weights(out / "best.safetensors", {"model": model})
+                (out / "best.json").write_text(json.dumps(dict(record, class_names=data.class_names,
+                                                               config_hash=cfg.hash()), indent=1) + "\n")
+            state["epoch"] = epoch + 1
+            save_checkpoint(out / "last", modules, optimizer, state)
+            log.info("%s epoch %d/%d train %s val auc %.3f acc %.3f", out.name, epoch + 1, optim.epochs,
+                     {k: round(v, 4) for k, v in record["train"].items()}, val["auc"], val["accuracy"])
+        ddp.barrier(d)
+    ddp.cleanup(d)
+    return state["best"] or {}

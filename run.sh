@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One entry point for the README's quick start. Each command sets up (or updates) the
+# virtual environment itself, from the pinned constraints, then runs.
+#   ./run.sh demo [ARGS]   live demo: Gradio UI on the bundled model and synthetic demo video
+#   ./run.sh test [ARGS]   the test suite (what .ci/run calls)
+#   ./run.sh py ARGS       any python command inside the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${PAGKD_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+ensure_venv() {
+  local stamp="$VENV/.pagkd-stamp" want
+  want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
+  echo "[setup] creating/updating $VENV (pinned by constraints.txt; first time takes a few minutes)" >&2
+  [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev]'
+  echo "$want" > "$stamp"
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  demo) ensure_venv; exec "$VENV/bin/python" -m stream ui "$@" ;;
+  test) ensure_venv; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  py)   ensure_venv; exec "$VENV/bin/python" "$@" ;;
+  *) echo "usage: ./run.sh demo|test|py [ARGS]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,152 @@
+"""Command line: ``python -m stream run|evaluate|ui``.
+
+    python -m stream run demo                                   # bundled synthetic video + student
+    python -m stream run clip.mp4 --fast --predictions p.jsonl  # every frame, as fast as possible
+    python -m stream run udp://127.0.0.1:5000 --record live.mp4 --max-frames 900
+    python -m stream run /dev/video0 --size 1920x1080 --fps 60 --pixel-format mjpeg
+
+Exit codes: 0 success; 2 bad input (source, model or option), with a one-line error;
+3 the run ended on a damaged source (the frames before the damage are analysed and logged).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_OK, EXIT_USAGE, EXIT_SOURCE = 0, 2, 3
+
+
+def _run_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="'demo', a video file, an image folder, /dev/videoN, a URL (rtsp/udp/srt/http), "
+                        "or 'synthetic'; several sources run as concurrent streams on one engine")
+    p.add_argument("--config", help="YAML file of pipeline options (stream.config.PipelineConfig keys)")
+    p.add_argument("--model", help="exported student (.json/.safetensors/stem); default: the bundled student")
+    p.add_argument("--engine", choices=["auto", "tensorrt", "onnxruntime", "torch"])
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", help="engine precision: auto | fp32 | fp16 | bf16 | int8")
+    p.add_argument("--batch", type=int, help="most frames per engine call")
+    p.add_argument("--max-wait-ms", type=float, help="longest a frame waits for a batch to fill")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_const", const=True,
+                      help="pace files at their own frame rate and drop frames like a live feed")
+    pace.add_argument("--fast", dest="realtime", action="store_const", const=False,
+                      help="analyse every frame as fast as possible (default for files)")
+    p.add_argument("--smoothing", help="none | ema:alpha=0.3 | window:size=8 | hmm:stay=0.98")
+    p.add_argument("--threshold", type=float, help="alert threshold on the smoothed confidence")
+    p.add_argument("--hysteresis", type=float, help="a held call is kept down to threshold - hysteresis")
+    p.add_argument("--uncertain-low", type=float, help="confidence in [this, threshold) is 'uncertain'")
+    p.add_argument("--min-frames", type=int, help="frames a call must hold before it is shown")
+    p.add_argument("--min-duration", dest="min_duration_s", type=float, help="seconds a call must hold")
+    p.add_argument("--no-detect-area", dest="detect_area", action="store_const", const=False,
+                   help="feed the whole frame instead of the detected endoscope field")
+    p.add_argument("--record", help="annotated video (.mp4 fragmented, .ts, .mkv): survives a kill")
+    p.add_argument("--record-raw", help="raw video, same formats")
+    p.add_argument("--predictions", help="per-frame JSONL log")
+    p.add_argument("--max-frames", type=int, help="stop after this many analysed frames per stream")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--loop", action="store_true", help="replay files in a loop")
+    p.add_argument("--size", help="capture size, e.g. 1920x1080 (devices)")
+    p.add_argument("--fps", type=float, help="capture rate (devices) or image-folder rate")
+    p.add_argument("--pixel-format", help="capture pixel format, e.g. mjpeg, yuyv422 (devices)")
+    p.add_argument("--stats", help="write the run summary (latency percentiles, drops) to this JSON file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stream", description="Real-time endoscopy video runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub.add_parser("run", help="analyse a video source live or as fast as possible"))
+    sub.add_parser("evaluate", help="video-level evaluation (see: python -m stream evaluate -h)", add_help=False)
+    sub.add_parser("ui", help="the Gradio live UI (see: python -m stream ui -h)", add_help=False)
+    return parser
+
+
+_CFG_KEYS = ("model", "engine", "device", "precision", "batch", "max_wait_ms", "realtime", "smoothing",
+             "threshold", "hysteresis", "uncertain_low", "min_frames", "min_duration_s", "detect_area",
+             "record", "record_raw", "predictions", "max_frames", "threads")
+
+
+def _progress(total: int | None, quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pagkd_core.config import ConfigError
+    from stream.config import load_pipeline_config
+    from stream.engines import EngineError
+    from stream.sources import SourceError, open_source
+
+    sources = []
+    try:
+        cfg = load_pipeline_config(args.config, {k: getattr(args, k) for k in _CFG_KEYS})
+        # Sources first: a wrong path fails in a second, before the engine is built.
+        for i, spec in enumerate(args.sources):
+            sources.append(open_source(spec, realtime=cfg.realtime, stream_id=str(i), loop=args.loop,
+                                       size=args.size, fps=args.fps, pixel_format=args.pixel_format))
+        from stream.pipeline import Pipeline  # torch loads here, once the sources are known to open
+
+        pipe = Pipeline(cfg)
+        for src in sources:
+            pipe.add_stream(src, src.stream_id)
+    except (SourceError, EngineError, ConfigError, FileNotFoundError, ValueError) as e:
+        for src in sources:
+            src.close()
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    first = next(iter(pipe.streams.values())).source.info
+    total = None if first.live or args.loop or len(args.sources) > 1 else first.frames
+    if total and cfg.max_frames:
+        total = min(total, cfg.max_frames)
+    bar = _progress(total, args.quiet)
+    if bar is not None:
+        pipe.result_callbacks.append(lambda r: bar.update(1))
+    try:
+        summary = pipe.run(timeout=args.duration)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.stats:
+        with open(args.stats, "w") as f:
+            json.dump(summary, f, indent=2)
+    if not args.quiet:
+        print(f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} fps) on "
+              f"{summary['engine']['engine']}/{summary['engine']['device']}", file=sys.stderr)
+        print(pipe.stats.table(), file=sys.stderr)
+        for sid, s in summary["streams"].items():
+            print(f"stream {sid}: analysed {s['analysed']}, dropped {s['dropped']}, "
+                  f"decode errors {s['decode_errors']}, reconnects {s['reconnects']}", file=sys.stderr)
+    errors = pipe.errors()
+    if errors:
+        print(f"error: {errors[0]}; the {summary['frames']} frames before it were analysed"
+              + (f" and logged to {cfg.predictions}" if cfg.predictions else ""), file=sys.stderr)
+        return EXIT_SOURCE
+    return EXIT_OK
+
+
+def _delegate(module: str, argv: list[str]) -> int:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        print(f"error: {module} is not available ({e})", file=sys.stderr)
+        return EXIT_USAGE
+    return int(mod.main(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # evaluate and ui own their options; hand them the rest of the line untouched.
+    if argv and argv[0] == "evaluate":
+        return _delegate("stream.evaluate", argv[1:])
+    if argv and argv[0] == "ui":
+        return _delegate("stream.ui.app", argv[1:])
+    args = build_parser().parse_args(argv)
+    return cmd_run(args)

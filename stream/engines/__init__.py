@@ -1,0 +1,186 @@
+"""Inference engines behind one interface, built by name (timm-like factory).
+
+    engine = build_engine("auto", "runs/student.json", device="auto", max_batch=8)
+    logits = engine.infer(batch)          # batch: (N,3,H,W) float32, normalised; numpy or torch
+    engine.close()
+
+Kinds: ``tensorrt`` (torch-tensorrt, CUDA), ``onnxruntime`` (CPU fp32/int8, CUDA provider),
+``torch`` (eager / torch.compile, CPU or CUDA) and ``auto`` (best available first).
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.util
+from typing import Any, Callable
+
+import numpy as np
+
+from .model_source import ModelSource
+
+__all__ = ["Engine", "EngineError", "ModelSource", "build_engine", "register_engine", "list_engines",
+           "auto_candidates", "resolve_device"]
+
+
+class EngineError(RuntimeError):
+    """An engine cannot be built or run here; the message says what to do instead."""
+
+
+class Engine(abc.ABC):
+    """One model ready to run. Subclasses implement ``_run`` on at most ``max_batch`` items."""
+
+    name: str = "engine"
+
+    def __init__(self, source: ModelSource, device: str, precision: str, max_batch: int):
+        if max_batch < 1:
+            raise EngineError(f"max_batch must be >= 1, got {max_batch}")
+        self.source = source
+        self.device = device
+        self.precision = precision
+        self.max_batch = int(max_batch)
+        self.input_size: tuple[int, int] = tuple(source.meta["input_size"])  # type: ignore[assignment]
+        self.class_names: list[str] = list(source.meta["class_names"])
+        self.num_classes = int(source.meta["num_classes"])
+
+    @abc.abstractmethod
+    def _run(self, batch: Any) -> np.ndarray:
+        """Logits (n, K) float32 for n <= max_batch inputs (numpy or torch, already checked)."""
+
+    def infer(self, batch: Any) -> np.ndarray:
+        """Logits (N, K) float32 numpy; batches larger than ``max_batch`` are run in chunks."""
+        shape = tuple(batch.shape)
+        h, w = self.input_size
+        if len(shape) != 4 or shape[1] != 3 or shape[2:] != (h, w):
+            raise EngineError(f"{self.name}: expected a (N,3,{h},{w}) float32 batch, got {shape}; "
+                              f"resize frames to the model input size first (stream.preprocess)")
+        if shape[0] == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        outs = [self._run(batch[i:i + self.max_batch]) for i in range(0, shape[0], self.max_batch)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def warmup(self, iters: int = 2, batch: int | None = None) -> None:
+        x = np.zeros((batch or self.max_batch, 3, *self.input_size), np.float32)
+        for _ in range(iters):
+            self.infer(x)
+
+    def describe(self) -> dict:
+        return {"engine": self.name, "device": self.device, "precision": self.precision,
+                "max_batch": self.max_batch, "input_size": list(self.input_size),
+                "class_names": self.class_names, "model": self.source.name}
+
+    def close(self) -> None:
+        """Release device memory and sessions; the engine must not be used afterwards."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.precision} on {self.device}, max_batch={self.max_batch})"
+
+
+# kind -> (module, class name, python packages it needs); modules are imported lazily so that a
+# missing optional backend (torch-tensorrt) never breaks the others.
+_REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+
+
+def register_engine(kind: str, module: str, cls: str, needs: tuple[str, ...] = ()) -> None:
+    _REGISTRY[kind] = (module, cls, needs)
+
+
+register_engine("torch", "stream.engines.torch_engine", "TorchEngine", ("torch",))
+register_engine("onnxruntime", "stream.engines.onnxruntime_engine", "OrtEngine", ("onnxruntime",))
+register_engine("tensorrt", "stream.engines.tensorrt_engine", "TensorRTEngine", ("torch_tensorrt",))
+
+
+def list_engines(available_only: bool = False) -> list[str]:
+    kinds = list(_REGISTRY)
+    if available_only:
+        kinds = [k for k in kinds if all(importlib.util.find_spec(p) for p in _REGISTRY[k][2])]
+    return kinds
+
+
+def _engine_class(kind: str) -> type[Engine]:
+    if kind not in _REGISTRY:
+        raise EngineError(f"unknown engine {kind!r}; choose one of: auto, {', '.join(_REGISTRY)}")
+    module, cls, needs = _REGISTRY[kind]
+    missing = [p for p in needs if importlib.util.find_spec(p) is None]
+    if missing:
+        hint = "install the GPU extra: pip install -e '.[gpu]'" if kind == "tensorrt" else \
+            f"pip install {' '.join(missing)}"
+        raise EngineError(f"engine {kind!r} needs {', '.join(missing)} which is not installed; {hint} "
+                          f"or use --engine auto")
+    return getattr(importlib.import_module(module), cls)
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return False
+
+
+def resolve_device(device: str) -> str:
+    if device in ("auto", None):
+        return "cuda" if cuda_available() else "cpu"
+    if device.startswith("cuda") and not cuda_available():
+        raise EngineError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise EngineError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def ort_has_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+    except ImportError:
+        return False
+
+
+def auto_candidates(device: str, source: ModelSource | None = None,
+                    precision: str = "auto") -> list[tuple[str, dict]]:
+    """Engines to try for ``auto``, best first, as (kind, extra options)."""
+    if device.startswith("cuda"):
+        cands: list[tuple[str, dict]] = []
+        if importlib.util.find_spec("torch_tensorrt") is not None:
+            cands.append(("tensorrt", {}))
+        if ort_has_cuda():
+            cands.append(("onnxruntime", {}))
+        return cands + [("torch", {})]
+    cands = []
+    wants_int8 = precision == "int8" or (precision == "auto" and source is not None
+                                         and source.int8_onnx_path() is not None)
+    if wants_int8:
+        cands.append(("onnxruntime", {"precision": "int8"}))
+    cands += [("onnxruntime", {"precision": "fp32"}), ("torch", {"precision": "fp32"})]
+    return cands
+
+
+def build_engine(kind: str, model_path: Any, device: str = "auto", max_batch: int = 8,
+                 precision: str = "auto", on_fallback: Callable[[str], None] | None = None,
+                 **opts) -> Engine:
+    """Build an engine by name. ``model_path`` is an exported student (.json/.safetensors/stem) or
+    a :class:`ModelSource`. ``auto`` tries the best available engine first and reports each
+    fallback through ``on_fallback`` (default: a warning)."""
+    source = model_path if isinstance(model_path, ModelSource) else ModelSource.from_path(model_path)
+    device = resolve_device(device)
+    if kind != "auto":
+        return _engine_class(kind)(source, device=device, max_batch=max_batch, precision=precision, **opts)
+    errors = []
+    for cand, extra in auto_candidates(device, source, precision):
+        kw = {**opts, "precision": precision, **extra}
+        try:
+            return _engine_class(cand)(source, device=device, max_batch=max_batch, **kw)
+        except (EngineError, ImportError, RuntimeError, OSError) as e:
+            msg = f"engine {cand!r} ({kw['precision']}) unavailable: {str(e).splitlines()[0]}"
+            errors.append(msg)
+            if on_fallback is not None:
+                on_fallback(msg)
+            else:
+                import warnings
+                warnings.warn(msg + "; trying the next engine", RuntimeWarning, stacklevel=2)
+    raise EngineError("no engine could be built: " + " | ".join(errors))

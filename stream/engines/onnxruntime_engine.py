@@ -1,0 +1,87 @@
+"""ONNX Runtime engine: CPU fp32, CPU int8 (static QDQ, see ``int8.py``), CUDA provider.
+
+The fp32 graph is the student's ``.onnx`` (exported on first use if absent); the int8 graph is
+``<stem>.int8.onnx`` written by ``python -m stream.engines.int8``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from . import Engine, EngineError
+from .model_source import ModelSource
+
+_GRAPH_OPT = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session_options(threads: int | None = None, graph_opt: str = "all") -> ort.SessionOptions:
+    if graph_opt not in _GRAPH_OPT:
+        raise EngineError(f"graph_opt must be one of {list(_GRAPH_OPT)}, got {graph_opt!r}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = _GRAPH_OPT[graph_opt]
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    return so
+
+
+class OrtEngine(Engine):
+    name = "onnxruntime"
+
+    def __init__(self, source: ModelSource, device: str = "cpu", max_batch: int = 8,
+                 precision: str = "auto", threads: int | None = None, graph_opt: str = "all",
+                 onnx_path: str | Path | None = None):
+        cuda = device.startswith("cuda")
+        if precision == "auto":
+            precision = "fp32"
+        if precision not in ("fp32", "int8"):
+            raise EngineError(f"onnxruntime precision must be fp32 or int8, got {precision!r}")
+        if cuda and precision == "int8":
+            raise EngineError("int8 QDQ graphs are for the CPU provider; on CUDA use tensorrt or fp32")
+        if cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise EngineError("onnxruntime has no CUDAExecutionProvider here; pip install "
+                              "onnxruntime-gpu, or use --engine torch on CUDA")
+        super().__init__(source, device, precision, max_batch)
+        if onnx_path is not None:
+            path = Path(onnx_path)
+        elif precision == "int8":
+            path = source.int8_onnx_path()
+            if path is None:
+                raise EngineError(f"no calibrated int8 graph for {source.name}; run: python -m "
+                                  f"stream.engines.int8 --model <student.json> --images <synthetic WLI root>")
+        else:
+            path = source.onnx_path()
+        if not Path(path).is_file():
+            raise EngineError(f"ONNX graph {path} not found")
+        self.onnx_path = Path(path)
+        if cuda:
+            index = int(device.split(":")[1]) if ":" in device else 0
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(self.onnx_path), sess_options=session_options(threads, graph_opt),
+                                            providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _run(self, batch: Any) -> np.ndarray:
+        if not isinstance(batch, np.ndarray):  # torch tensor, possibly on a GPU
+            batch = batch.detach().float().cpu().numpy()
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run([self.output_name], {self.input_name: x})[0].astype(np.float32, copy=False)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "onnx": str(self.onnx_path),
+                "providers": self.session.get_providers() if self.session else []}
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

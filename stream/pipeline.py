@@ -1,0 +1,395 @@
+"""The runtime: source -> preprocess -> batcher -> engine -> smoother/alerts -> sinks.
+
+    pipe = Pipeline(PipelineConfig(predictions="run.jsonl"), on_result=print)
+    pipe.add_stream("clip.mp4")               # or a device, URL, folder, "demo"; several streams share the engine
+    summary = pipe.run()                       # start, wait for the sources to end, stop
+
+    pipe.start(); pipe.pause(); pipe.set_params(smoothing="hmm:stay=0.98", threshold=0.8); pipe.stop()
+
+Threads and queues (each bounded, each stage timed into ``pipe.stats``):
+  ingest (one per stream): next frame -> preprocess -> batcher.submit. At most ``inflight``
+      frames per stream are between source and result; for a live source the reader thread
+      keeps only the newest frame meanwhile, so lag cannot build up, and drops are counted.
+  batcher (stream.batching): collects up to ``batch`` frames or ``max_wait_ms`` -> engine.infer.
+  post: softmax -> smoother -> alert machine -> prediction log, overlay, recorder, callbacks.
+  pass-through (live sources only, in the reader thread): every frame is annotated with the
+      newest result at once and handed to the display/recorder, so the video never waits.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from stream.alerts import AlertConfig, AlertMachine, AlertState
+from stream.batching import DynamicBatcher
+from stream.config import PipelineConfig, bundled_model
+from stream.frame import Frame
+from stream.preprocess import Preprocessor
+from stream.sinks import Annotation, LatencyStats, PassThroughOverlay, PredictionLog, Recorder, draw_overlay
+from stream.smoothing import build_smoother, parse_spec
+from stream.sources import LatestFrameReader, Source, SourceError, open_source
+
+__all__ = ["Pipeline", "PipelineConfig", "Result"]
+
+
+@dataclass
+class Result:
+    frame: Frame
+    probs: np.ndarray  # raw softmax, (K,)
+    smoothed: np.ndarray
+    state: AlertState
+    latency_ms: float  # frame arrival -> result
+    batch_size: int
+    annotated: np.ndarray | None = None  # set in replay mode when annotation is on
+
+    def record(self, class_names) -> dict:
+        """The prediction-log line of this frame."""
+        f = self.frame
+        return {"stream": f.stream_id, "frame": f.index, "pts": None if f.pts is None else round(f.pts, 6),
+                "probs": [round(float(p), 6) for p in self.probs],
+                "smoothed": [round(float(p), 6) for p in self.smoothed],
+                "state": self.state.state, "alert": bool(self.state.alert),
+                "confidence": round(float(self.state.confidence), 6), "classes": list(class_names),
+                "latency_ms": round(self.latency_ms, 3), "batch": self.batch_size}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _sibling(path: str, sid: str, first: bool) -> str:
+    # The first stream writes to the path as given; others get their id inserted before the suffix.
+    p = Path(path)
+    return str(p) if first else str(p.with_name(f"{p.stem}.{sid}{p.suffix}"))
+
+
+@dataclass
+class _Stream:
+    sid: str
+    source: Source
+    live: bool
+    inflight: int
+    slots: threading.Semaphore
+    smoother: object
+    alerts: AlertMachine
+    recorder: Recorder | None = None
+    raw_recorder: Recorder | None = None
+    thread: threading.Thread | None = None
+    taken: int = 0
+    done: bool = False
+    error: str | None = None
+    problems: list = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, cfg: PipelineConfig | None = None, engine=None,
+                 on_result: Callable[[Result], None] | None = None,
+                 on_display: Callable[[Frame, np.ndarray], None] | None = None):
+        self.cfg = cfg = cfg or PipelineConfig()
+        if engine is None:
+            from stream.engines import build_engine
+
+            engine = build_engine(cfg.engine, cfg.model or bundled_model(), device=cfg.device,
+                                  max_batch=cfg.batch, precision=cfg.precision,
+                                  **({"threads": cfg.threads} if cfg.threads and cfg.engine == "torch" else {}))
+        self.engine = engine
+        self.class_names = list(engine.class_names)
+        meta = engine.source.meta
+        self.pre = Preprocessor(engine.input_size, meta["mean"], meta["std"], device=engine.device,
+                                detect=cfg.detect_area, detect_every=cfg.detect_every,
+                                backend=cfg.preprocess_backend)
+        self.stats = LatencyStats()
+        self.result_callbacks = [on_result] if on_result else []
+        self.display_callbacks = [on_display] if on_display else []
+        self.overlay = PassThroughOverlay([self._emit_display])
+        self.log = PredictionLog(cfg.predictions) if cfg.predictions else None
+        self.streams: dict[str, _Stream] = {}
+        self._batcher: DynamicBatcher | None = None
+        self._post_q: queue.Queue = queue.Queue()
+        self._post_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()  # cleared while paused
+        self._pending = 0
+        self._cv = threading.Condition()
+        self._started = self._stopped = False
+        self.t_start = self.t_end = None
+
+    # -- building ------------------------------------------------------------------------
+    def add_stream(self, source: str | Source, stream_id: str | None = None, **source_kw) -> str:
+        """Open ``source`` (spec or Source) as one more stream; raises SourceError if it cannot be opened."""
+        sid = stream_id or str(len(self.streams))
+        if sid in self.streams:
+            raise ValueError(f"stream id {sid!r} already in use")
+        if not isinstance(source, Source):
+            source = open_source(source, realtime=self.cfg.realtime, stream_id=sid, **source_kw)
+        source.stream_id = sid
+        live = isinstance(source, LatestFrameReader)
+        cfg, first = self.cfg, not self.streams
+        n = cfg.inflight or (2 if live else 2 * cfg.batch)
+        mode, params = parse_spec(cfg.smoothing)
+        st = _Stream(sid, source, live, n, threading.Semaphore(n), build_smoother(mode, **params),
+                     AlertMachine(AlertConfig(class_names=tuple(self.class_names), **cfg.alert_params())))
+        fps = source.info.fps or 30.0
+        if cfg.record:
+            st.recorder = Recorder(_sibling(cfg.record, sid, first), fps=fps)
+        if cfg.record_raw:
+            st.raw_recorder = Recorder(_sibling(cfg.record_raw, sid, first), fps=fps)
+        if live:
+            # Pass-through path: runs in the reader thread for every frame, never waits on inference.
+            source.taps.append(self._passthrough)
+        self.streams[sid] = st
+        if self._started:
+            self._launch(st)
+        return sid
+
+    # -- control -------------------------------------------------------------------------
+    def start(self) -> "Pipeline":
+        if self._started:
+            return self
+        if not self.streams:
+            raise ValueError("add at least one stream before start()")
+        self._started, self.t_start = True, time.monotonic()
+        self._batcher = DynamicBatcher(self.engine.infer, max_batch=self.cfg.batch, max_wait_ms=self.cfg.max_wait_ms,
+                                       max_queue=max(8, sum(s.inflight for s in self.streams.values()) + 8))
+        self._post_thread = threading.Thread(target=self._post_loop, name="post", daemon=True)
+        self._post_thread.start()
+        for st in self.streams.values():
+            self._launch(st)
+        return self
+
+    def _launch(self, st: _Stream) -> None:
+        st.thread = threading.Thread(target=self._ingest, args=(st,), name=f"ingest-{st.sid}", daemon=True)
+        st.thread.start()
+
+    def pause(self) -> None:
+        """Replay waits; a live feed keeps flowing through the pass-through path but is not analysed."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def set_params(self, smoothing: str | None = None, **alerts) -> None:
+        """Change smoothing (spec string) and alert parameters while running."""
+        if smoothing is not None:
+            mode, params = parse_spec(smoothing)
+            old_mode, _ = parse_spec(self.cfg.smoothing)
+            for st in self.streams.values():
+                if mode == old_mode:
+                    st.smoother.set_params(**params)  # keeps the running state
+                else:
+                    st.smoother = build_smoother(mode, **params)
+            self.cfg.smoothing = smoothing
+        if alerts:
+            for st in self.streams.values():
+                st.alerts.configure(**alerts)
+            for k, v in alerts.items():
+                if hasattr(self.cfg, k):
+                    setattr(self.cfg, k, v)
+
+    def done(self) -> bool:
+        with self._cv:
+            return all(s.done for s in self.streams.values()) and self._pending == 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every source has ended and every frame is through; False on timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while not (all(s.done for s in self.streams.values()) and self._pending == 0):
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(0.1 if left is None else min(0.1, left))
+        return True
+
+    def stop(self) -> dict:
+        """Stop sources, finish frames in flight, close sinks; returns the summary."""
+        if self._stopped:
+            return self.summary()
+        self._stopped = True
+        self._stop.set()
+        self._running.set()
+        for st in self.streams.values():
+            st.source.close()
+        for st in self.streams.values():
+            if st.thread is not None:
+                st.thread.join(timeout=10)
+        if self._batcher is not None:
+            self._batcher.close()
+        self._post_q.put(None)
+        if self._post_thread is not None:
+            self._post_thread.join(timeout=10)
+        for st in self.streams.values():
+            for rec in (st.recorder, st.raw_recorder):
+                if rec is not None:
+                    rec.close()
+        if self.log is not None:
+            self.log.close()
+        self.t_end = time.monotonic()
+        return self.summary()
+
+    def run(self, timeout: float | None = None) -> dict:
+        """start(), wait for the sources to end (or ``timeout`` / Ctrl-C), stop(); the summary."""
+        self.start()
+        try:
+            self.wait(timeout)
+        except KeyboardInterrupt:
+            pass
+        return self.stop()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- stages --------------------------------------------------------------------------
+    def _ingest(self, st: _Stream) -> None:
+        it = iter(st.source)
+        limit = self.cfg.max_frames
+        try:
+            while not self._stop.is_set() and not (limit and st.taken >= limit):
+                # Take a slot first, then the frame: a live frame must not age while we wait.
+                while not st.slots.acquire(timeout=0.1):
+                    if self._stop.is_set():
+                        return
+                t0 = time.perf_counter()
+                frame = next(it, None)
+                if frame is None:
+                    st.slots.release()
+                    break
+                t1 = time.perf_counter()
+                self.stats.add("source", (t1 - t0) * 1e3)
+                if not self._running.is_set():
+                    st.slots.release()
+                    if not st.live:  # replay waits for resume; live frames are skipped
+                        while not self._running.wait(0.1) and not self._stop.is_set():
+                            pass
+                    continue
+                if st.raw_recorder is not None and not st.live:
+                    st.raw_recorder.write(frame)
+                x = self.pre([frame])[0]
+                self.stats.add("preprocess", (time.perf_counter() - t1) * 1e3)
+                with self._cv:
+                    self._pending += 1
+                st.taken += 1
+                fut = self._batcher.submit(x, st.sid, meta=frame)
+                # Runs on the batcher thread when the engine is done (or failed) with this frame.
+                fut.add_done_callback(lambda f, sid=st.sid: self._post_q.put((sid, f)))
+        except SourceError as e:
+            st.error = str(e)
+        except Exception as e:  # report, do not hang the other streams
+            st.error = f"stream {st.sid}: {type(e).__name__}: {e}"
+        finally:
+            with self._cv:
+                st.done = True
+                self._cv.notify_all()
+
+    def _post_loop(self) -> None:
+        while True:
+            item = self._post_q.get()
+            if item is None:
+                return
+            sid, fut = item
+            try:
+                self._post(fut.result())
+            except Exception as e:  # an engine or sink failure: report it, keep the stream going
+                self.stats.count("failed")
+                self.streams[sid].error = f"stream {sid}: {type(e).__name__}: {' '.join(str(e).split())}"
+            finally:
+                self.streams[sid].slots.release()
+                with self._cv:
+                    self._pending -= 1
+                    self._cv.notify_all()
+
+    def _post(self, res) -> None:
+        t0 = time.perf_counter()
+        st, frame = self.streams[res.stream_id], res.meta
+        self.stats.add("queue", res.wait_ms)
+        self.stats.add("infer", res.infer_ms)
+        probs = _softmax(np.asarray(res.logits, dtype=np.float64))
+        smoothed = np.asarray(st.smoother.update(probs), dtype=np.float64)
+        state = st.alerts.update(smoothed, frame.pts)
+        latency = (time.monotonic() - frame.arrival) * 1e3
+        result = Result(frame, probs, smoothed, state, latency, res.batch_size)
+        self.stats.add("total", latency)
+        self.stats.count("frames")
+        t1 = time.perf_counter()
+        self.stats.add("post", (t1 - t0) * 1e3)
+        ann = Annotation(state.state, bool(state.alert), float(state.confidence), smoothed.tolist(),
+                         self.class_names, frame.index)
+        if st.live:
+            self.overlay.update(st.sid, ann)  # the pass-through path draws it on the next frames
+        elif self.cfg.annotate and (st.recorder is not None or self.display_callbacks):
+            result.annotated = draw_overlay(frame.rgb, ann)
+            if st.recorder is not None:
+                st.recorder.write(frame, result.annotated)
+            for cb in self.display_callbacks:
+                cb(frame, result.annotated)
+        if self.log is not None:
+            self.log.write(result.record(self.class_names))
+        for cb in self.result_callbacks:
+            cb(result)
+        self.stats.add("sinks", (time.perf_counter() - t1) * 1e3)
+
+    def _passthrough(self, frame: Frame) -> None:
+        st = self.streams.get(frame.stream_id)
+        if st is None:
+            return
+        if st.raw_recorder is not None:
+            st.raw_recorder.write(frame)
+        if self.cfg.annotate and (st.recorder is not None or self.display_callbacks):
+            t0 = time.perf_counter()
+            self.overlay.tap(frame)
+            self.stats.add("passthrough", (time.perf_counter() - t0) * 1e3)
+
+    def _emit_display(self, frame: Frame, rgb: np.ndarray) -> None:
+        st = self.streams.get(frame.stream_id)
+        if st is not None and st.recorder is not None:
+            st.recorder.write(frame, rgb)
+        for cb in self.display_callbacks:
+            cb(frame, rgb)
+
+    # -- reporting -----------------------------------------------------------------------
+    def summary(self) -> dict:
+        s = self.stats.summary()
+        end = self.t_end or time.monotonic()
+        wall = (end - self.t_start) if self.t_start else 0.0
+        streams = {}
+        for sid, st in self.streams.items():
+            c = st.source.counters
+            rec = [r for r in (st.recorder, st.raw_recorder) if r is not None]
+            streams[sid] = {"source": st.source.info.name, "live": st.live, "analysed": st.taken,
+                            "dropped": int(c.get("dropped", 0)), "decode_errors": int(c.get("decode_errors", 0)),
+                            "reconnects": int(c.get("reconnects", 0)), "problems": list(st.source.problems),
+                            "error": st.error, "record_dropped": sum(r.dropped for r in rec),
+                            "record_errors": [r.error for r in rec if r.error]}
+        frames = s["counters"].get("frames", 0)
+        return {"engine": self.engine.describe(), "wall_s": round(wall, 3),
+                "fps": round(frames / wall, 2) if wall > 0 else 0.0, "frames": frames,
+                "streams": streams, "latency_ms": s["stages"],
+                "batches": self._batcher.stats() if self._batcher else {}, "paused": self.paused}
+
+    def errors(self) -> list[str]:
+        """One line per stream that ended on an error or saw damaged input."""
+        out = []
+        for st in self.streams.values():
+            if st.error:
+                out.append(st.error)
+            elif st.source.problems:
+                c = st.source.counters
+                out.append(f"{st.source.info.name}: {st.source.problems[0]}"
+                           + (f" (+{int(c.get('decode_errors', 0)) - 1} more errors)"
+                              if c.get("decode_errors", 0) > 1 else ""))
+        return out

@@ -1,0 +1,8 @@
+"""Sinks: annotated overlay, crash-safe recording, per-frame prediction log, latency statistics."""
+from stream.sinks.overlay import Annotation, PassThroughOverlay, draw_overlay
+from stream.sinks.predictions import PredictionLog, read_predictions
+from stream.sinks.record import Recorder
+from stream.sinks.stats import LatencyStats
+
+__all__ = ["Annotation", "PassThroughOverlay", "draw_overlay", "PredictionLog", "read_predictions",
+           "Recorder", "LatencyStats"]

@@ -1,0 +1,91 @@
+"""Annotations drawn on a copy of the picture: the raw video itself is never touched or held.
+
+``draw_overlay`` paints the call (class name, "uncertain" or "no call"), one confidence bar
+per class and, while an alert is on, a red border. ``PassThroughOverlay`` is the live path:
+every incoming frame is annotated at once with the newest result known for its stream, so
+the video is never delayed by inference; only the annotations lag (by the pipeline latency,
+which the stats report).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from stream.frame import Frame
+
+ALERT_RGB = (230, 30, 30)
+UNCERTAIN_RGB = (240, 190, 0)
+CALL_RGB = (40, 200, 80)
+IDLE_RGB = (170, 170, 170)
+
+
+@dataclass
+class Annotation:
+    """What the overlay needs from one result."""
+
+    state: str  # class name | "uncertain" | "no call"
+    alert: bool
+    confidence: float
+    smoothed: Sequence[float]
+    class_names: Sequence[str]
+    frame_index: int = -1  # the frame the annotation was computed on
+
+
+def draw_overlay(rgb: np.ndarray, ann: Annotation | None) -> np.ndarray:
+    """A new annotated array; ``rgb`` is left as it is."""
+    out = rgb.copy()
+    if ann is None:
+        return out
+    h, w = out.shape[:2]
+    s = max(h, 240) / 720.0  # sizes follow the picture so 480p and 4K both read well
+    font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(1, round(2 * s))
+    if ann.alert:
+        b = max(3, round(12 * s))
+        cv2.rectangle(out, (b // 2, b // 2), (w - 1 - b // 2, h - 1 - b // 2), ALERT_RGB, b)
+    colour = ALERT_RGB if ann.alert else UNCERTAIN_RGB if ann.state == "uncertain" else \
+        IDLE_RGB if ann.state == "no call" else CALL_RGB
+    text = ann.state if ann.state in ("uncertain", "no call") else f"{ann.state} {ann.confidence:.2f}"
+    x, y = round(24 * s), round(56 * s)
+    (tw, th), _ = cv2.getTextSize(text, font, 1.2 * s, thick)
+    cv2.rectangle(out, (x - 6, y - th - 8), (x + tw + 6, y + 8), (0, 0, 0), -1)
+    cv2.putText(out, text, (x, y), font, 1.2 * s, colour, thick, cv2.LINE_AA)
+    # One bar per class: the smoothed probability the call is based on.
+    bar_w, bar_h = round(220 * s), max(6, round(16 * s))
+    for i, (name, p) in enumerate(zip(ann.class_names, ann.smoothed)):
+        by = h - round(30 * s) - (len(ann.class_names) - 1 - i) * (bar_h + round(10 * s))
+        cv2.rectangle(out, (x, by - bar_h), (x + bar_w, by), (40, 40, 40), -1)
+        cv2.rectangle(out, (x, by - bar_h), (x + int(bar_w * float(np.clip(p, 0, 1))), by),
+                      ALERT_RGB if ann.alert and name == ann.state else (90, 160, 230), -1)
+        cv2.putText(out, name, (x + bar_w + 8, by - 2), font, 0.5 * s, (230, 230, 230), max(1, thick // 2),
+                    cv2.LINE_AA)
+    return out
+
+
+class PassThroughOverlay:
+    """Annotate every frame the moment it arrives with the newest result of its stream.
+
+    ``tap(frame)`` is called from the source's reader thread for every frame (also those the
+    analysis skips); it draws and hands the picture to ``outputs`` (display, recorder), each
+    of which must not block. ``update(stream_id, annotation)`` is called when a result is ready.
+    """
+
+    def __init__(self, outputs: list[Callable[[Frame, np.ndarray], None]] | None = None):
+        self.outputs = list(outputs or [])
+        self._latest: dict[str, Annotation] = {}
+        self._lock = threading.Lock()
+
+    def update(self, stream_id: str, ann: Annotation) -> None:
+        with self._lock:
+            self._latest[stream_id] = ann
+
+    def tap(self, frame: Frame) -> np.ndarray:
+        with self._lock:
+            ann = self._latest.get(frame.stream_id)
+        out = draw_overlay(frame.rgb, ann)
+        for emit in self.outputs:
+            emit(frame, out)
+        return out

@@ -1,0 +1,42 @@
+"""Per-frame prediction log: one JSON object per line, flushed per line (survives a kill)."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+
+class PredictionLog:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Line buffering writes each record as soon as its newline is written.
+        self._f = open(self.path, "w", buffering=1, encoding="utf-8")
+        self._lock = threading.Lock()
+        self.lines = 0
+
+    def write(self, record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":"))
+        with self._lock:
+            if self._f.closed:
+                return
+            self._f.write(line + "\n")
+            self.lines += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._f.closed:
+                self._f.close()
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict]:
+    """Records of a log; a last line cut by a kill is skipped."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return out

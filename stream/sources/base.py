@@ -1,0 +1,66 @@
+"""What every source shares: the error type, its description and its counters."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterator
+
+from stream.frame import Frame
+
+
+class SourceError(RuntimeError):
+    """A source could not be opened or read. The message is one line meant for the user."""
+
+
+@dataclass
+class SourceInfo:
+    name: str  # what the user passed (path, URL, device)
+    kind: str  # file | capture | network | folder | synthetic
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    frames: int | None = None  # when the container knows it
+    codec: str | None = None
+    pix_fmt: str | None = None
+    live: bool = False  # frames arrive on their own clock; the reader keeps only the newest
+
+
+class Source:
+    """An iterable of Frames with counters.
+
+    ``counters`` keys: ``frames`` (yielded), ``dropped`` (overwritten before anyone read
+    them), ``decode_errors``, ``reconnects``. ``problems`` collects one-line descriptions of
+    non-fatal trouble (corrupt packets, a truncated file) for the run's report.
+    """
+
+    info: SourceInfo
+
+    def __init__(self, info: SourceInfo, stream_id: str = "0"):
+        self.info = info
+        self.stream_id = stream_id
+        self.counters: Counter = Counter()
+        self.problems: list[str] = []
+
+    def frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def note(self, problem: str) -> None:
+        # Keep the report short: a flood of identical decoder complaints says nothing new.
+        if len(self.problems) < 20 and problem not in self.problems[-1:]:
+            self.problems.append(problem)
+
+    def __repr__(self) -> str:
+        i = self.info
+        return f"{type(self).__name__}({i.name!r}, {i.width}x{i.height}@{i.fps}, live={i.live})"

@@ -1,0 +1,50 @@
+"""The live timeline: raw and smoothed alert probability, threshold, uncertain band, alert spans."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # server side, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def alert_spans(t: np.ndarray, alert: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) times of consecutive alert runs."""
+    spans, start = [], None
+    for ti, a in zip(t, alert):
+        if a and start is None:
+            start = ti
+        elif not a and start is not None:
+            spans.append((start, ti))
+            start = None
+    if start is not None:
+        spans.append((start, t[-1]))
+    return spans
+
+
+def timeline_figure(records: list[dict], threshold: float, band: float, title: str = ""):
+    """A small matplotlib figure of the last records (each with t, p_raw, p_smooth, alert)."""
+    fig, ax = plt.subplots(figsize=(8, 2.4), dpi=80)
+    if records:
+        t = np.array([r["t"] for r in records])
+        t = t - t[-1]  # seconds before now
+        raw = np.array([r["p_raw"] for r in records])
+        smooth = np.array([r["p_smooth"] for r in records])
+        alert = np.array([bool(r["alert"]) for r in records])
+        for a, b in alert_spans(t, alert):
+            ax.axvspan(a, b, color="tab:red", alpha=0.18, lw=0)
+        ax.plot(t, raw, color="0.6", lw=0.8, label="raw")
+        ax.plot(t, smooth, color="tab:blue", lw=1.6, label="smoothed")
+        ax.set_xlim(min(t[0], -1.0), 0)
+    lo, hi = max(threshold - band, 0.0), min(threshold + band, 1.0)
+    ax.axhspan(lo, hi, color="tab:orange", alpha=0.12, lw=0, label="uncertain band")
+    ax.axhline(threshold, color="tab:red", lw=0.8, ls="--", label="threshold")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("seconds before now")
+    ax.set_ylabel("P(alert class)")
+    ax.set_title(title or "live timeline (red: alert) - synthetic data", fontsize=9)
+    ax.legend(loc="upper left", fontsize=7, ncol=4, frameon=False)
+    fig.tight_layout()
+    plt.close(fig)  # gr.Plot renders it; keep pyplot's registry empty
+    return fig

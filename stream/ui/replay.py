@@ -1,0 +1,99 @@
+"""Replay evaluation for an uploaded video: every frame through the runtime's Pipeline with the
+page's current settings, then the runtime's video-level evaluation when labels are given.
+
+Outputs (all in the session's folder, deleted with it): the annotated video, the per-frame
+prediction log (JSONL), a run summary (JSON) and, with labels, the evaluation report
+(Markdown + JSON + timeline plot).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.pipeline import Pipeline
+from stream.ui.controls import Controls
+
+
+@dataclass
+class ReplayResult:
+    frames: int
+    seconds: float
+    video: str | None
+    downloads: list[Path] = field(default_factory=list)
+    report_md: str = ""
+
+
+def _summary_md(name: str, summary: dict, rows: list[dict]) -> str:
+    s = summary["streams"].get("replay", {})
+    lat = summary["latency_ms"].get("total", {})
+    calls = {}
+    for r in rows:
+        calls[r["state"]] = calls.get(r["state"], 0) + 1
+    alert = sum(1 for r in rows if r["alert"])
+    lines = [
+        f"### Replay of `{name}` (synthetic-data model)",
+        f"- frames analysed: {summary['frames']} in {summary['wall_s']:.1f} s ({summary['fps']:.1f} fps), "
+        f"engine {summary['engine'].get('engine')} {summary['engine'].get('precision', '')} "
+        f"on {summary['engine'].get('device')}",
+        f"- latency arrival->result: p50 {lat.get('p50', 0):.1f} ms, p99 {lat.get('p99', 0):.1f} ms",
+        f"- alert frames: {alert} ({100.0 * alert / max(len(rows), 1):.1f}%); calls: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())),
+    ]
+    if s.get("record_dropped"):
+        lines.append(f"- annotated video: {s['record_dropped']} frames not recorded (encoder behind)")
+    if s.get("error") or s.get("problems"):
+        lines.append(f"- input problems: {s.get('error') or '; '.join(s['problems'][:3])}")
+    return "\n".join(lines)
+
+
+def run_replay(engine, base, controls: Controls, probe, labels: Path | None, out_dir: Path,
+               progress=None) -> ReplayResult:
+    """`probe`: session.VideoProbe of a checked upload; `labels`: checked per-frame CSV or None;
+    `progress((done, total), ...)`: optional (gr.Progress)."""
+    from stream.sinks.predictions import read_predictions
+
+    out_dir = Path(out_dir)
+    stem = Path(probe.path).stem
+    k = len(engine.class_names)
+    cfg = copy.copy(base)
+    cfg.realtime, cfg.batch, cfg.max_wait_ms = False, 4, 5.0
+    cfg.smoothing = controls.smoothing_spec(k)
+    for key, v in controls.alert_params(k).items():
+        setattr(cfg, key, v)
+    cfg.record = str(out_dir / f"{stem}.annotated.mp4")
+    cfg.predictions = str(out_dir / f"{stem}.predictions.jsonl")
+    t0 = time.monotonic()
+    pipe = Pipeline(cfg, engine=engine)
+    if progress is not None and probe.frames:
+        done = [0]
+
+        def tick(_result):
+            done[0] += 1
+            if done[0] % 15 == 0:
+                progress((done[0], probe.frames), desc="replay", unit="frames")
+
+        pipe.result_callbacks.append(tick)
+    pipe.add_stream(probe.path, stream_id="replay")
+    summary = pipe.run()
+    rows = read_predictions(cfg.predictions)
+    if not rows:
+        raise RuntimeError(f"no frame of {Path(probe.path).name} could be analysed: "
+                           + "; ".join(pipe.errors() or ["empty video"]))
+    summary_path = out_dir / f"{stem}.summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    report = _summary_md(Path(probe.path).name, summary, rows)
+    downloads = [Path(cfg.predictions), summary_path]
+    if labels is not None:
+        from stream.ui.evaluation import evaluate_replay
+
+        md, files = evaluate_replay(Path(probe.path), Path(cfg.predictions), labels, out_dir, controls, k)
+        report += "\n\n" + md
+        downloads += files
+    video = cfg.record if Path(cfg.record).is_file() and Path(cfg.record).stat().st_size else None
+    if video:
+        downloads.insert(0, Path(video))
+    return ReplayResult(len(rows), time.monotonic() - t0, video, downloads, report)

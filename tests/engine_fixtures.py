@@ -1,0 +1,62 @@
+"""A small exported student that has learnt something, for engine and evaluation tests.
+
+A random network's logits are all near zero, so any precision change flips its argmax; a few
+SGD steps on an easy synthetic task (bright blob vs stripes; all data synthetic) give it real
+decision margins, which makes top-1 agreement between engines a meaningful check.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SIZE = 64
+CLASSES = ["hyperplastic", "adenoma"]
+
+
+def toy_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n,3,SIZE,SIZE) uint8 pictures and labels: class 1 has a dark blob, class 0 stripes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    imgs, labels = [], rng.integers(0, 2, n)
+    for lab in labels:
+        base = 150 + 30 * np.sin(xx / rng.uniform(3, 9) + rng.uniform(0, 6)) * np.cos(yy / rng.uniform(3, 9))
+        rgb = np.stack([base + 50, base * 0.7, base * 0.6], 0) + rng.normal(0, 12, (3, SIZE, SIZE))
+        cx, cy, r = rng.uniform(16, 48, 2).tolist() + [rng.uniform(6, 14)]
+        blob = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        if lab:
+            rgb[:, blob] *= 0.45
+        else:
+            rgb[:, blob] += 35 * np.sin(xx[blob] / 1.5)
+        imgs.append(np.clip(rgb, 0, 255).astype(np.uint8))
+    return np.stack(imgs), labels
+
+
+def normalise(u8: np.ndarray) -> np.ndarray:
+    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
+    return ((u8.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+
+def train_toy_student(out_dir: Path, backbone: str = "resnet18", steps: int = 40, onnx: bool = True) -> Path:
+    """Train briefly and export with the training core's exporter; returns the .json path."""
+    from pagkd_core.export import export_student
+    from pagkd_core.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone, len(CLASSES), embed_dim=16)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    imgs, labels = toy_images(16 * steps, seed=1)
+    x_all, y_all = torch.from_numpy(normalise(imgs)), torch.from_numpy(labels)
+    model.train()
+    for i in range(steps):
+        x, y = x_all[i * 16:(i + 1) * 16], y_all[i * 16:(i + 1) * 16]
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    export_student(model, out_dir / "toy", class_names=CLASSES, input_size=SIZE, onnx=onnx,
+                   train_command="tests/engine_fixtures.py (synthetic toy task)")
+    return out_dir / "toy.json"

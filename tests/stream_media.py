@@ -1,0 +1,59 @@
+"""Small synthetic test videos for the stream tests (all content is synthetic)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+def scope_frame(i: int, w: int = 160, h: int = 128, field: str = "round", radius: float = 0.46,
+                lesion: bool = False) -> np.ndarray:
+    """A moving texture inside a round/octagonal field on black, like an endoscope picture."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    tex = 128 + 60 * np.sin((xx + 3 * i) / 7.0) * np.cos((yy - 2 * i) / 9.0)
+    rgb = np.stack([tex + 60, tex * 0.7 + 20, tex * 0.6 + 10], -1)
+    if lesion:
+        rgb[(xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (h / 6) ** 2] *= 0.5
+    cx, cy, r = w / 2, h / 2, radius * min(w, h)
+    if field == "round":
+        inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    elif field == "octagon":
+        dx, dy = np.abs(xx - cx), np.abs(yy - cy)
+        inside = (dx <= r) & (dy <= r) & (dx + dy <= 1.4142 * r)
+    else:
+        inside = np.ones_like(xx, bool)
+    rgb[~inside] = 0
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def write_video(path: Path, n: int = 30, w: int = 160, h: int = 128, fps: int = 30, codec: str = "libx264",
+                pix_fmt: str = "yuv420p", options: dict | None = None, sizes=None,
+                container_options: dict | None = None, **frame_kw) -> Path:
+    """Write with PyAV. ``sizes``: optional list of (w, h) per frame (size changes mid-stream)."""
+    with av.open(str(path), "w", options=container_options or {}) as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        s.options = {"g": str(fps // 2), **(options or {})}
+        for i in range(n):
+            fw, fh = sizes[i] if sizes else (w, h)
+            vf = av.VideoFrame.from_ndarray(scope_frame(i, fw, fh, **frame_kw), format="rgb24")
+            for p in s.encode(vf):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    return path
+
+
+def ffmpeg_video(path: Path, args: list[str], n: int = 30, w: int = 160, h: int = 128, fps: int = 30) -> Path:
+    """Write with the ffmpeg command line (interlaced, 10-bit...), from a synthetic test pattern."""
+    if FFMPEG is None:
+        raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
+    cmd = [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}",
+           "-frames:v", str(n), *args, str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path
