@@ -26,7 +26,7 @@ def _cpu_model() -> str:
 def _version(name: str) -> str | None:
     try:
         mod = importlib.import_module(name)
-    except Exception:  # absent or broken (a GPU-only package on a CPU host): recorded as missing
+    except Exception:  # noqa: BLE001 - absent or broken (a GPU-only package on a CPU host): recorded as missing
         return None
     return str(getattr(mod, "__version__", "present"))
 
@@ -36,7 +36,7 @@ def _nvidia_smi() -> dict | None:
         return None
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
-                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     first = [s.strip() for s in out.strip().splitlines()[0].split(",")] if out.strip() else []

@@ -6,7 +6,8 @@ be decoded (and turned into RGB arrays) on the same cores.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from benchmarks.media import Clip
 from benchmarks.timing import rate
@@ -94,16 +95,16 @@ def bench_decode(clips: Iterable[Clip], seconds: float, quick: bool = False, pro
         for reader, threads, output in cases:
             path = str(clip.path)
             if reader == "pyav":
-                fn = lambda: pyav_pass(path, threads, output)  # noqa: E731
+                fn = partial(pyav_pass, path, threads, output)
             elif reader == "opencv":
-                fn = lambda: opencv_pass(path, output)  # noqa: E731
+                fn = partial(opencv_pass, path, output)
             else:
-                fn = lambda: stream_source_pass(path)  # noqa: E731
+                fn = partial(stream_source_pass, path)
             row = {"clip": clip.name, "codec": clip.codec, "resolution": clip.resolution,
                    "reader": reader, "threads": threads, "output": output}
             try:
                 row.update(_passes(fn, seconds))
-            except Exception as e:  # one broken reader must not hide the others' figures
+            except Exception as e:  # noqa: BLE001 - one broken reader must not hide the others' figures
                 row["error"] = " ".join(str(e).split())[:200]
             rows.append(row)
             if progress:

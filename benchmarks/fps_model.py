@@ -49,7 +49,7 @@ def random_student(backbone: str, input_size: int, cache: str | Path, seed: int 
     torch.manual_seed(seed)
     try:
         model = build_model(backbone, len(CLASS_NAMES))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - timm raises several types for unknown names
         raise SystemExit(f"--backbone {backbone!r}: timm cannot build it ({e}); use a timm model name "
                          f"such as resnet50 or mobilenetv3_large_100") from None
     # No ONNX here: the ONNX engine exports one into its cache only if it is actually used.

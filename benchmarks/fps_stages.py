@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib.util
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
-from benchmarks.timing import repeat, summary_ms
+from benchmarks.timing import cycle, repeat, summary_ms
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def bench_engine(spec: EngineSpec, source_fn, device: str, batches, seconds: flo
             x = _input(b, engine.input_size, device)
             engine.infer(x)  # first call: compilation, graph capture, allocator growth
             row["setup_s"] = round(time.perf_counter() - t0, 2)
-            times = repeat(lambda: engine.infer(x), seconds=seconds, warmup=2, min_iters=3, device=device)
+            times = repeat(partial(engine.infer, x), seconds=seconds, warmup=2, min_iters=3, device=device)
             s = summary_ms(times)
             row.update(s, img_s=round(b * 1e3 / s["p50_ms"], 1), ms_per_img=round(s["p50_ms"] / b, 3),
                        actual=engine.describe().get("precision"))
@@ -83,7 +84,7 @@ def bench_engine(spec: EngineSpec, source_fn, device: str, batches, seconds: flo
             if progress:
                 progress(len(batches))
             return rows
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - recorded in the table; the next batch size still runs
             row["error"] = " ".join(str(e).split())[:240]
             rows.append(row)
             if _is_oom(e):  # larger batches will not fit either
@@ -122,14 +123,13 @@ def bench_preprocess(frames_by_clip: dict, meta: dict, input_size, device: str, 
         pre = Preprocessor(input_size, meta["mean"], meta["std"], device=device)
         for b in batches:
             batch = (frames * (b // len(frames) + 1))[:b]
-            times = repeat(lambda: pre(batch), seconds=seconds, warmup=2, min_iters=3, device=device)
+            times = repeat(partial(pre, batch), seconds=seconds, warmup=2, min_iters=3, device=device)
             s = summary_ms(times)
             rows.append({"clip": clip, "impl": f"stream.preprocess ({pre.backend})", "batch": b, **s,
                          "frames_s": round(b * 1e3 / s["p50_ms"], 1)})
         naive = NaiveClassifier(None, input_size, meta["mean"], meta["std"])
-        bgr = [np.ascontiguousarray(r[..., ::-1]) for r in rgbs]
-        k = iter(range(10**9))
-        times = repeat(lambda: naive.preprocess(bgr[next(k) % len(bgr)]), seconds=seconds, warmup=2, min_iters=3)
+        next_bgr = cycle([np.ascontiguousarray(r[..., ::-1]) for r in rgbs])
+        times = repeat(lambda: naive.preprocess(next_bgr()), seconds=seconds, warmup=2, min_iters=3)  # noqa: B023
         s = summary_ms(times)
         rows.append({"clip": clip, "impl": "naive numpy", "batch": 1, **s, "frames_s": round(1e3 / s["p50_ms"], 1)})
     return rows
@@ -143,19 +143,22 @@ def bench_smoothing(num_classes: int, seconds: float) -> list[dict]:
     probs = rng.dirichlet(np.ones(num_classes), size=1024).astype(np.float32)
     rows = []
     for mode in list_smoothers():
-        sm = build_smoother(mode)
-        k = iter(range(10**9))
-        times = repeat(lambda: sm.update(probs[next(k) % 1024]), seconds=seconds, warmup=10, min_iters=100)
+        next_p = cycle(probs)
+        times = repeat(partial(_call_with, build_smoother(mode).update, next_p), seconds=seconds, warmup=10,
+                       min_iters=100)
         rows.append({"stage": f"smoother {mode}", **_us(times)})
     names = tuple(f"c{i}" for i in range(num_classes))
     from stream.alerts import AlertConfig
 
     alerts = AlertMachine(AlertConfig(class_names=names))
-    k = iter(range(10**9))
-    times = repeat(lambda: alerts.update(probs[next(k) % 1024], time.monotonic()), seconds=seconds,
-                   warmup=10, min_iters=100)
+    next_p = cycle(probs)
+    times = repeat(lambda: alerts.update(next_p(), time.monotonic()), seconds=seconds, warmup=10, min_iters=100)
     rows.append({"stage": "alert machine", **_us(times)})
     return rows
+
+
+def _call_with(fn, next_arg):
+    return fn(next_arg())
 
 
 def _us(times) -> dict:

@@ -30,6 +30,7 @@ CODECS = {"h264": "libx264", "hevc": "libx265"}
 class Clip:
     path: Path
     resolution: str      # "720p" / "1080p"
+    requested: str       # "h264" / "hevc"
     codec: str           # the codec actually in the file: "h264", "hevc", "mpeg4", ...
     fps: int
     frames: int
@@ -37,7 +38,7 @@ class Clip:
 
     @property
     def name(self) -> str:
-        return f"{self.resolution}-{self.codec}"
+        return f"{self.resolution}-{self.requested}"
 
 
 class TissueFrames:
@@ -142,7 +143,8 @@ def probe_codec(path: Path) -> str:
         code = int(cap.get(cv2.CAP_PROP_FOURCC))
         cap.release()
         four = "".join(chr((code >> (8 * k)) & 0xFF) for k in range(4)).lower()
-        return {"avc1": "h264", "h264": "h264", "hvc1": "hevc", "hev1": "hevc", "mp4v": "mpeg4"}.get(four, four)
+        return {"avc1": "h264", "h264": "h264", "hvc1": "hevc", "hev1": "hevc", "mp4v": "mpeg4",
+                "fmp4": "mpeg4"}.get(four, four)
 
 
 def writers() -> list[str]:
@@ -168,7 +170,7 @@ def make_clip(directory: str | Path, resolution: str, codec: str, fps: int = 30,
     path = directory / f"synthetic-{resolution}-{codec}-{fps}fps-{frames}f-s{seed}.mp4"
     done = path.with_suffix(".writer")
     if path.exists() and done.exists():
-        return Clip(path, resolution, probe_codec(path), fps, frames, done.read_text().strip())
+        return Clip(path, resolution, codec, probe_codec(path), fps, frames, done.read_text().strip())
     gen = TissueFrames(*RESOLUTIONS[resolution], seed=seed)
     errors = []
     for writer in writers():
@@ -176,8 +178,8 @@ def make_clip(directory: str | Path, resolution: str, codec: str, fps: int = 30,
             {"pyav": _write_pyav, "ffmpeg": _write_ffmpeg, "opencv": _write_opencv}[writer](
                 path, gen, CODECS[codec], fps, frames)
             done.write_text(writer)
-            return Clip(path, resolution, probe_codec(path), fps, frames, writer)
-        except Exception as e:  # try the next writer; all failures are reported together
+            return Clip(path, resolution, codec, probe_codec(path), fps, frames, writer)
+        except Exception as e:  # noqa: BLE001 - try the next writer; all failures are reported together
             errors.append(f"{writer}: {e}")
     raise RuntimeError(f"could not write {path}: " + "; ".join(errors))
 

@@ -7,9 +7,16 @@ anyway; the explicit call keeps custom callables honest).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
+
+
+def cycle(items):
+    """An endless round-robin over ``items``: feeds timed loops different inputs each call."""
+    import itertools
+
+    return itertools.cycle(items).__next__
 
 
 def summary_ms(seconds) -> dict:

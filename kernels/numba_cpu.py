@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from kernels.fastexp import fexp
 from kernels.labels import sorted_call
 
 _FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
@@ -53,26 +54,26 @@ def _forward(q, k, v, ql, kl, scale, out, lse, bq, bk):
         for s in range(k0, k1, bk):
             e = min(s + bk, k1)
             kt = np.ascontiguousarray(k[g, h, s:e])
+            klt = np.ascontiguousarray(kl[g, s:e])
             p = np.dot(qt, kt.T)
             for i in range(n):
                 li = ql[g, q0 + i]
                 mx = m[i]
-                for j in range(e - s):
-                    if li >= 0 and kl[g, s + j] == li:
-                        p[i, j] *= scale
-                        mx = max(mx, p[i, j])
-                    else:
-                        p[i, j] = -np.inf
-                if mx == -np.inf:          # nothing allowed in this tile yet: row stays zero
+                for j in range(e - s):       # branch-free, so LLVM vectorises it
+                    x = p[i, j] * scale if klt[j] == li else -np.inf
+                    p[i, j] = x
+                    mx = max(mx, x)
+                if li < 0 or mx == -np.inf:   # nothing allowed in this tile (yet): row adds 0
                     p[i, :] = 0.0
                     continue
-                alpha = np.exp(m[i] - mx)
+                alpha = fexp(m[i] - mx)
                 l[i] *= alpha
                 acc[i, :] *= alpha
-                row = 0.0
+                row = p[i, 0] * 0.0
                 for j in range(e - s):
-                    p[i, j] = np.exp(p[i, j] - mx)
-                    row += p[i, j]
+                    x = fexp(p[i, j] - mx) if klt[j] == li else 0.0
+                    p[i, j] = x
+                    row += x
                 l[i] += row
                 m[i] = mx
             acc += np.dot(p, np.ascontiguousarray(v[g, h, s:e]))
@@ -105,6 +106,7 @@ def _backward(q, k, v, dout, ql, kl, lse, delta, scale, dq_part, dk, dv, bq, bk)
             m = e - s
             kt = np.ascontiguousarray(k[g, h, s:e])
             vt = np.ascontiguousarray(v[g, h, s:e])
+            klt = np.ascontiguousarray(kl[g, s:e])
             dkt = np.zeros((m, D), dtype=q.dtype)
             dvt = np.zeros((m, D), dtype=q.dtype)
             qa, qb = _span(ql[g], kl[g, s], kl[g, e - 1])
@@ -117,13 +119,12 @@ def _backward(q, k, v, dout, ql, kl, lse, delta, scale, dq_part, dk, dv, bq, bk)
                 dp = np.dot(dot_, vt.T)
                 for i in range(n):
                     li = ql[g, r + i]
-                    for j in range(m):
-                        if kl[g, s + j] == li:
-                            p[i, j] = np.exp(p[i, j] * scale - lse[g, h, r + i])
-                            dp[i, j] = p[i, j] * (dp[i, j] - delta[g, h, r + i])
-                        else:
-                            p[i, j] = 0.0
-                            dp[i, j] = 0.0
+                    lse_i = lse[g, h, r + i]
+                    delta_i = delta[g, h, r + i]
+                    for j in range(m):       # branch-free, so LLVM vectorises it
+                        x = fexp(p[i, j] * scale - lse_i) if klt[j] == li else 0.0
+                        p[i, j] = x
+                        dp[i, j] = x * (dp[i, j] - delta_i)
                 dvt += np.dot(p.T, dot_)
                 dkt += np.dot(dp.T, qt)
                 dq_part[c, g, h, r:r1] += np.dot(dp, kt)
@@ -134,6 +135,7 @@ def _backward(q, k, v, dout, ql, kl, lse, delta, scale, dq_part, dk, dv, bq, bk)
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
     try:
+        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot BLAS: load it before the scan)
         from threadpoolctl import ThreadpoolController
         return ThreadpoolController()
     except ImportError:          # optional: only silences oversubscription, results are the same
@@ -147,6 +149,11 @@ def _one_blas_thread():
     return ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
 
 
+def _typed(x: float, dtype: torch.dtype):
+    """Scalars in the tensors' precision: a float64 scale would promote float32 tiles."""
+    return np.float32(x) if dtype == torch.float32 else float(x)
+
+
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -156,6 +163,7 @@ class _NumbaSRCA(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, q_labels, k_labels, scale):
+        scale = _typed(scale, q.dtype)
         ql, kl = _as_numpy(q_labels.long()), _as_numpy(k_labels.long())
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         lse = q.new_empty(q.shape[:3])
@@ -178,7 +186,7 @@ class _NumbaSRCA(torch.autograd.Function):
             _backward(_as_numpy(q), _as_numpy(k), _as_numpy(v), _as_numpy(dout),
                       _as_numpy(q_labels.long()), _as_numpy(k_labels.long()), _as_numpy(lse),
                       _as_numpy(delta), ctx.scale, dq_part.numpy(), dk.numpy(), dv.numpy(), BLOCK_Q, BLOCK_K)
-        return dq_part.sum(0) * ctx.scale, dk, dv, None, None, None
+        return dq_part.sum(0) * float(ctx.scale), dk, dv, None, None, None
 
 
 def _sorted_numba(q, k, v, q_labels, k_labels, scale):

@@ -102,11 +102,10 @@ def cmd_export(args, argv) -> int:
     return 0
 
 
-def cmd_synth(args, argv) -> int:
+def cmd_synth(argv) -> int:
     from pagkd_core.synth.cli import main as synth_main
 
-    kind = "images" if args.command == "synth-images" else "video"
-    return int(synth_main([kind, *args.rest]) or 0)
+    return int(synth_main(["images" if argv[0] == "synth-images" else "video", *argv[1:]]) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,16 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="evaluate's report.json whose pooled test metrics go into the metadata")
     p.add_argument("--train-command", help="reproduce command to record (default: the recorded ones)")
     p.set_defaults(func=cmd_export)
-    for name in ("synth-images", "synth-video"):
-        p = sub.add_parser(name, help=f"synthetic data: see `python -m pagkd_core {name} --help`", add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=cmd_synth)
+    for name in ("synth-images", "synth-video"):   # parsed by pagkd_core.synth (see main)
+        sub.add_parser(name, help=f"synthetic data: see `python -m pagkd_core {name} --help`", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in ("synth-images", "synth-video"):
+        return cmd_synth(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args, argv)

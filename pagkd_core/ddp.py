@@ -77,6 +77,17 @@ def broadcast_flag(value: bool, d: Dist) -> bool:
     return bool(t.item())
 
 
+def check_in_sync(module: nn.Module, d: Dist) -> None:
+    """Raise if the ranks' copies of `module` diverged (DDP keeps them bit-identical)."""
+    if not d.enabled:
+        return
+    total = torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().reshape(1).to(d.device)
+    gathered = [torch.zeros_like(total) for _ in range(d.world)]
+    dist.all_gather(gathered, total)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"rank weights diverged: {[float(g) for g in gathered]}")
+
+
 def cleanup(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

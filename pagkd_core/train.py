@@ -80,6 +80,12 @@ def stage_dir(cfg: Config, stage: str) -> Path:
     return Path(cfg.run.out_dir) / f"fold{cfg.data.fold}" / stage
 
 
+def _without_epochs(d: dict) -> dict:
+    """Resuming may extend a run (more epochs); anything else must match the original config."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "epochs"} if isinstance(v, dict) else v)
+            for k, v in d.items()}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -140,12 +146,12 @@ def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "stud
     optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
     modality = "NBI" if stage == "teacher" else "WLI"
     state = {"epoch": 0, "best": None, "history": [], "config": cfg.to_dict(), "config_hash": cfg.hash(),
-             "class_names": data.class_names, "stage": stage}
+             "class_names": data.class_names, "stage": stage, "world_size": d.world}
     if (out / "last.json").is_file():
         if not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or change run.out_dir")
         state = load_checkpoint(out / "last", modules, optimizer)
-        if state["config_hash"] != cfg.hash():
+        if state["config_hash"] != cfg.hash() and _without_epochs(state["config"]) != _without_epochs(cfg.to_dict()):
             raise ValueError(f"{out}: the config differs from the run being resumed; use the original config")
         log.info("resuming %s at epoch %d", out, state["epoch"])
     if d.main:
@@ -170,7 +176,7 @@ def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "stud
             optimizer.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         if d.main:
             val = validate(model, data, modality, cfg, d.device)
             record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 2), "val": val,
@@ -187,5 +193,6 @@ def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "stud
             log.info("%s epoch %d/%d train %s val auc %.3f acc %.3f", out.name, epoch + 1, optim.epochs,
                      {k: round(v, 4) for k, v in record["train"].items()}, val["auc"], val["accuracy"])
         ddp.barrier(d)
+    ddp.check_in_sync(model, d)
     ddp.cleanup(d)
     return state["best"] or {}

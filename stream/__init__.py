@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {"Frame": "stream.frame", "open_source": "stream.sources", "SourceError": "stream.sources",
-         "Pipeline": "stream.pipeline", "Result": "stream.pipeline", "PipelineConfig": "stream.config",
+         "Pipeline": "stream.pipeline", "Result": "stream.result", "PipelineConfig": "stream.config",
          "Preprocessor": "stream.preprocess"}
 
 __all__ = list(_LAZY)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 EXIT_OK, EXIT_USAGE, EXIT_SOURCE = 0, 2, 3
@@ -107,9 +108,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = _progress(total, args.quiet)
     if bar is not None:
         pipe.result_callbacks.append(lambda r: bar.update(1))
+    def _terminate(*_):  # SIGTERM ends the run like Ctrl-C: sinks are flushed and closed
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = pipe.run(timeout=args.duration)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if bar is not None:
             bar.close()
     if args.stats:

@@ -26,42 +26,17 @@ from typing import Callable
 
 import numpy as np
 
-from stream.alerts import AlertConfig, AlertMachine, AlertState
+from stream.alerts import AlertConfig, AlertMachine
 from stream.batching import DynamicBatcher
 from stream.config import PipelineConfig, bundled_model
 from stream.frame import Frame
 from stream.preprocess import Preprocessor
+from stream.result import Result, softmax
 from stream.sinks import Annotation, LatencyStats, PassThroughOverlay, PredictionLog, Recorder, draw_overlay
 from stream.smoothing import build_smoother, parse_spec
-from stream.sources import LatestFrameReader, Source, SourceError, open_source
+from stream.sources import Source, SourceError, open_source
 
 __all__ = ["Pipeline", "PipelineConfig", "Result"]
-
-
-@dataclass
-class Result:
-    frame: Frame
-    probs: np.ndarray  # raw softmax, (K,)
-    smoothed: np.ndarray
-    state: AlertState
-    latency_ms: float  # frame arrival -> result
-    batch_size: int
-    annotated: np.ndarray | None = None  # set in replay mode when annotation is on
-
-    def record(self, class_names) -> dict:
-        """The prediction-log line of this frame."""
-        f = self.frame
-        return {"stream": f.stream_id, "frame": f.index, "pts": None if f.pts is None else round(f.pts, 6),
-                "probs": [round(float(p), 6) for p in self.probs],
-                "smoothed": [round(float(p), 6) for p in self.smoothed],
-                "state": self.state.state, "alert": bool(self.state.alert),
-                "confidence": round(float(self.state.confidence), 6), "classes": list(class_names),
-                "latency_ms": round(self.latency_ms, 3), "batch": self.batch_size}
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
 
 
 def _sibling(path: str, sid: str, first: bool) -> str:
@@ -81,6 +56,7 @@ class _Stream:
     alerts: AlertMachine
     recorder: Recorder | None = None
     raw_recorder: Recorder | None = None
+    passthrough: bool = False
     thread: threading.Thread | None = None
     taken: int = 0
     done: bool = False
@@ -131,7 +107,10 @@ class Pipeline:
         if not isinstance(source, Source):
             source = open_source(source, realtime=self.cfg.realtime, stream_id=sid, **source_kw)
         source.stream_id = sid
-        live = isinstance(source, LatestFrameReader)
+        live = bool(source.info.live)
+        # Sources with taps (LatestFrameReader) feed the pass-through path from their reader thread;
+        # other live sources (e.g. frames pushed by a browser) get their overlay after analysis.
+        passthrough = live and hasattr(source, "taps")
         cfg, first = self.cfg, not self.streams
         n = cfg.inflight or (2 if live else 2 * cfg.batch)
         mode, params = parse_spec(cfg.smoothing)
@@ -142,7 +121,8 @@ class Pipeline:
             st.recorder = Recorder(_sibling(cfg.record, sid, first), fps=fps)
         if cfg.record_raw:
             st.raw_recorder = Recorder(_sibling(cfg.record_raw, sid, first), fps=fps)
-        if live:
+        st.passthrough = passthrough
+        if passthrough:
             # Pass-through path: runs in the reader thread for every frame, never waits on inference.
             source.taps.append(self._passthrough)
         self.streams[sid] = st
@@ -220,11 +200,16 @@ class Pipeline:
         self._stopped = True
         self._stop.set()
         self._running.set()
+        # Live readers are closed first (that wakes an ingest thread waiting for a frame); a file
+        # is closed only after its ingest thread has left the decoder, never under its feet.
         for st in self.streams.values():
-            st.source.close()
+            if st.live:
+                st.source.close()
         for st in self.streams.values():
             if st.thread is not None:
                 st.thread.join(timeout=10)
+            if not st.live:
+                st.source.close()
         if self._batcher is not None:
             self._batcher.close()
         self._post_q.put(None)
@@ -272,12 +257,12 @@ class Pipeline:
                 t1 = time.perf_counter()
                 self.stats.add("source", (t1 - t0) * 1e3)
                 if not self._running.is_set():
-                    st.slots.release()
-                    if not st.live:  # replay waits for resume; live frames are skipped
-                        while not self._running.wait(0.1) and not self._stop.is_set():
-                            pass
-                    continue
-                if st.raw_recorder is not None and not st.live:
+                    if st.live:  # a live feed goes on: frames arriving while paused are skipped
+                        st.slots.release()
+                        continue
+                    while not self._running.wait(0.1) and not self._stop.is_set():
+                        pass  # replay waits for resume and then goes on with this very frame
+                if st.raw_recorder is not None and not st.passthrough:
                     st.raw_recorder.write(frame)
                 x = self.pre([frame])[0]
                 self.stats.add("preprocess", (time.perf_counter() - t1) * 1e3)
@@ -318,7 +303,7 @@ class Pipeline:
         st, frame = self.streams[res.stream_id], res.meta
         self.stats.add("queue", res.wait_ms)
         self.stats.add("infer", res.infer_ms)
-        probs = _softmax(np.asarray(res.logits, dtype=np.float64))
+        probs = softmax(np.asarray(res.logits, dtype=np.float64))
         smoothed = np.asarray(st.smoother.update(probs), dtype=np.float64)
         state = st.alerts.update(smoothed, frame.pts)
         latency = (time.monotonic() - frame.arrival) * 1e3
@@ -329,7 +314,7 @@ class Pipeline:
         self.stats.add("post", (t1 - t0) * 1e3)
         ann = Annotation(state.state, bool(state.alert), float(state.confidence), smoothed.tolist(),
                          self.class_names, frame.index)
-        if st.live:
+        if st.passthrough:
             self.overlay.update(st.sid, ann)  # the pass-through path draws it on the next frames
         elif self.cfg.annotate and (st.recorder is not None or self.display_callbacks):
             result.annotated = draw_overlay(frame.rgb, ann)
@@ -385,6 +370,7 @@ class Pipeline:
         """One line per stream that ended on an error or saw damaged input."""
         out = []
         for st in self.streams.values():
+            out += [r.error for r in (st.recorder, st.raw_recorder) if r is not None and r.error]
             if st.error:
                 out.append(st.error)
             elif st.source.problems:

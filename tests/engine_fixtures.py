@@ -39,8 +39,17 @@ def normalise(u8: np.ndarray) -> np.ndarray:
     return ((u8.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
 
 
-def train_toy_student(out_dir: Path, backbone: str = "resnet18", steps: int = 40, onnx: bool = True) -> Path:
+def train_toy_student(out_dir: Path, backbone: str = "test_resnet", steps: int = 30, onnx: bool = True) -> Path:
     """Train briefly and export with the training core's exporter; returns the .json path."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the 2-core CI box is shared: one thread avoids spin-wait collapse
+    try:
+        return _train(out_dir, backbone, steps, onnx)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(out_dir: Path, backbone: str, steps: int, onnx: bool) -> Path:
     from pagkd_core.export import export_student
     from pagkd_core.models import build_model
 
@@ -60,3 +69,18 @@ def train_toy_student(out_dir: Path, backbone: str = "resnet18", steps: int = 40
     export_student(model, out_dir / "toy", class_names=CLASSES, input_size=SIZE, onnx=onnx,
                    train_command="tests/engine_fixtures.py (synthetic toy task)")
     return out_dir / "toy.json"
+
+
+_CACHE: dict[str, Path] = {}
+
+
+def shared_student() -> Path:
+    """One trained toy student per test session, shared by every test module that needs one."""
+    if "student" not in _CACHE:
+        import atexit
+        import shutil
+        import tempfile
+        root = Path(tempfile.mkdtemp(prefix="pagkd-toy-"))
+        atexit.register(shutil.rmtree, root, True)
+        _CACHE["student"] = train_toy_student(root)
+    return _CACHE["student"]

@@ -43,7 +43,10 @@ def student(tmp_path_factory) -> Path:
 def engine(student):
     from stream.engines import build_engine
 
-    return build_engine("torch", student, device="cpu", max_batch=4)
+    # One intra-op thread: on a shared 2-core machine OpenMP spinning makes 2 threads ~20x slower.
+    threads = torch.get_num_threads()
+    yield build_engine("torch", student, device="cpu", max_batch=4, threads=1)
+    torch.set_num_threads(threads)
 
 
 class SlowEngine:
@@ -84,10 +87,9 @@ def test_replay_analyses_every_frame_in_order(engine, tmp_path):
     pre = Preprocessor(engine.input_size, engine.source.meta["mean"], engine.source.meta["std"])
     frames = [Frame(i, i / 30, 0.0, f.to_ndarray(format="rgb24"))
               for i, f in enumerate(av.open(str(path)).decode(video=0))]
-    ref = []
-    for f in frames:  # one frame at a time, like the ingest thread (same content-area timeline)
-        z = engine.infer(pre([f]).numpy())[0]
-        ref.append(np.exp(z) / np.exp(z).sum())
+    # One frame at a time through the preprocessor, like the ingest thread (same content-area timeline).
+    z = engine.infer(torch.cat([pre([f]) for f in frames]).numpy())
+    ref = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     np.testing.assert_allclose([r["probs"] for r in recs], ref, atol=1e-4)
     # Every stage was timed.
     assert {"source", "preprocess", "queue", "infer", "post", "total"} <= set(summary["latency_ms"])
@@ -181,7 +183,8 @@ def test_preprocess_backends_agree():
     a = Preprocessor((96, 96), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], backend="cv2")(frames)
     b = Preprocessor((96, 96), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], backend="torch")(frames)
     assert a.shape == b.shape == (3, 3, 96, 96) and a.dtype == torch.float32
-    assert (a - b).abs().mean() < 0.03
+    # Two resamplers (area vs roi_align sampling): within ~3 grey levels on average.
+    assert (a - b).abs().mean() < 0.05
 
 
 # -- live ------------------------------------------------------------------------------------
@@ -206,7 +209,8 @@ def test_live_udp_slow_engine_drops_frames_and_keeps_latency_bounded(engine, tmp
     port = _free_udp_port()
     sender = _udp_sender(port, 5)
     try:
-        pipe = Pipeline(PipelineConfig(batch=1, predictions=str(tmp_path / "p.jsonl")),
+        pipe = Pipeline(PipelineConfig(batch=1, predictions=str(tmp_path / "p.jsonl"),
+                                       record=str(tmp_path / "annotated.ts")),
                         engine=SlowEngine(engine, 0.07))  # ~12 fps capacity for a 30 fps feed
         pipe.add_stream(f"udp://127.0.0.1:{port}")
         pipe.start()
@@ -224,6 +228,12 @@ def test_live_udp_slow_engine_drops_frames_and_keeps_latency_bounded(engine, tmp
     assert lat.max() < 400, lat.max()
     half = len(lat) // 2
     assert np.median(lat[half:]) < np.median(lat[:half]) + 50
+    # The annotated video passed through every arriving frame, not only the analysed ones,
+    # and drawing on it costs milliseconds, not an inference.
+    with av.open(str(tmp_path / "annotated.ts")) as c:
+        recorded = sum(1 for _ in c.decode(video=0))
+    assert recorded >= s["analysed"] + s["dropped"] - s["record_dropped"] - 3
+    assert summary["latency_ms"]["passthrough"]["p50"] < 20
 
 
 @needs_ffmpeg

@@ -132,3 +132,57 @@ def test_source_kinds():
     assert source_kind("udp://127.0.0.1:5000") == "network"
     assert source_kind("srt://host:9000") == "network"
     assert source_kind("synthetic") == "synthetic"
+
+
+def test_synthetic_generator_source_carries_truth():
+    pytest.importorskip("pagkd_core.synth.video")
+    src = open_source("synthetic:seconds=0.2,width=128,height=96,seed=1")
+    frames = list(src)
+    assert len(frames) == 6 and frames[0].rgb.shape == (96, 128, 3)
+    assert frames[2].meta["truth"]["frame"] == 2 and frames[2].pts == pytest.approx(2 / 30, abs=1e-5)
+    with pytest.raises(SourceError, match="unknown synthetic"):
+        open_source("synthetic:no_such_option=1")
+
+
+def test_size_change_mid_stream_at_source(tmp_path):
+    a = write_video(tmp_path / "a.ts", n=10, w=W, h=H)
+    b = write_video(tmp_path / "b.ts", n=10, w=320, h=240)
+    both = tmp_path / "both.ts"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    shapes = [f.rgb.shape for f in open_source(str(both))]
+    assert shapes[0] == (H, W, 3) and shapes[-1] == (240, 320, 3) and len(shapes) >= 19
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
+def test_http_network_stream(tmp_path):
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = subprocess.Popen([FFMPEG, "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30",
+                               "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-f", "mpegts",
+                               "-listen", "1", f"http://127.0.0.1:{port}"])
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the server needs a moment before it listens
+            try:
+                src = open_source(f"http://127.0.0.1:{port}")
+                break
+            except SourceError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert src.info.live and src.info.kind == "network"
+        frames = []
+        for f in src:
+            frames.append(f)
+            if len(frames) == 20:
+                break
+        src.close()
+    finally:
+        sender.kill()
+        sender.wait()
+    assert frames[-1].rgb.shape == (120, 160, 3)
+    assert [f.index for f in frames] == sorted(f.index for f in frames)

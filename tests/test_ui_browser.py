@@ -9,19 +9,22 @@ keeps serving. Screenshots and display figures go to tests/artifacts/ (git-ignor
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
-
 from ui_driver import CHROMIUM, AppProcess, browser, measure_display
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                                reason="Debian's chromium is not installed (apt-get install -y chromium)")
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install -y chromium)"
+)
 
 ART = Path(__file__).resolve().parent / "artifacts"
 DEMO = Path(os.environ.get("UI_TEST_DEMO", Path(__file__).resolve().parent.parent / "stream/assets/demo.mp4"))
@@ -55,17 +58,25 @@ def media(tmp_path_factory):
     fake.write_bytes(b"definitely not an mp4 " * 100)
     big = d / "big.mp4"
     big.write_bytes(np.random.default_rng(0).bytes(MAX_UPLOAD + 500_000))
-    return {"clip": clip, "labels": labels if labels.is_file() else None, "notes": notes, "fake": fake,
-            "big": big}
+    return {
+        "clip": clip,
+        "labels": labels if labels.is_file() else None,
+        "notes": notes,
+        "fake": fake,
+        "big": big,
+    }
 
 
 @pytest.fixture(scope="module")
 def app():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Debian's chromium is not installed")
     ART.mkdir(exist_ok=True)
     (ART / ".gitignore").write_text("*\n")
     source = os.environ.get("UI_TEST_DEMO", "demo")
-    with AppProcess("--source", source, "--frame-marker", "--max-upload", str(MAX_UPLOAD), *EXTRA,
-                    log=ART / "ui_app.log") as a:
+    with AppProcess(
+        "--source", source, "--frame-marker", "--max-upload", str(MAX_UPLOAD), *EXTRA, log=ART / "ui_app.log"
+    ) as a:
         a.wait_ready(timeout=90)
         yield a
 
@@ -96,8 +107,15 @@ def upload(page, elem_id: str, path: Path) -> None:
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
 
 
+@needs_chromium
 def test_ui_end_to_end(app, media):
-    with browser() as (_, page):
+    errors, marks = {}, [("page load, live view", time.monotonic())]
+
+    def lap(step):  # start of the next step; step durations go to ui_steps.json (budget: ~90 s)
+        marks.append((step, time.monotonic()))
+
+    with browser() as (ctx, page):
+        ctx.grant_permissions(["camera"])
         page.goto(app.url)
         # -- the page loads and the live view shows changing frames -------------------------
         page.wait_for_function("document.querySelector('#live-img')?.naturalWidth > 0", timeout=30000)
@@ -106,6 +124,7 @@ def test_ui_end_to_end(app, media):
         assert disp["frames_shown"] >= 8, disp  # distinct frame numbers seen in the page
         assert disp["unmatched"] <= 1, disp
 
+        lap("label and stats panel update")
         # -- label and stats panel update ---------------------------------------------------
         page.wait_for_selector('#stats-table td[data-k="frames"]')
         f0 = int(stat(page, "frames"))
@@ -113,10 +132,15 @@ def test_ui_end_to_end(app, media):
         f1 = int(stat(page, "frames"))
         assert f1 > f0, (f0, f1)
         assert float(stat(page, "processed_fps")) > 0
-        assert stat(page, "engine") and stat(page, "device") in ("cpu", "cuda") or stat(page, "device").startswith("cuda")
+        assert (
+            stat(page, "engine")
+            and stat(page, "device") in ("cpu", "cuda")
+            or stat(page, "device").startswith("cuda")
+        )
         assert label_state(page)[0] not in ("", "waiting")
         page.wait_for_selector("#timeline img, #timeline canvas, #timeline svg", timeout=15000)
 
+        lap("a control change takes effect")
         # -- a control change takes effect --------------------------------------------------
         set_number(page, "min-dur", 0)
         set_number(page, "threshold", 1.0)  # unreachable: never a call, never an alert
@@ -132,35 +156,103 @@ def test_ui_end_to_end(app, media):
         assert s not in ("uncertain", "no call", "waiting"), s
         page.screenshot(path=str(ART / "ui.png"), full_page=True)
 
-        # -- replay evaluation --------------------------------------------------------------
+        lap("bad uploads")
+        # -- bad uploads: an error in the page, the app keeps serving -----------------------
         page.get_by_role("tab", name="Replay evaluation").click()
+        for bad, needs_run in ((media["notes"], False), (media["big"], False), (media["fake"], True)):
+            upload(page, "replay-video", bad)
+            if needs_run:  # passes the browser-side checks: the server's PyAV probe refuses it
+                page.click("#replay-run")
+            err = page.locator(".toast-body, #upload-error").filter(has_text=bad.name).first
+            err.wait_for(timeout=20000)
+            errors[bad.name] = err.inner_text()
+            assert frames_advance(app), "live view stopped after a bad upload"
+        assert "not a readable video" in errors["fake.mp4"], errors
+        assert app.proc.poll() is None
+        (ART / "ui_upload_errors.json").write_text(json.dumps(errors, indent=2) + "\n")
+        page.locator("#replay-video button[aria-label='Clear']").first.click()
+
+        lap("replay evaluation")
+        # -- replay evaluation --------------------------------------------------------------
         upload(page, "replay-video", media["clip"])
         if media["labels"] is not None:
             upload(page, "replay-labels", media["labels"])
-        page.wait_for_timeout(1000)
+        page.locator("#replay-video").get_by_text("clip").first.wait_for(timeout=10000)
         page.click("#replay-run")
-        page.wait_for_function("document.querySelector('#replay-report')?.innerText.includes('Replay of')",
-                               timeout=60000)
+        page.wait_for_function(
+            "document.querySelector('#replay-report')?.innerText.includes('Replay of')", timeout=60000
+        )
         report = page.inner_text("#replay-report")
         assert "frames analysed: 45" in report, report
-        files = page.inner_text("#replay-files")
+        files = page.inner_text("#replay-files").replace("\n", "")  # names wrap at the dot
         assert "predictions.jsonl" in files and "annotated.mp4" in files, files
         if media["labels"] is not None:
             assert "AUC" in report or "sensitivity" in report.lower(), report
         page.screenshot(path=str(ART / "ui_replay.png"), full_page=True)
+        assert frames_advance(app)
+        root = Path(re.search(r"results go under (\S+) ", app.log()).group(1))
+        assert [p for p in root.iterdir() if p.is_dir()], "the replay wrote nothing to its session folder"
 
-        # -- bad uploads: an error in the page, the app keeps serving -----------------------
-        for bad, expect in ((media["fake"], "not a readable video"), (media["notes"], ""),
-                            (media["big"], "")):
-            page.goto(app.url)
-            page.get_by_role("tab", name="Replay evaluation").click()
-            upload(page, "replay-video", bad)
-            page.wait_for_timeout(1500)
-            if page.locator("#replay-run").is_enabled():
-                page.click("#replay-run")
-            err = page.locator("#upload-error, .toast-body, [data-testid='toast-body']").first
-            err.wait_for(timeout=20000)
-            text = err.inner_text()
-            assert expect in text, text
-            assert frames_advance(app), "live view stopped after a bad upload"
-        assert app.proc.poll() is None
+        lap("the browser's own webcam")
+        # -- the browser's own webcam as the live source (chromium's fake camera) -----------
+        page.get_by_role("tab", name="Live").click()
+        page.get_by_text("Browser webcam").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.locator('#webcam button[aria-label="capture photo"]').click()
+        page.wait_for_function(
+            "document.querySelector('#stats-table td[data-k=source]')?.innerText === 'webcam' && "
+            "+document.querySelector('#stats-table td[data-k=frames]').innerText >= 2",
+            timeout=30000,
+        )
+        assert frames_advance(app, 3.0), "webcam frames do not reach the live view"
+
+    lap("closing the page")
+    # -- closing the page deletes the session's uploads and results -------------------------
+    end = time.monotonic() + 20
+    while [p for p in root.iterdir() if p.is_dir()] and time.monotonic() < end:
+        time.sleep(0.5)
+    assert not [p for p in root.iterdir() if p.is_dir()], list(root.rglob("*"))
+    lap("end")
+    steps = {a[0]: round(b[1] - a[1], 1) for a, b in itertools.pairwise(marks)}
+    (ART / "ui_steps.json").write_text(json.dumps(steps, indent=2) + "\n")
+
+
+def test_live_routes_share_the_page_login():
+    """With --auth, the MJPEG/trace routes answer only a logged-in browser (Gradio's cookie)."""
+    import gradio as gr
+    import httpx
+    from ui_driver import free_port
+
+    from stream.ui.live import FrameHub, live_routes, read_marker
+
+    hub = FrameHub(marker=True)
+    hub.submit(np.zeros((48, 160, 3), np.uint8), 0, time.time())
+    while hub.latest is None:  # encoded on the hub's own thread
+        time.sleep(0.01)
+    with gr.Blocks() as demo:
+        gr.Markdown("login test")
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        auth=("alice", "pw"),
+        prevent_thread_lock=True,
+        quiet=True,
+        app_kwargs={"routes": live_routes(hub)},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as c:
+            for path in ("/live/frame.jpg", "/live/trace", "/live/mjpeg"):
+                assert c.get(path).status_code == 401, path
+            assert c.post("/login", data={"username": "alice", "password": "wrong"}).status_code >= 400
+            assert c.post("/login", data={"username": "alice", "password": "pw"}).status_code == 200
+            r = c.get("/live/frame.jpg")
+            assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"  # a JPEG
+            # ... whose frame-number cells survive JPEG compression (the display measurement reads them)
+            bgr = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+            assert read_marker(bgr) == 1
+            assert c.get("/live/trace").json()["frames"][0]["seq"] == 1
+    finally:
+        demo.close()
+        hub.close()

@@ -31,9 +31,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 
 PROBE_JS = """
 (() => {
@@ -80,7 +89,7 @@ class AppProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log or Path(tempfile.mkstemp(prefix="ui-app-", suffix=".log")[1])
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "stream", "ui", "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)
@@ -129,8 +138,12 @@ def browser(viewport=(1400, 1000)):
 
     with tempfile.TemporaryDirectory(prefix="ui-chromium-") as profile, sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": viewport[0], "height": viewport[1]})
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": viewport[0], "height": viewport[1]},
+        )
         try:
             page = ctx.pages[0] if ctx.pages else ctx.new_page()
             yield ctx, page
@@ -175,11 +188,16 @@ def main(argv=None) -> int:
         app.wait_ready()
         with browser() as (_, page):
             page.goto(app.url)
-            page.wait_for_function("document.querySelector('#live-img') && "
-                                   "document.querySelector('#live-img').naturalWidth > 0", timeout=30000)
+            page.wait_for_function(
+                "document.querySelector('#live-img') && document.querySelector('#live-img').naturalWidth > 0",
+                timeout=30000,
+            )
             time.sleep(a.warmup)
             res = measure_display(page, app, a.seconds)
-            stats = {el.get_attribute("data-k"): el.inner_text() for el in page.query_selector_all("#stats-table td")}
+            stats = {
+                el.get_attribute("data-k"): el.inner_text()
+                for el in page.query_selector_all("#stats-table td")
+            }
         res["server_stats"] = stats
         res["source"] = a.source
         res["load_avg_1min"] = os.getloadavg()[0]

@@ -48,6 +48,12 @@ class Distiller(nn.Module):
             self.par = PAR(cfg.par_dilations, cfg.par_iters) if cfg.use_par else None
             self.cam_low, self.cam_high = cfg.cam_low, cfg.cam_high
             self.cam_create_graph = bool(getattr(cfg, "cam_create_graph", False))
+            # Stop-gradient on the teacher side of GKD-Den: with both sides trainable ([C]) the
+            # consistency loss is minimised by collapsing every token to one vector (measured,
+            # docs/distillation.md). Without GKD-Pro the projection then stays a fixed random one.
+            self.den_detach_teacher = bool(getattr(cfg, "den_detach_teacher", True))
+            if self.den_detach_teacher and "pro" not in losses:
+                self.teacher_proj.requires_grad_(False)
             discretise(torch.zeros(1), self.cam_low, self.cam_high)   # reject bad thresholds now
         if "kd" in losses:
             self.kd = LogitKD(cfg.kd_temperature)
@@ -88,7 +94,8 @@ class Distiller(nn.Module):
         if "pro" in self.losses:
             out["pro"] = self.pro(s_emb, t_emb, groups)
         if "den" in self.losses:
-            out["den"] = self.den(s_emb, t_emb, self.token_labels(student), self.token_labels(teacher), groups)
+            t_den = t_emb.detach() if self.den_detach_teacher else t_emb
+            out["den"] = self.den(s_emb, t_den, self.token_labels(student), self.token_labels(teacher), groups)
         return out
 
 

@@ -80,7 +80,7 @@ def sample_lesion(rng: np.random.Generator, cls: str, classes: list[str], diff: 
     for a, ph in ((H2A, H2P), (H3A, H3P), (H5A, H5P)):
         p[a] = rng.uniform(0.0, 0.12)
         p[ph] = rng.uniform(0, 2 * np.pi)
-    p[HEIGHT] = rng.uniform(0.15, 0.6)
+    p[HEIGHT] = rng.uniform(0.1, 0.35)
     p[THETA] = rng.uniform(0, np.pi)
     p[SEED] = _seed32(rng)
     others = [c for c in classes if c != cls]

@@ -15,13 +15,11 @@ from numba import njit, prange
 
 from . import latent as L
 from .noise import smoothstep
-from .surface import (M_BROWN, M_DEEP, M_HEIGHT, M_LIGHT, M_MASK, M_PIT, M_RED, M_TEX, M_UPP, M_VESSEL,
+from .surface import (M_BROWN, M_DEEP, M_GLOSS, M_HEIGHT, M_LIGHT, M_MASK, M_PIT, M_RED, M_TEX, M_UPP, M_VESSEL,
                       N_MAPS, NORMAL_SPACING, lesion_pattern, lesion_shape, mucosa, normal_pattern)
 
 LESION_SCALE = 4.0
-N_ANGLE = 2048              # atlas texels around the tube
 Z_PERIOD = 4.8              # atlas repeats along the tube (3 haustral folds)
-N_Z = 1600
 FOLD_PERIOD = 1.6
 N_MIPS = 4
 _SEAM = 0.3                 # cross-fade band (tube units) that hides the atlas' z seam
@@ -29,7 +27,8 @@ _SEAM = 0.3                 # cross-fade band (tube units) that hides the atlas'
 
 @njit(cache=True, parallel=True)
 def _bake(bp, out):
-    """out (5, N_Z, N_ANGLE): height, texture, deep vessels, pits, capillaries."""
+    """out (5, n_z, n_angle): height, texture, deep vessels, pits, capillaries."""
+    N_Z, N_ANGLE = out.shape[1], out.shape[2]
     bseed = int(bp[L.B_SEED])
     circ = 2.0 * math.pi * LESION_SCALE
     pu = int(round(circ / NORMAL_SPACING))
@@ -56,29 +55,34 @@ def _bake(bp, out):
             out[4, j, i] = ves
 
 
-def bake_atlas(patient: np.ndarray) -> list[np.ndarray]:
-    """Mip pyramid of the wall texture for one patient: list of (5, h, w) float32."""
-    base = np.empty((5, N_Z, N_ANGLE), np.float32)
+def bake_atlas(patient: np.ndarray, render_width: int) -> list[np.ndarray]:
+    """Mip pyramid of the wall texture for one patient: list of (h, w, 5) float32 (channels last).
+
+    Texel density follows the render width (about 3 texels per pixel across the tube near the
+    lens), so small test videos bake a small atlas."""
+    n_angle = int(min(max(2 ** math.ceil(math.log2(3.2 * render_width)), 256), 4096))
+    base = np.empty((5, int(n_angle * Z_PERIOD / (2 * math.pi)), n_angle), np.float32)
     _bake(patient, base)
-    mips = [base]
+    mips = [np.ascontiguousarray(base.transpose(1, 2, 0))]
     for _ in range(N_MIPS - 1):
         prev = mips[-1]
-        mips.append(np.stack([cv2.resize(c, (c.shape[1] // 2, c.shape[0] // 2), interpolation=cv2.INTER_AREA)
-                              for c in prev]))
+        mips.append(np.ascontiguousarray(np.stack(
+            [cv2.resize(prev[..., k], (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA)
+             for k in range(5)], axis=2)))
     return mips
 
 
 @njit(cache=True, inline="always")
-def _fetch(tex, c, u, v):
-    """Bilinear, wrapping lookup of channel c at texel coords (u, v)."""
-    h, w = tex.shape[1], tex.shape[2]
+def _fetch(tex, u, v, wt, out, r, c):
+    """Add wt * bilinear, wrapping lookup of all 5 channels of `tex` (h, w, 5) at texel (u, v)."""
+    h, w = tex.shape[0], tex.shape[1]
     fu, fv = math.floor(u), math.floor(v)
     tu, tv = u - fu, v - fv
     i0, j0 = int(fu) % w, int(fv) % h
-    i1, j1 = (i0 + 1) % w, (j0 + 1) % h
-    a = tex[c, j0, i0] + (tex[c, j0, i1] - tex[c, j0, i0]) * tu
-    b = tex[c, j1, i0] + (tex[c, j1, i1] - tex[c, j1, i0]) * tu
-    return a + (b - a) * tv
+    i1, j1 = i0 + 1 if i0 + 1 < w else 0, j0 + 1 if j0 + 1 < h else 0
+    w00, w01, w10, w11 = (1 - tu) * (1 - tv) * wt, tu * (1 - tv) * wt, (1 - tu) * tv * wt, tu * tv * wt
+    for k in range(5):
+        out[k, r, c] += tex[j0, i0, k] * w00 + tex[j0, i1, k] * w01 + tex[j1, i0, k] * w10 + tex[j1, i1, k] * w11
 
 
 @njit(cache=True, parallel=True)
@@ -87,6 +91,7 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
 
     cam: (4, 3) rows position, forward, right, up. lesions (K, N_LESION); lesion_pos (K, 2) = (angle, z).
     """
+    N_Z, N_ANGLE = m0.shape[0], m0.shape[1]
     tan_v = tan_h * h / w
     px_angle = 2.0 * tan_h / w
     for r in prange(h):
@@ -115,10 +120,17 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
             lo = int(lod)
             fr = lod - lo
             for k in range(5):
-                s = 0.5 ** lo
-                a = _fetch(m0 if lo == 0 else (m1 if lo == 1 else m2), k, u * s - 0.5, v * s - 0.5)
-                b = _fetch(m1 if lo == 0 else (m2 if lo == 1 else m3), k, u * s * 0.5 - 0.5, v * s * 0.5 - 0.5)
-                out[k, r, c] = a + fr * (b - a)
+                out[k, r, c] = 0.0
+            s = 0.5 ** lo
+            if lo == 0:
+                _fetch(m0, u - 0.5, v - 0.5, 1.0 - fr, out, r, c)
+                _fetch(m1, u * 0.5 - 0.5, v * 0.5 - 0.5, fr, out, r, c)
+            elif lo == 1:
+                _fetch(m1, u * s - 0.5, v * s - 0.5, 1.0 - fr, out, r, c)
+                _fetch(m2, u * s * 0.5 - 0.5, v * s * 0.5 - 0.5, fr, out, r, c)
+            else:
+                _fetch(m2 if lo == 2 else m3, u * s - 0.5, v * s - 0.5, 1.0 - fr, out, r, c)
+                _fetch(m3, u * 0.125 - 0.5, v * 0.125 - 0.5, fr, out, r, c)
             out[M_MASK, r, c] = 0.0
             out[M_BROWN, r, c] = 0.0
             out[M_RED, r, c] = 0.0
@@ -147,3 +159,4 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
                     ids[r, c] = k
             out[M_LIGHT, r, c] = min(1.7 * math.sqrt(cosi) / (0.25 + t * t), 2.0)
             out[M_UPP, r, c] = foot
+            out[M_GLOSS, r, c] = smoothstep(0.5, 0.9, cosi)      # glare needs a wall facing the tip

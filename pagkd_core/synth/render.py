@@ -7,7 +7,7 @@ from numba import njit, prange
 from . import latent as L
 from .config import Difficulty
 from .shade import camera, overlay_text, shade
-from .surface import M_BROWN, M_DEEP, M_HEIGHT, M_LIGHT, M_MASK, M_PIT, M_RED, M_TEX, M_UPP, M_VESSEL, N_MAPS
+from .surface import M_BROWN, M_DEEP, M_GLOSS, M_HEIGHT, M_LIGHT, M_MASK, M_PIT, M_RED, M_TEX, M_UPP, M_VESSEL, N_MAPS
 from .surface import lesion_pattern, lesion_shape, mucosa, normal_pattern
 
 
@@ -42,6 +42,7 @@ def plane_maps(Hm, n, lp, bp, light_gx, light_gy):
             out[M_RED, i, j] = lp[L.RED] * mask
             # nearer surface (w < 1) is brighter; a side light adds a slow gradient
             out[M_LIGHT, i, j] = min(1.0 / (w * w), 1.6) * (1.0 + light_gx * px + light_gy * py)
+            out[M_GLOSS, i, j] = 1.0
             out[M_UPP, i, j] = abs(Hm[0, 0]) / w * 2.0 / n + abs(Hm[1, 0]) / w * 2.0 / n
     return out
 
@@ -53,8 +54,11 @@ def render_view(lesion_: L.Lesion, modality: str, rng: np.random.Generator, size
     lgx, lgy = rng.uniform(-0.25, 0.25, 2)
     maps = plane_maps(Hm, size, lesion_.params, lesion_.patient, lgx, lgy)
     nbi = modality == "NBI"
-    rgb = shade(maps, modality, lesion_.patient, diff.nbi_pattern if nbi else diff.wli_pattern,
-                1.0 if nbi else diff.wli_color, diff.specular * rng.uniform(0.4, 1.2))
+    # how much of the cue this WLI view shows (focus, distance, glare): from none to wli_* contrast;
+    # NBI views always show it -- that is what NBI is for
+    seen = rng.uniform(0.8, 1.0) if nbi else rng.uniform(0.0, 1.0)
+    rgb = shade(maps, modality, lesion_.patient, seen * (diff.nbi_pattern if nbi else diff.wli_pattern),
+                seen * (1.0 if nbi else diff.wli_color), diff.specular * rng.uniform(0.4, 1.2))
     sigma = (diff.nbi_blur if nbi else diff.wli_blur) * rng.uniform(0.6, 1.5) * size / 448
     img = camera(rgb, rng, sigma, diff.noise, rng.uniform(0.85, 1.15), border)
     if text:

@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from . import latent as L
 from .noise import smoothstep
-from .surface import M_BROWN, M_DEEP, M_HEIGHT, M_LIGHT, M_MASK, M_PIT, M_RED, M_TEX, M_UPP, M_VESSEL
+from .surface import M_BROWN, M_DEEP, M_GLOSS, M_HEIGHT, M_LIGHT, M_PIT, M_RED, M_TEX, M_UPP, M_VESSEL
 
 #                       deep vessel          pit                  superficial vessel   lesion tint
 _WLI = np.array([[0.55, 0.17, 0.22], [0.97, 0.82, 0.76], [0.52, 0.13, 0.13], [0.62, 0.34, 0.25]])
@@ -49,7 +49,7 @@ def _shade(maps, base, pal, weights, pattern, cue, spec_amt, wet_seed, out):
                 col += (pal[2, c] - col) * weights[2] * pattern * maps[M_VESSEL, i, j]
                 out[i, j, c] = col * (0.35 + 0.65 * max(ndl, 0.0)) * maps[M_LIGHT, i, j]
             wet = smoothstep(0.45, 0.8, maps[M_TEX, i, j]) * wet_seed
-            glint = spec_amt * wet * smoothstep(0.965, 0.995, ndl) * maps[M_LIGHT, i, j]
+            glint = spec_amt * wet * smoothstep(0.965, 0.995, ndl) * maps[M_LIGHT, i, j] * maps[M_GLOSS, i, j]
             for c in range(3):
                 out[i, j, c] += glint
 

@@ -14,8 +14,8 @@ from . import latent as L
 from .noise import fbm2, fbm3, ridge3, smoothstep, value2, value3, worley2  # noqa: F401
 
 # physical map channels written by the renderers and read by the shader
-(M_HEIGHT, M_TEX, M_DEEP, M_PIT, M_VESSEL, M_MASK, M_BROWN, M_RED, M_LIGHT, M_UPP) = range(10)
-N_MAPS = 10
+(M_HEIGHT, M_TEX, M_DEEP, M_PIT, M_VESSEL, M_MASK, M_BROWN, M_RED, M_LIGHT, M_UPP, M_GLOSS) = range(11)
+N_MAPS = 11
 
 
 @njit(cache=True)
@@ -80,7 +80,7 @@ def lesion_shape(u, v, lp):
                            + lp[L.H5A] * math.cos(5 * ang + lp[L.H5P]))
     mask = smoothstep(edge * 1.06, edge * 0.94, r)
     q = min(r / edge, 1.0)
-    return mask, lp[L.HEIGHT] * (1.0 - q * q) * mask
+    return mask, lp[L.HEIGHT] * (1.0 - q * q) ** 2 * mask
 
 
 @njit(cache=True)

@@ -37,7 +37,7 @@ def _unit(v):
 
 def _inspect_weight(dz: float) -> float:
     """How much the endoscopist attends to a lesion `dz` tube radii ahead (approach, stay, pass)."""
-    return smoothstep(3.0, 0.9, dz) * smoothstep(-0.45, 0.05, dz)
+    return smoothstep(2.6, 1.0, dz) * smoothstep(-0.3, 0.3, dz)
 
 
 class _Procedure:
@@ -75,14 +75,14 @@ class _Procedure:
             if w > w_best:
                 w_best, target = w, (ang, z)
         wv = [_wave(t, p) for p in self.waves]
-        speed = self.cfg.speed * (0.8 + 0.3 * wv[0]) * (1.0 - 0.8 * w_best)
+        speed = self.cfg.speed * (0.8 + 0.3 * wv[0]) * (1.0 - 0.6 * w_best)
         self.z += speed * dt
         want_pos = np.array([0.25 * wv[1], 0.25 * wv[2], 0.0])
         want_fwd = _unit(np.array([0.25 * wv[3], 0.25 * wv[4], 1.0]))
         if target is not None:
             ang, z = target
             side = np.array([math.cos(ang), math.sin(ang), 0.0])
-            want_pos = (1 - w_best) * want_pos + w_best * 0.35 * side
+            want_pos = (1 - w_best) * want_pos + w_best * 0.45 * side
             look = _unit(np.array([side[0], side[1], z]) - np.array([want_pos[0], want_pos[1], self.z]))
             want_fwd = _unit((1 - w_best) * want_fwd + w_best * look)
         k = min(1.0, 2.5 * dt)                    # the hand steers smoothly
@@ -111,7 +111,7 @@ def iter_procedure_frames(cfg: VideoConfig) -> Iterator[tuple[np.ndarray, dict]]
     W, H = cfg.width, cfg.height
     wr, hr = max(2, int(W * cfg.render_scale) // 2 * 2), max(2, int(H * cfg.render_scale) // 2 * 2)
     proc = _Procedure(cfg)
-    mips = bake_atlas(proc.patient)
+    mips = bake_atlas(proc.patient, wr)
     noise_rng = np.random.default_rng([cfg.seed, 1])
     diff, nbi = cfg.difficulty, cfg.modality == "NBI"
     maps = np.empty((N_MAPS, hr, wr), np.float32)

@@ -57,7 +57,7 @@ class OrtEngine(Engine):
             path = source.int8_onnx_path()
             if path is None:
                 raise EngineError(f"no calibrated int8 graph for {source.name}; run: python -m "
-                                  f"stream.engines.int8 --model <student.json> --images <synthetic WLI root>")
+                                  f"stream.engines.int8 --model <student.json> --calib <synthetic image root or video>")
         else:
             path = source.onnx_path()
         if not Path(path).is_file():

@@ -49,10 +49,12 @@ def draw_overlay(rgb: np.ndarray, ann: Annotation | None) -> np.ndarray:
     colour = ALERT_RGB if ann.alert else UNCERTAIN_RGB if ann.state == "uncertain" else \
         IDLE_RGB if ann.state == "no call" else CALL_RGB
     text = ann.state if ann.state in ("uncertain", "no call") else f"{ann.state} {ann.confidence:.2f}"
-    x, y = round(24 * s), round(56 * s)
+    # Top right: endoscope processors (and the synthetic generator) print their own text top left.
     (tw, th), _ = cv2.getTextSize(text, font, 1.2 * s, thick)
-    cv2.rectangle(out, (x - 6, y - th - 8), (x + tw + 6, y + 8), (0, 0, 0), -1)
-    cv2.putText(out, text, (x, y), font, 1.2 * s, colour, thick, cv2.LINE_AA)
+    tx, y = w - tw - round(30 * s), round(56 * s)
+    cv2.rectangle(out, (tx - 6, y - th - 8), (tx + tw + 6, y + 8), (0, 0, 0), -1)
+    cv2.putText(out, text, (tx, y), font, 1.2 * s, colour, thick, cv2.LINE_AA)
+    x = round(24 * s)
     # One bar per class: the smoothed probability the call is based on.
     bar_w, bar_h = round(220 * s), max(6, round(16 * s))
     for i, (name, p) in enumerate(zip(ann.class_names, ann.smoothed)):

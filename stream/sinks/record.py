@@ -44,7 +44,8 @@ class Recorder:
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
         self._container = None
         self._stream = None
-        self._last_pts = -1
+        self._last_t = -1.0
+        self._offset = 0.0
         self._t0: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"record-{self.path.name}", daemon=True)
         self._thread.start()
@@ -73,6 +74,7 @@ class Recorder:
         s.width, s.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
         s.pix_fmt = "yuv420p"
         s.time_base = _TIME_BASE
+        s.codec_context.time_base = _TIME_BASE  # else PyAV rescales to 1/fps and close timestamps collide
         if self.codec == "libx264":
             s.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(self.crf),
                          "g": str(self.gop), "keyint_min": str(self.gop), "sc_threshold": "0"}
@@ -88,13 +90,16 @@ class Recorder:
             # The encoder's size is fixed at the first frame; later sizes are scaled to it.
             rgb = cv2.resize(rgb, (s.width, s.height), interpolation=cv2.INTER_AREA)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        t = frame.pts if frame.pts is not None else frame.arrival - (self._t0 or frame.arrival)
         if self._t0 is None:
             self._t0 = frame.arrival
-        pts = int(round(t / _TIME_BASE))
-        vf.pts = max(pts, self._last_pts + 1)  # muxers need strictly increasing timestamps
+        t = frame.pts if frame.pts is not None else frame.arrival - self._t0
+        if t + self._offset <= self._last_t:
+            # Timestamps went back (concatenated input, a reconnected or looping source):
+            # continue one frame after the last one instead of breaking the muxer.
+            self._offset = self._last_t + 1.0 / self.fps - t
+        self._last_t = t + self._offset
+        vf.pts = int(round(self._last_t / _TIME_BASE))
         vf.time_base = _TIME_BASE
-        self._last_pts = vf.pts
         for packet in s.encode(vf):
             self._container.mux(packet)
         self.frames_written += 1

@@ -67,7 +67,11 @@ def open_source(spec: str, *, realtime: bool | None = None, stream_id: str = "0"
     if kind == "network":
         return open_network(spec, options=options, stream_id=stream_id, give_up_after=give_up_after)
     if kind == "synthetic":
-        return open_synthetic(realtime=bool(realtime), stream_id=stream_id, **(synthetic or {}))
+        # "synthetic:seconds=10,seed=3,width=640,height=480" sets generator options inline.
+        from stream.smoothing import parse_spec
+
+        _, inline = parse_spec(spec)
+        return open_synthetic(realtime=bool(realtime), stream_id=stream_id, **{**inline, **(synthetic or {})})
     if kind == "folder":
         return open_folder(spec, fps=fps or 30.0, realtime=bool(realtime), stream_id=stream_id)
     path = str(demo_video()) if spec == "demo" else spec

@@ -37,14 +37,10 @@ class SyntheticSource(Source):
 
     def __init__(self, *, pace: bool = False, stream_id: str = "0", **params):
         self.cfg = make_video_config(**params)
-        get = (lambda k, d=None: self.cfg.get(k, d)) if isinstance(self.cfg, dict) else \
-            (lambda k, d=None: getattr(self.cfg, k, d))
-        fps = float(get("fps", 30.0) or 30.0)
-        size = get("size")
-        w, h = (size if isinstance(size, (list, tuple)) else (get("width"), get("height")))[:2] \
-            if size is not None or get("width") else (None, None)
-        super().__init__(SourceInfo(name="synthetic", kind="synthetic", width=w, height=h, fps=fps,
-                                    frames=get("frames") or get("num_frames")), stream_id)
+        get = self.cfg.get if isinstance(self.cfg, dict) else (lambda k, d=None: getattr(self.cfg, k, d))
+        fps, seconds = float(get("fps", 30.0) or 30.0), float(get("seconds", 0) or 0)
+        super().__init__(SourceInfo(name="synthetic", kind="synthetic", width=get("width"), height=get("height"),
+                                    fps=fps, frames=round(seconds * fps) or None), stream_id)
         self.pace = pace
 
     def frames(self) -> Iterator[Frame]:

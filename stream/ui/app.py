@@ -11,8 +11,11 @@ size and type and deleted when the page closes.
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
-from dataclasses import dataclass, fields
+import threading
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -23,25 +26,29 @@ from stream.ui.session import VIDEO_EXTS, SessionFiles, parse_size
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class UIConfig:
-    host: str = "127.0.0.1"
-    port: int = 7860
-    share: bool = False
-    auth: str = ""  # "user:password"; empty: no login
-    model: str = ""  # exported student (.json/.safetensors/stem); empty: the bundled one
-    source: str = "demo"
-    engine: str = "auto"
-    device: str = "cpu"
-    threads: int = 0  # intra-op threads for the engine; 0: library default
-    max_upload: str = "500MB"
-    jpeg_quality: int = 80
-    frame_marker: bool = False  # stamp a frame counter into each picture (display-latency measurement)
-    threshold: float = 0.7
-    uncertain: float = 0.2
-    smoothing: str = "ema"
-    strength: float = 0.5
-    min_alert_s: float = 0.2
+    host: str = _opt("127.0.0.1", "address to listen on; anything but loopback should come with --auth")
+    port: int = _opt(7860, "port of the page and the live-view routes")
+    share: bool = _opt(False, "also open a public Gradio share link (off unless asked for)")
+    auth: str = _opt("", "user:password login for the page and the live-view routes")
+    model: str = _opt("", "exported student (.json/.safetensors/stem); default: the bundled one")
+    source: str = _opt("demo", "first live source: demo, a file, /dev/videoN, a URL, synthetic, webcam")
+    engine: str = _opt("auto", "auto | onnxruntime | torch | tensorrt")
+    device: str = _opt("cpu", "cpu | cuda | cuda:N | auto")
+    threads: int = _opt(1, "engine intra-op threads on CPU (1: no spinning pool competing with decode)")
+    max_upload: str = _opt("500MB", "largest accepted upload, e.g. 500MB, 2GB, 800MiB")
+    jpeg_quality: int = _opt(80, "live-view JPEG quality (1-100)")
+    frame_marker: bool = _opt(False, "stamp frame numbers into the picture (display-latency measurement)")
+    threshold: float = _opt(0.7, "initial alert threshold (top-class smoothed confidence)")
+    uncertain: float = _opt(0.2, "initial uncertain band below the threshold")
+    smoothing: str = _opt("ema", "initial smoothing: none | ema | window | hmm")
+    strength: float = _opt(0.5, "initial smoothing strength, 0..1")
+    min_alert_s: float = _opt(0.2, "initial minimum alert duration (s)")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -54,32 +61,38 @@ def parse_args(argv: list[str] | None) -> UIConfig:
     p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
     for f in fields(UIConfig):
         flag = "--" + f.name.replace("_", "-")
+        helptext = f"{f.metadata['help']} (default: {f.default})"
         if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         else:
             typ = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=typ, default=None, metavar=f.name.upper())
+            p.add_argument(flag, type=typ, default=None, metavar=f.name.upper(), help=helptext)
     a = p.parse_args(argv)
     if a.config:
-        data = yaml.safe_load(Path(a.config).read_text()) or {}
-        unknown = set(data) - {f.name for f in fields(UIConfig)}
-        if unknown:
-            p.error(f"{a.config}: unknown keys {sorted(unknown)}")
-        for k, v in data.items():
-            setattr(cfg, k, v)
+        from pagkd_core.config import ConfigError, _apply  # the project's one typed YAML coercion
+
+        path = Path(a.config)
+        if not path.is_file():
+            p.error(f"config file not found: {path}")
+        try:
+            _apply(cfg, yaml.safe_load(path.read_text()) or {})
+        except (ConfigError, AttributeError) as e:
+            p.error(f"{path}: {e}")
     for f in fields(UIConfig):
         v = getattr(a, f.name)
         if v is not None:
             setattr(cfg, f.name, v)
     try:
-        cfg.max_upload_bytes
+        parse_size(cfg.max_upload)
     except ValueError as e:
         p.error(str(e))
     if cfg.auth and ":" not in cfg.auth:
         p.error("--auth takes user:password")
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.auth:
-        print(f"warning: serving on {cfg.host} without --auth: anyone who can reach this port sees the video",
-              file=sys.stderr)
+        print(
+            f"warning: serving on {cfg.host} without --auth: anyone who can reach this port sees the video",
+            file=sys.stderr,
+        )
     return cfg
 
 
@@ -103,12 +116,19 @@ class AppContext:
         self.cfg = cfg
         self.video_exts = VIDEO_EXTS
         model = cfg.model or str(default_model())
-        opts = {"threads": cfg.threads} if cfg.threads and cfg.engine == "torch" else {}
+        opts = {"threads": cfg.threads} if cfg.threads and cfg.device == "cpu" else {}
         # One engine for the live stream (batch 1) and replays (batch 4); max_batch is an upper bound.
         self.engine = build_engine(cfg.engine, model, device=cfg.device, max_batch=4, **opts)
         self.engine.warmup(iters=2, batch=1)
-        self.base = PipelineConfig(model=model, engine=cfg.engine, device=cfg.device, batch=1, max_wait_ms=0.0,
-                                   realtime=True, threads=cfg.threads)
+        self.base = PipelineConfig(
+            model=model,
+            engine=cfg.engine,
+            device=cfg.device,
+            batch=1,
+            max_wait_ms=0.0,
+            realtime=True,
+            threads=cfg.threads,
+        )
         self.hub = FrameHub(cfg.jpeg_quality, marker=cfg.frame_marker)
         controls = Controls(cfg.threshold, cfg.uncertain, cfg.smoothing, cfg.strength, cfg.min_alert_s)
 
@@ -117,7 +137,8 @@ class AppContext:
             return open_source(spec, realtime=True, loop=True, stream_id="live")
 
         self.runner = LiveRunner(self.hub, self.engine, self.base, controls, open_live)
-        self.files = SessionFiles()
+        self.files = SessionFiles(os.environ.get("GRADIO_TEMP_DIR"))
+        os.environ["GRADIO_TEMP_DIR"] = str(self.files.root)  # Gradio's cache: see SessionFiles
         self.source_choices = ["demo", "synthetic", "webcam", "/dev/video0", "udp://127.0.0.1:5000"]
 
     @property
@@ -144,18 +165,17 @@ def build_app(cfg: UIConfig):
     ctx.runner.switch(cfg.source)
     demo = build_blocks(ctx)
     user, _, pw = cfg.auth.partition(":")
-    kwargs = dict(
-        server_name=cfg.host,
-        server_port=cfg.port,
-        share=cfg.share,
-        auth=(user, pw) if cfg.auth else None,
-        max_file_size=cfg.max_upload_bytes,
-        allowed_paths=[str(ctx.files.root)],
-        app_kwargs={"routes": live_routes(ctx.hub)},  # MJPEG on Gradio's own FastAPI app
-        css=CSS,
-        footer_links=["gradio"],
-        show_error=True,
-    )
+    kwargs = {
+        "server_name": cfg.host,
+        "server_port": cfg.port,
+        "share": cfg.share,
+        "auth": (user, pw) if cfg.auth else None,
+        "max_file_size": cfg.max_upload_bytes,
+        "app_kwargs": {"routes": live_routes(ctx.hub)},  # MJPEG on Gradio's own FastAPI app
+        "css": CSS,
+        "footer_links": ["gradio"],
+        "show_error": True,
+    }
     return demo, ctx, kwargs
 
 
@@ -163,9 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         demo, ctx, kwargs = build_app(cfg)
-    except Exception as e:  # bad model/source: one line and a non-zero exit
+    except Exception as e:  # noqa: BLE001 - bad model/source/engine: one line and a non-zero exit
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(
+        f"* Live view: {cfg.source} on {ctx.engine!r}; uploads and results go under {ctx.files.root} "
+        "(each session's folder is deleted when its page closes)",
+        flush=True,
+    )
+    # The first replay evaluation would otherwise wait seconds for these imports.
+    threading.Thread(
+        target=lambda: (
+            importlib.import_module("stream.evaluate"),
+            importlib.import_module("sklearn.metrics"),
+        ),
+        daemon=True,
+    ).start()
     try:
         demo.queue(default_concurrency_limit=4).launch(**kwargs)
     except KeyboardInterrupt:

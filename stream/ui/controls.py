@@ -15,7 +15,7 @@ class Controls:
     strength: float = 0.5  # 0: no smoothing .. 1: strongest
     min_alert_s: float = 0.2  # a call must hold this long before it is shown
 
-    def validate(self, num_classes: int) -> "Controls":
+    def validate(self, num_classes: int) -> Controls:
         if self.smoothing not in SMOOTHING_MODES:
             raise ValueError(f"smoothing must be one of {', '.join(SMOOTHING_MODES)}, got {self.smoothing!r}")
         if not 0 <= self.strength <= 1 or not 0 <= self.uncertain <= 1 or self.min_alert_s < 0:

@@ -7,6 +7,7 @@ carries the slow things: control changes, a 2 Hz stats/label refresh, a 1 Hz plo
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -27,8 +28,10 @@ CSS = """
 .ui-error {color: #b71c1c; font-weight: 600;}
 """
 
-SOURCE_HINT = ("`demo` (bundled synthetic video), a video file path, a capture device (`/dev/video0`), "
-               "a network URL (`rtsp://`, `udp://`, `srt://`, `http://`), or `webcam` (this browser's camera).")
+SOURCE_HINT = (
+    "`demo` (bundled synthetic video), a video file path, a capture device (`/dev/video0`), "
+    "a network URL (`rtsp://`, `udp://`, `srt://`, `http://`), or `webcam` (this browser's camera)."
+)
 
 
 def live_view_html(src: str = "live/mjpeg") -> str:
@@ -43,25 +46,29 @@ def label_html(s: dict) -> str:
     conf_txt = f" {conf:.2f}" if isinstance(conf, float) else ""
     alert_txt = " - ALERT" if s.get("alert") else ""
     paused = " (paused)" if s.get("paused") else ""
-    return (f'<div id="live-label" class="{cls}" data-state="{html.escape(state)}" '
-            f'data-alert="{int(bool(s.get("alert")))}">{html.escape(state)}{conf_txt}{alert_txt}{paused}</div>')
+    return (
+        f'<div id="live-label" class="{cls}" data-state="{html.escape(state)}" '
+        f'data-alert="{int(bool(s.get("alert")))}">{html.escape(state)}{conf_txt}{alert_txt}{paused}</div>'
+    )
 
 
 def stats_html(s: dict) -> str:
     rows = [
         ("source", "source", s["source"]),
-        ("input fps", "input_fps", f'{s["input_fps"]:.1f}'),
-        ("processed fps", "processed_fps", f'{s["processed_fps"]:.1f}'),
-        ("latency p50 (ms)", "latency_p50_ms", f'{s["latency_p50_ms"]:.1f}'),
-        ("latency p99 (ms)", "latency_p99_ms", f'{s["latency_p99_ms"]:.1f}'),
+        ("input fps", "input_fps", f"{s['input_fps']:.1f}"),
+        ("processed fps", "processed_fps", f"{s['processed_fps']:.1f}"),
+        ("latency p50 (ms)", "latency_p50_ms", f"{s['latency_p50_ms']:.1f}"),
+        ("latency p99 (ms)", "latency_p99_ms", f"{s['latency_p99_ms']:.1f}"),
         ("frames not analysed (newest-frame policy)", "dropped_source", s["dropped_source"]),
         ("frames dropped (display)", "dropped_display", s["dropped_display"]),
         ("frames processed", "frames", s["frames"]),
         ("alert frames", "alert_frames", s.get("alert_frames", 0)),
-        ("engine", "engine", f'{s["engine"]} {s.get("precision", "")}'.strip()),
+        ("engine", "engine", f"{s['engine']} {s.get('precision', '')}".strip()),
         ("device", "device", s["device"]),
     ]
-    body = "".join(f'<tr><th>{k}</th><td data-k="{key}">{html.escape(str(v))}</td></tr>' for k, key, v in rows)
+    body = "".join(
+        f'<tr><th>{k}</th><td data-k="{key}">{html.escape(str(v))}</td></tr>' for k, key, v in rows
+    )
     err = f'<p class="ui-error" id="live-error">{html.escape(s["error"])}</p>' if s.get("error") else ""
     return f'<table id="stats-table">{body}</table>{err}'
 
@@ -74,58 +81,117 @@ def build_blocks(ctx) -> gr.Blocks:
 
     with gr.Blocks(title="PaGKD live", delete_cache=(600, 3600)) as demo:
         gr.Markdown("## PaGKD live lesion classifier - **synthetic data, research use only**")
-        with gr.Tab("Live"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    gr.HTML(live_view_html())
-                    label = gr.HTML(label_html({}))
-                    plot = gr.Plot(label="timeline", elem_id="timeline")
-                with gr.Column(scale=2):
-                    source = gr.Dropdown(choices=ctx.source_choices, value=runner.spec, allow_custom_value=True,
-                                         label="Source", info=SOURCE_HINT, elem_id="source")
-                    with gr.Row():
-                        switch = gr.Button("Switch source", elem_id="switch")
-                        pause = gr.Button("Pause", elem_id="pause")
-                    source_msg = gr.Markdown(elem_id="source-msg")
-                    with gr.Accordion("Browser webcam", open=False):
-                        cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam",
-                                       elem_id="webcam")
-                    threshold = gr.Slider(th_min, 1.0, value=c0.threshold, step=0.01, label="Alert threshold (top-class confidence)",
-                                          elem_id="threshold")
-                    band = gr.Slider(0.0, 0.5, value=c0.uncertain, step=0.01,
-                                     label="Uncertain band (+/- around the threshold: no call)",
-                                     elem_id="band")
-                    mode = gr.Dropdown(list(SMOOTHING_MODES), value=c0.smoothing, label="Smoothing", elem_id="smoothing")
-                    strength = gr.Slider(0.0, 1.0, value=c0.strength, step=0.05,
-                                         label="Smoothing strength (0: none, 1: strongest)", elem_id="strength")
-                    min_dur = gr.Slider(0.0, 2.0, value=c0.min_alert_s, step=0.05,
-                                        label="Minimum alert duration (s)", elem_id="min-dur")
-                    stats = gr.HTML(elem_id="stats")
+        with gr.Tab("Live"), gr.Row():
+            with gr.Column(scale=3):
+                gr.HTML(live_view_html())
+                label = gr.HTML(label_html({}))
+                plot = gr.Plot(label="timeline", elem_id="timeline")
+            with gr.Column(scale=2):
+                source = gr.Dropdown(
+                    choices=ctx.source_choices,
+                    value=runner.spec,
+                    allow_custom_value=True,
+                    label="Source",
+                    info=SOURCE_HINT,
+                    elem_id="source",
+                )
+                with gr.Row():
+                    switch = gr.Button("Switch source", elem_id="switch")
+                    pause = gr.Button("Pause", elem_id="pause")
+                source_msg = gr.Markdown(elem_id="source-msg")
+                with gr.Accordion("Browser webcam", open=False):
+                    cam = gr.Image(
+                        sources=["webcam"], streaming=True, type="numpy", label="webcam", elem_id="webcam"
+                    )
+                threshold = gr.Slider(
+                    th_min,
+                    1.0,
+                    value=c0.threshold,
+                    step=0.01,
+                    label="Alert threshold (top-class confidence)",
+                    elem_id="threshold",
+                )
+                band = gr.Slider(
+                    0.0,
+                    0.5,
+                    value=c0.uncertain,
+                    step=0.01,
+                    label="Uncertain band below the threshold (shown as 'uncertain': no call)",
+                    elem_id="band",
+                )
+                mode = gr.Dropdown(
+                    list(SMOOTHING_MODES), value=c0.smoothing, label="Smoothing", elem_id="smoothing"
+                )
+                strength = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=c0.strength,
+                    step=0.05,
+                    label="Smoothing strength (0: none, 1: strongest)",
+                    elem_id="strength",
+                )
+                min_dur = gr.Slider(
+                    0.0,
+                    2.0,
+                    value=c0.min_alert_s,
+                    step=0.05,
+                    label="Minimum alert duration (s)",
+                    elem_id="min-dur",
+                )
+                stats = gr.HTML(elem_id="stats")
         with gr.Tab("Replay evaluation"):
-            gr.Markdown(f"Upload a video (max {human(cfg.max_upload_bytes)}; {', '.join(ctx.video_exts)}) "
-                        "and optionally its per-frame labels CSV (`frame,lesion_visible,class,...`). "
-                        "The current live settings are used. Files are deleted when you close the page.")
+            gr.Markdown(
+                f"Upload a video (max {human(cfg.max_upload_bytes)}; {', '.join(ctx.video_exts)}) "
+                "and optionally its per-frame labels CSV (`frame,lesion_visible,class,...`). "
+                "The current live settings are used. Files are deleted when you close the page."
+            )
             with gr.Row():
                 up_video = gr.File(label="Video", file_types=list(ctx.video_exts), elem_id="replay-video")
-                up_labels = gr.File(label="Labels CSV (optional)", file_types=[".csv"], elem_id="replay-labels")
+                up_labels = gr.File(
+                    label="Labels CSV (optional)", file_types=[".csv"], elem_id="replay-labels"
+                )
             run = gr.Button("Evaluate", variant="primary", elem_id="replay-run")
             replay_msg = gr.Markdown(elem_id="replay-msg")
             with gr.Row():
                 out_video = gr.Video(label="Annotated video", elem_id="replay-out-video")
                 with gr.Column():
-                    out_files = gr.File(label="Downloads (predictions log, report)", file_count="multiple",
-                                        elem_id="replay-files")
+                    out_files = gr.File(
+                        label="Downloads (predictions log, report)",
+                        file_count="multiple",
+                        elem_id="replay-files",
+                    )
             report = gr.Markdown(elem_id="replay-report")
+            eval_plot = gr.Image(
+                label="Evaluation timeline (with labels)",
+                type="filepath",
+                elem_id="replay-plot",
+                interactive=False,
+            )
 
         # -- handlers -----------------------------------------------------------------
         def refresh_fast():
             s = runner.stats()
             return label_html(s), stats_html(s)
 
+        last_plot = {"t": -1.0, "fig": None}
+
         def refresh_plot():
+            # Several open pages share one rendering per tick.
+            now = time.monotonic()
+            if last_plot["fig"] is not None and now - last_plot["t"] < 0.8:
+                return last_plot["fig"]
             c = runner.controls
-            return timeline_figure(runner.timeline(), c.threshold, c.uncertain,
-                                   title=f"live timeline ({runner.spec}; red: alert) - synthetic data")
+            last_plot["t"], last_plot["fig"] = (
+                now,
+                timeline_figure(
+                    runner.timeline(),
+                    c.threshold,
+                    c.uncertain,
+                    title=f"live timeline ({runner.spec}; red: alert) - synthetic data",
+                    binary=len(ctx.class_names) == 2,
+                ),
+            )
+            return last_plot["fig"]
 
         def on_switch(spec):
             try:
@@ -133,8 +199,9 @@ def build_blocks(ctx) -> gr.Blocks:
                     raise ValueError("type or pick a source first")
                 runner.switch(spec)
                 return f"Now showing **{html.escape(spec)}**."
-            except Exception as e:  # one line for the user; the app keeps the old source
-                return f'<span class="ui-error">Cannot open {html.escape(str(spec))}: {html.escape(str(e))}</span>'
+            except Exception as e:  # noqa: BLE001 - one line for the user; the old source keeps running
+                msg = f"Cannot open {spec}: {e}"
+                return f'<span class="ui-error" id="source-error">{html.escape(msg)}</span>'
 
         def on_pause():
             runner.set_paused(not runner.paused)
@@ -153,7 +220,8 @@ def build_blocks(ctx) -> gr.Blocks:
                 runner.switch("webcam")
             runner.push(np.asarray(img, dtype=np.uint8))
 
-        def on_replay(video, labels, request: gr.Request, progress=gr.Progress()):
+        # gr.Progress() as a default is Gradio's way of asking for a progress bar.
+        def on_replay(video, labels, request: gr.Request, progress=gr.Progress()):  # noqa: B008
             sid = request.session_hash if request is not None else "anon"
             try:
                 if video is None:
@@ -166,15 +234,27 @@ def build_blocks(ctx) -> gr.Blocks:
                 res = ctx.replay(probe, lpath, ctx.files.dir(sid), progress)
             except UploadError as e:
                 gr.Warning(str(e))
-                return (f'<span class="ui-error" id="upload-error">Upload refused: {html.escape(str(e))}</span>',
-                        None, None, "")
-            except Exception as e:  # decoding trouble mid-file etc.: report it, keep serving
+                return (
+                    f'<span class="ui-error" id="upload-error">Upload refused: {html.escape(str(e))}</span>',
+                    None,
+                    None,
+                    "",
+                    None,
+                )
+            except Exception as e:  # noqa: BLE001 - trouble mid-file etc.: report it, keep serving
                 gr.Warning(str(e))
-                return (f'<span class="ui-error" id="upload-error">Replay failed: {html.escape(str(e))}</span>',
-                        None, None, "")
-            msg = (f"Done: {Path(probe.path).name}, {probe.width}x{probe.height}, "
-                   f"{res.frames} frames in {res.seconds:.1f} s.")
-            return msg, res.video, [str(p) for p in res.downloads], res.report_md
+                return (
+                    f'<span class="ui-error" id="upload-error">Replay failed: {html.escape(str(e))}</span>',
+                    None,
+                    None,
+                    "",
+                    None,
+                )
+            msg = (
+                f"Done: {Path(probe.path).name}, {probe.width}x{probe.height}, "
+                f"{res.frames} frames in {res.seconds:.1f} s."
+            )
+            return msg, res.video, [str(p) for p in res.downloads], res.report_md, res.plot
 
         fast = gr.Timer(0.5)
         fast.tick(refresh_fast, outputs=[label, stats], show_progress="hidden", queue=False)
@@ -186,10 +266,26 @@ def build_blocks(ctx) -> gr.Blocks:
         controls = [threshold, band, mode, strength, min_dur]
         for comp in controls:
             comp.change(on_controls, inputs=controls, queue=False, show_progress="hidden")
-        cam.stream(on_webcam, inputs=[cam], outputs=None, stream_every=0.066, concurrency_limit=1,
-                   show_progress="hidden")
-        run.click(on_replay, inputs=[up_video, up_labels], outputs=[replay_msg, out_video, out_files, report],
-                  concurrency_limit=1)
+        cam.stream(
+            on_webcam,
+            inputs=[cam],
+            outputs=None,
+            stream_every=0.066,
+            concurrency_limit=1,
+            show_progress="hidden",
+        )
+        run.click(
+            on_replay,
+            inputs=[up_video, up_labels],
+            outputs=[replay_msg, out_video, out_files, report, eval_plot],
+            concurrency_limit=1,
+        )
+
+        def on_upload(f, request: gr.Request):
+            ctx.files.track(request.session_hash, f)
+
+        up_video.upload(on_upload, inputs=[up_video], queue=False, show_progress="hidden")
+        up_labels.upload(on_upload, inputs=[up_labels], queue=False, show_progress="hidden")
 
         def on_unload(request: gr.Request):
             ctx.files.drop(request.session_hash)  # this page's uploads and outputs

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from fastapi import HTTPException, Request
-from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 
 BOUNDARY = "frame"
 MARKER_BITS = 16
@@ -97,10 +97,10 @@ class FrameHub:
                 self._slot = None
             t0 = time.perf_counter()
             seq = self._seq + 1
+            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a new array: the marker never touches the caller's
             if self.marker:
-                rgb = rgb.copy()
-                draw_marker(rgb, seq & ((1 << MARKER_BITS) - 1))
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+                draw_marker(bgr, seq & ((1 << MARKER_BITS) - 1))
+            ok, buf = cv2.imencode(".jpg", bgr, params)
             if not ok:
                 continue
             self.encode_ms.append((time.perf_counter() - t0) * 1e3)
@@ -194,7 +194,7 @@ def live_routes(hub: FrameHub) -> list[APIRoute]:
     async def live_trace(request: Request):
         """Server-side arrival/encode wall-clock times per hub seq, for display-latency measurement."""
         check(request)
-        rows = [dict(seq=s, index=i, arrival=a, encoded=e) for s, i, a, e in list(hub.trace)]
+        rows = [{"seq": s, "index": i, "arrival": a, "encoded": e} for s, i, a, e in list(hub.trace)]
         return JSONResponse({"marker": hub.marker, "dropped": hub.dropped, "frames": rows})
 
     return [

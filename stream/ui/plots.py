@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # server side, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # not pyplot: its global state is not safe across handler threads
 
 
 def alert_spans(t: np.ndarray, alert: np.ndarray) -> list[tuple[float, float]]:
@@ -23,9 +20,13 @@ def alert_spans(t: np.ndarray, alert: np.ndarray) -> list[tuple[float, float]]:
     return spans
 
 
-def timeline_figure(records: list[dict], threshold: float, band: float, title: str = ""):
-    """A small matplotlib figure of the last records (each with t, p_raw, p_smooth, alert)."""
-    fig, ax = plt.subplots(figsize=(8, 2.4), dpi=80)
+def timeline_figure(records: list[dict], threshold: float, band: float, title: str = "", binary: bool = True):
+    """A small matplotlib figure of the last records (each with t, p_raw, p_smooth, alert).
+
+    The alert machine thresholds the top class's confidence; with two classes that is
+    P(alert class) >= threshold for an alert and <= 1 - threshold for the other call."""
+    fig = Figure(figsize=(8, 2.4), dpi=80)
+    ax = fig.subplots()
     if records:
         t = np.array([r["t"] for r in records])
         t = t - t[-1]  # seconds before now
@@ -37,14 +38,16 @@ def timeline_figure(records: list[dict], threshold: float, band: float, title: s
         ax.plot(t, raw, color="0.6", lw=0.8, label="raw")
         ax.plot(t, smooth, color="tab:blue", lw=1.6, label="smoothed")
         ax.set_xlim(min(t[0], -1.0), 0)
-    lo, hi = max(threshold - band, 0.0), min(threshold + band, 1.0)
-    ax.axhspan(lo, hi, color="tab:orange", alpha=0.12, lw=0, label="uncertain band")
+    lo = max(threshold - band, 0.0)
+    ax.axhspan(lo, threshold, color="tab:orange", alpha=0.15, lw=0, label="uncertain band")
     ax.axhline(threshold, color="tab:red", lw=0.8, ls="--", label="threshold")
+    if binary:  # the other class is called at P(alert) <= 1 - threshold, uncertain just above that
+        ax.axhspan(1 - threshold, 1 - lo, color="tab:orange", alpha=0.15, lw=0)
+        ax.axhline(1 - threshold, color="tab:green", lw=0.8, ls="--")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("seconds before now")
     ax.set_ylabel("P(alert class)")
     ax.set_title(title or "live timeline (red: alert) - synthetic data", fontsize=9)
     ax.legend(loc="upper left", fontsize=7, ncol=4, frameon=False)
     fig.tight_layout()
-    plt.close(fig)  # gr.Plot renders it; keep pyplot's registry empty
     return fig

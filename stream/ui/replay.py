@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ class ReplayResult:
     video: str | None
     downloads: list[Path] = field(default_factory=list)
     report_md: str = ""
+    plot: str | None = None  # evaluation timeline (with labels only)
 
 
 def _summary_md(name: str, summary: dict, rows: list[dict]) -> str:
@@ -36,9 +38,12 @@ def _summary_md(name: str, summary: dict, rows: list[dict]) -> str:
     alert = sum(1 for r in rows if r["alert"])
     lines = [
         f"### Replay of `{name}` (synthetic-data model)",
-        f"- frames analysed: {summary['frames']} in {summary['wall_s']:.1f} s ({summary['fps']:.1f} fps), "
-        f"engine {summary['engine'].get('engine')} {summary['engine'].get('precision', '')} "
-        f"on {summary['engine'].get('device')}",
+        (
+            f"- frames analysed: {summary['frames']} in {summary['wall_s']:.1f} s "
+            f"({summary['fps']:.1f} fps), "
+            f"engine {summary['engine'].get('engine')} {summary['engine'].get('precision', '')} "
+            f"on {summary['engine'].get('device')}"
+        ),
         f"- latency arrival->result: p50 {lat.get('p50', 0):.1f} ms, p99 {lat.get('p99', 0):.1f} ms",
         f"- alert frames: {alert} ({100.0 * alert / max(len(rows), 1):.1f}%); calls: "
         + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())),
@@ -50,8 +55,59 @@ def _summary_md(name: str, summary: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_replay(engine, base, controls: Controls, probe, labels: Path | None, out_dir: Path,
-               progress=None) -> ReplayResult:
+def evaluate_replay(
+    video: Path, predictions: Path, labels: Path, out_dir: Path, cfg
+) -> tuple[str, list[Path]]:
+    """The runtime's video-level evaluation (stream.evaluate) on this replay's own raw
+    probabilities (its prediction log is the evaluator's cache: no second inference), for
+    the page's setting next to no smoothing."""
+    from stream import evaluate
+
+    work = out_dir / "eval"
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(labels, work / f"{video.stem}.truth.csv")  # the evaluator's naming: <video>.truth.csv
+    shutil.copyfile(predictions, logs / f"{video.stem}.jsonl")
+    (work / video.name).symlink_to(video.resolve())
+    argv = [
+        str(work / video.name),
+        "--model",
+        cfg.model,
+        "--predictions-dir",
+        str(logs),
+        "--out",
+        str(work),
+        "--setting",
+        cfg.smoothing,
+        "--setting",
+        "none",
+        "--threshold",
+        str(cfg.threshold),
+        "--hysteresis",
+        str(cfg.hysteresis),
+        "--uncertain-low",
+        str(cfg.uncertain_low),
+        "--min-frames",
+        str(cfg.min_frames),
+        "--min-duration",
+        str(cfg.min_duration_s),
+        "-q",
+    ]
+    try:
+        evaluate._evaluate(evaluate.build_parser().parse_args(argv), argv)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise ValueError(f"labels {labels.name}: {e}") from None
+    md = (work / "report.md").read_text()
+    md = "\n".join(
+        line for line in md.splitlines() if not line.startswith("![") and not line.startswith("Command:")
+    )  # the plot is shown apart; paths are server-side
+    files = [work / "report.md", work / "report.json", work / "timelines" / f"{video.stem}.png"]
+    return md, [f for f in files if f.is_file()]
+
+
+def run_replay(
+    engine, base, controls: Controls, probe, labels: Path | None, out_dir: Path, progress=None
+) -> ReplayResult:
     """`probe`: session.VideoProbe of a checked upload; `labels`: checked per-frame CSV or None;
     `progress((done, total), ...)`: optional (gr.Progress)."""
     from stream.sinks.predictions import read_predictions
@@ -81,19 +137,21 @@ def run_replay(engine, base, controls: Controls, probe, labels: Path | None, out
     summary = pipe.run()
     rows = read_predictions(cfg.predictions)
     if not rows:
-        raise RuntimeError(f"no frame of {Path(probe.path).name} could be analysed: "
-                           + "; ".join(pipe.errors() or ["empty video"]))
+        raise RuntimeError(
+            f"no frame of {Path(probe.path).name} could be analysed: "
+            + "; ".join(pipe.errors() or ["empty video"])
+        )
     summary_path = out_dir / f"{stem}.summary.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=str))
     report = _summary_md(Path(probe.path).name, summary, rows)
     downloads = [Path(cfg.predictions), summary_path]
+    plot = None
     if labels is not None:
-        from stream.ui.evaluation import evaluate_replay
-
-        md, files = evaluate_replay(Path(probe.path), Path(cfg.predictions), labels, out_dir, controls, k)
+        md, files = evaluate_replay(Path(probe.path), Path(cfg.predictions), labels, out_dir, cfg)
         report += "\n\n" + md
         downloads += files
+        plot = next((str(f) for f in files if f.suffix == ".png"), None)
     video = cfg.record if Path(cfg.record).is_file() and Path(cfg.record).stat().st_size else None
     if video:
         downloads.insert(0, Path(video))
-    return ReplayResult(len(rows), time.monotonic() - t0, video, downloads, report)
+    return ReplayResult(len(rows), time.monotonic() - t0, video, downloads, report, plot)

@@ -15,7 +15,7 @@ import collections
 import copy
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -31,8 +31,8 @@ from stream.ui.live import FrameHub
 class PushSource(Source):
     """Pictures handed in from outside (the browser webcam), timestamped on arrival."""
 
-    def __init__(self, name: str = "webcam"):
-        super().__init__(SourceInfo(name=name, kind="browser", live=True))
+    def __init__(self, name: str = "webcam", stream_id: str = "0"):
+        super().__init__(SourceInfo(name=name, kind="browser", live=True), stream_id)
         self._q: collections.deque = collections.deque(maxlen=1)
         self._cv = threading.Condition()
         self._closed = False
@@ -81,8 +81,15 @@ class Rate:
 
 
 class LiveRunner:
-    def __init__(self, hub: FrameHub, engine, base: PipelineConfig, controls: Controls,
-                 open_source: Callable[[str], Source], history: int = 900):
+    def __init__(
+        self,
+        hub: FrameHub,
+        engine,
+        base: PipelineConfig,
+        controls: Controls,
+        open_source: Callable[[str], Source],
+        history: int = 900,
+    ):
         self.hub, self.engine, self.base, self.open_source = hub, engine, base, open_source
         self.class_names = list(engine.class_names)
         self.controls = controls.validate(len(self.class_names))
@@ -112,7 +119,7 @@ class LiveRunner:
         spec = spec.strip()
         push = None
         if spec == "webcam":
-            push = PushSource()
+            push = PushSource(stream_id="live")  # frames carry it: the pipeline routes on it
             src: Source = LatestFrameReader(push)  # live semantics: newest frame, pass-through overlay
         else:
             src = self.open_source(spec)  # raises SourceError with a one-line message
@@ -196,14 +203,15 @@ class LiveRunner:
     def stats(self) -> dict:
         pipe = self._pipe
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
-        summary = pipe.summary() if pipe is not None else {"streams": {}, "engine": self.engine.describe()}
-        st = summary["streams"].get("live", {})
-        src = pipe.streams["live"].source if pipe is not None and "live" in pipe.streams else None
-        c = src.counters if src is not None else {}
+        # The stream's own counters, not pipe.summary(): that sorts every latency sample kept (up to
+        # 100k per stage) and this runs twice a second per open page.
+        st = pipe.streams.get("live") if pipe is not None else None
+        c = st.source.counters if st is not None else {}
+        error = (st.error or "") if st is not None else ""
         now = time.monotonic()
         self.in_rate.add(now, c.get("frames", 0) + c.get("dropped", 0))  # everything the input delivered
         self.out_rate.add(now, self.processed)
-        eng = summary["engine"]
+        eng = self.engine.describe()
         return {
             "source": self.spec,
             "paused": self.paused,
@@ -211,7 +219,7 @@ class LiveRunner:
             "processed_fps": self.out_rate.value(),
             "latency_p50_ms": float(np.percentile(lat, 50)),
             "latency_p99_ms": float(np.percentile(lat, 99)),
-            "dropped_source": int(st.get("dropped", 0)),
+            "dropped_source": int(c.get("dropped", 0)),
             "dropped_display": int(self.hub.dropped),
             "frames": self.processed,
             "engine": eng.get("engine", "?"),
@@ -221,7 +229,7 @@ class LiveRunner:
             "confidence": self.last.get("confidence"),
             "alert": bool(self.last.get("alert", False)),
             "alert_frames": sum(1 for r in list(self.history) if r["alert"]),
-            "error": st.get("error") or "",
+            "error": error,
         }
 
     def timeline(self) -> list[dict]:

@@ -59,7 +59,9 @@ class VideoProbe:
 def check_size(path: str | Path, max_bytes: int) -> int:
     size = os.path.getsize(path)
     if size > max_bytes:
-        raise UploadError(f"file is {human(size)}, over the {human(max_bytes)} upload limit (see --max-upload)")
+        raise UploadError(
+            f"file is {human(size)}, over the {human(max_bytes)} upload limit (see --max-upload)"
+        )
     return size
 
 
@@ -78,11 +80,14 @@ def check_video(path: str | Path, max_bytes: int) -> VideoProbe:
             if first is None:
                 raise UploadError(f"{path.name}: the video stream holds no decodable frame")
             fps = float(s.average_rate) if s.average_rate else None
-            return VideoProbe(str(path), first.width, first.height, fps, s.frames or None, s.codec_context.name)
+            return VideoProbe(
+                str(path), first.width, first.height, fps, s.frames or None, s.codec_context.name
+            )
     except UploadError:
         raise
     except (av.FFmpegError, StopIteration, ValueError, OSError) as e:
-        raise UploadError(f"{path.name}: not a readable video ({type(e).__name__}: {str(e)[:120]})") from None
+        why = getattr(e, "strerror", None) or type(e).__name__  # not str(e): it names the server's path
+        raise UploadError(f"{path.name}: not a readable video ({why})") from None
 
 
 def check_labels(path: str | Path, max_bytes: int) -> Path:
@@ -102,17 +107,33 @@ def check_labels(path: str | Path, max_bytes: int) -> Path:
     return path
 
 
+def _safe(session: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", session or "anon")[:64]
+
+
 class SessionFiles:
-    """One temporary folder per browser session under a root removed at exit."""
+    """One temporary folder per browser session under a root removed at exit.
+
+    The root doubles as Gradio's file cache (GRADIO_TEMP_DIR, set by the app before the page
+    is built): uploads land in it, results written into a session folder are served from
+    it without a second copy, and nothing of a session outlives `drop` (page closed).
+    """
 
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(tempfile.mkdtemp(prefix="pagkd-ui-", dir=root))
+        self.root = Path(tempfile.mkdtemp(prefix="pagkd-ui-", dir=root)).resolve()
         self._dirs: dict[str, Path] = {}
+        self._uploads: dict[str, set[Path]] = {}
         self._lock = threading.Lock()
         atexit.register(self.close)
 
+    def track(self, session: str, upload: str | Path | None) -> None:
+        """Remember an upload (still in Gradio's cache) so closing the page deletes it too."""
+        if upload:
+            with self._lock:
+                self._uploads.setdefault(_safe(session), set()).add(Path(upload).resolve())
+
     def dir(self, session: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9_-]", "_", session or "anon")[:64]
+        safe = _safe(session)
         with self._lock:
             d = self._dirs.get(safe)
             if d is None:
@@ -128,11 +149,16 @@ class SessionFiles:
         return dst
 
     def drop(self, session: str) -> None:
-        safe = re.sub(r"[^A-Za-z0-9_-]", "_", session or "anon")[:64]
+        safe = _safe(session)
         with self._lock:
             d = self._dirs.pop(safe, None)
+            uploads = self._uploads.pop(safe, set())
         if d is not None:
             shutil.rmtree(d, ignore_errors=True)
+        for up in uploads:
+            # Gradio keeps each upload in its own <hash>/ folder under the root.
+            if up.parent != self.root and self.root in up.parents:
+                shutil.rmtree(up.parent, ignore_errors=True)
 
     def sessions(self) -> list[str]:
         with self._lock:

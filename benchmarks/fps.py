@@ -1,0 +1,318 @@
+"""Throughput and latency of every runtime stage, engine and batch size, and end to end,
+side by side with a naive baseline, in one run.
+
+    python -m benchmarks.fps --quick                     # < 2 min on 2 CPU cores (shape check)
+    python -m benchmarks.fps --json out/fps.json         # full CPU run, < 15 min
+    python -m benchmarks.fps --device cuda --backbone resnet50 --input-size 448 --sections inference
+
+Everything measured is the runtime's own code (stream.sources, stream.preprocess,
+stream.engines, stream.smoothing, stream.alerts, stream.pipeline) on synthetic test videos
+(benchmarks.media). Prints markdown tables; ``--json`` writes every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SECTIONS = ("decode", "preprocess", "inference", "smoothing", "e2e")
+
+
+@dataclass
+class FpsConfig:
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    model: str = ""                       # exported student; "" = the bundled one
+    backbone: str = ""                    # timm name: a random-init student instead of --model
+    input_size: int = 0                   # 0: the model's own
+    seconds: float = 2.0                  # per measurement
+    quick: bool = False
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    resolutions: list[str] = field(default_factory=lambda: ["720p", "1080p"])
+    codecs: list[str] = field(default_factory=lambda: ["h264", "hevc"])
+    clip_frames: int = 150                # frames per synthetic test clip (30 fps)
+    batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    engines: list[str] = field(default_factory=list)   # engine ids; empty: every one for the device
+    compile_batches: list[int] = field(default_factory=lambda: [1, 8])  # torch.compile is slow to build
+    e2e_engine: str = "auto"              # engine id for end to end; auto: best available
+    e2e_clips: list[str] = field(default_factory=list)  # e.g. 720p-h264; empty: 720p (CPU) / 1080p (GPU)
+    replay_batch: int = 8
+    replay_frames: int = 300              # frames per replay run (the clip is looped)
+    e2e_seconds: float = 5.0              # measurement window of each paced run (after 1 s warm-up)
+    paced_fps: list[int] = field(default_factory=lambda: [30, 60])
+    max_streams: int = 16
+    max_drop: float = 0.02
+    max_p99_ms: float = 120.0
+    media_dir: str = "out/bench_media"
+    model_cache: str = "out/bench_models"
+    int8_report: str = ""                 # JSON of python -m stream.engines.int8 (AUC drop); "" = look beside the model
+    json: str = ""                        # every figure; rewritten after each section, so a timeout keeps them
+    markdown: str = ""                    # the printed tables
+
+    def apply_quick(self) -> None:
+        """--quick: every section and key, on tiny budgets."""
+        self.seconds = min(self.seconds, 0.3)
+        self.clip_frames = min(self.clip_frames, 30)
+        self.replay_frames = min(self.replay_frames, 60)
+        self.e2e_seconds = min(self.e2e_seconds, 1.0)
+        self.resolutions, self.codecs = self.resolutions[:2], self.codecs[:2]
+        self.batches = [b for b in self.batches if b in (1, 8)] or self.batches[:1]
+        self.compile_batches = []
+        self.paced_fps = self.paced_fps[:2]
+        self.max_streams = min(self.max_streams, 2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.fps", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help="YAML file of FpsConfig keys; command-line options override it")
+    for f in dataclasses.fields(FpsConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action="store_const", const=True, default=None)
+        elif f.type.startswith("list"):
+            p.add_argument(flag, default=None, help="comma-separated")
+        else:
+            p.add_argument(flag, default=None, type={"int": int, "float": float}.get(f.type, str))
+    return p
+
+
+def load_config(argv: list[str] | None = None) -> FpsConfig:
+    args = build_parser().parse_args(argv)
+    cfg = FpsConfig()
+    values = {}
+    if args.config:
+        data = yaml.safe_load(Path(args.config).read_text()) or {}
+        if not isinstance(data, dict):
+            raise SystemExit(f"{args.config}: expected a mapping of FpsConfig keys")
+        values.update(data)
+    values.update({k: v for k, v in vars(args).items() if v is not None and k != "config"})
+    names = {f.name: f for f in dataclasses.fields(cfg)}
+    for k, v in values.items():
+        if k not in names:
+            raise SystemExit(f"unknown option {k!r}; see python -m benchmarks.fps --help")
+        if names[k].type.startswith("list") and isinstance(v, str):
+            cast = int if "int" in names[k].type else str
+            v = [cast(x) for x in v.split(",") if x.strip()]
+        setattr(cfg, k, v)
+    bad = set(cfg.sections) - set(SECTIONS)
+    if bad:
+        raise SystemExit(f"unknown section(s) {sorted(bad)}; choose from {', '.join(SECTIONS)}")
+    if cfg.quick:
+        cfg.apply_quick()
+    return cfg
+
+
+def _first_frames(clip, n: int = 8) -> list:
+    """A few RGB frames of a clip, via OpenCV so this works without PyAV too."""
+    import cv2
+
+    cap, out = cv2.VideoCapture(str(clip.path)), []
+    while len(out) < n:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return out
+
+
+def _int8_accuracy(bench_model, report: str = "") -> dict | None:
+    """What the engines' int8 calibration measured (AUC drop), if it left a record."""
+    if report:
+        return json.loads(Path(report).read_text())
+    meta = bench_model.meta
+    for key in ("int8", "int8_accuracy"):
+        if isinstance(meta.get(key), dict):
+            return meta[key]
+        if isinstance(meta.get("metrics", {}).get(key), dict):
+            return meta["metrics"][key]
+    stem = bench_model.path.with_suffix("")
+    for cand in (stem.with_name(stem.name + ".int8.json"), stem.with_name(stem.name + ".int8.onnx.json")):
+        if cand.is_file():
+            return json.loads(cand.read_text())
+    return None
+
+
+def _e2e_engine(cfg: FpsConfig, specs, source_fn, device: str, max_batch: int):
+    """The engine end to end runs on: the named spec, or the best that builds here."""
+    from stream.engines import EngineError, build_engine
+
+    by_id = {s.id: s for s in specs}
+    if cfg.e2e_engine != "auto":
+        if cfg.e2e_engine not in by_id:
+            raise SystemExit(f"--e2e-engine {cfg.e2e_engine!r} unknown here; choose from {', '.join(by_id)}")
+        order = [cfg.e2e_engine]
+    elif device.startswith("cuda"):
+        order = ["tensorrt-fp16", "torch-fp16-cudagraphs", "torch-fp16"]
+    else:
+        order = ["onnxruntime-int8", "onnxruntime-fp32", "torch-fp32"]
+    notes = []
+    for sid in order:
+        spec = by_id[sid]
+        try:
+            engine = build_engine(spec.kind, source_fn(), device=device, max_batch=max_batch, **spec.opts)
+            # Capture/compile every batch size the dynamic batcher may form, before timing.
+            for b in range(1, max_batch + 1) if "cuda_graphs" in spec.opts else (1, max_batch):
+                engine.warmup(iters=1, batch=b)
+            return engine, sid, notes
+        except (EngineError, ImportError, FileNotFoundError, RuntimeError) as e:
+            notes.append(f"{sid} unavailable: {' '.join(str(e).split())[:160]}")
+    raise SystemExit("no engine for end to end: " + "; ".join(notes))
+
+
+def _save(cfg: FpsConfig, result: dict) -> None:
+    """Write what is measured so far: a run cut short by a timeout still leaves its figures."""
+    from benchmarks.fps_report import report, targets
+
+    result["targets"] = targets(result)
+    result["elapsed_s"] = round(time.perf_counter() - result["_t0"], 1)
+    clean = {k: v for k, v in result.items() if not k.startswith("_")}
+    if cfg.json:
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(cfg.json + ".tmp")
+        tmp.write_text(json.dumps(clean, indent=1, default=str) + "\n")
+        tmp.replace(cfg.json)
+    if cfg.markdown:
+        Path(cfg.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.markdown).write_text(report(clean) + "\n")
+
+
+def _stages(cfg: FpsConfig, result: dict, clips, bench_model, device: str, specs) -> None:
+    from tqdm import tqdm
+
+    from benchmarks import fps_decode, fps_stages
+
+    if "decode" in cfg.sections:
+        cases = len(clips) * len(fps_decode.decode_cases(cfg.quick))
+        with tqdm(total=cases, desc="decode", leave=False) as bar:
+            result["stages"]["decode"] = fps_decode.bench_decode(clips, cfg.seconds, cfg.quick, bar.update)
+        _save(cfg, result)
+    if "preprocess" in cfg.sections:
+        one_per_size = {c.resolution: c for c in reversed(clips)}.values()  # the first codec of each
+        frames = {c.name: _first_frames(c) for c in one_per_size}
+        result["stages"]["preprocess"] = fps_stages.bench_preprocess(
+            frames, bench_model.meta, bench_model.input_size, device, cfg.seconds)
+        _save(cfg, result)
+    if "inference" in cfg.sections:
+        chosen = [s for s in specs if not cfg.engines or s.id in cfg.engines]
+        total = sum(len([b for b in cfg.batches if s.batches is None or b in s.batches]) for s in chosen)
+        rows = result["stages"]["inference"] = []
+        with tqdm(total=total, desc="inference", leave=False) as bar:
+            for spec in chosen:  # saved engine by engine: torch.compile may outlast a timeout
+                rows += fps_stages.bench_inference([spec], bench_model.source, device, cfg.batches,
+                                                   cfg.seconds, bar.update)
+                _save(cfg, result)
+        result["int8_accuracy"] = _int8_accuracy(bench_model, cfg.int8_report)
+    if "smoothing" in cfg.sections:
+        result["stages"]["smoothing"] = fps_stages.bench_smoothing(len(bench_model.meta["class_names"]), cfg.seconds)
+        _save(cfg, result)
+
+
+def _pick_clips(clips, wanted: list[str], device: str) -> list:
+    """Clips by name (720p-h264); a name whose codec the host could not write matches by size."""
+    wanted = wanted or [("1080p" if device.startswith("cuda") else "720p") + "-h264"]
+    out = []
+    for name in wanted:
+        match = [c for c in clips if c.name == name] or [c for c in clips if c.resolution == name.split("-")[0]]
+        out += match[:1]
+    return out or clips[:1]
+
+
+def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, specs) -> None:
+    from tqdm import tqdm
+
+    from benchmarks import fps_decode, fps_e2e
+    from benchmarks.naive import NaiveClassifier
+
+    if not fps_decode.have_pyav():
+        result["notes"].append("PyAV (av) not installed: the runtime's sources need it, end to end skipped")
+        return
+    max_batch = max(cfg.replay_batch, min(cfg.max_streams, 64))
+    engine, engine_id, notes = _e2e_engine(cfg, specs, bench_model.source, device, max_batch)
+    result["notes"] += notes
+    naive = NaiveClassifier(bench_model.torch_module(), bench_model.input_size, bench_model.meta["mean"],
+                            bench_model.meta["std"], device=device)
+    keeps_up = fps_e2e.KeepUp(cfg.max_drop, cfg.max_p99_ms)
+    try:
+        for clip in _pick_clips(clips, cfg.e2e_clips, device):
+            ceiling = fps_decode.decode_ceiling(result["stages"].get("decode", []), clip.name)
+            with tqdm(desc=f"end to end {clip.name}", leave=False) as bar:
+                row = fps_e2e.bench_e2e(
+                    engine, naive, clip, ceiling["fps"] if ceiling else None,
+                    replay_frames=cfg.replay_frames, replay_batch=cfg.replay_batch,
+                    paced_fps=tuple(cfg.paced_fps), seconds=cfg.e2e_seconds,
+                    max_streams=cfg.max_streams, keeps_up=keeps_up, progress=bar.update)
+            row.update(engine_id=engine_id, decode_ceiling=ceiling)
+            result["end_to_end"].append(row)
+            _save(cfg, result)
+    finally:
+        engine.close()
+
+
+def run(cfg: FpsConfig, argv: list[str]) -> dict:
+    from tqdm import tqdm
+
+    from benchmarks import fps_stages
+    from benchmarks.env import environment
+    from benchmarks.fps_model import resolve_model
+    from benchmarks.media import make_clips
+    from stream.engines import EngineError, resolve_device
+
+    try:
+        device = resolve_device(cfg.device)
+    except EngineError as e:
+        raise SystemExit(str(e)) from None
+    bench_model = resolve_model(cfg.model or None, cfg.backbone or None, cfg.input_size or None, cfg.model_cache)
+    specs = fps_stages.engine_specs(device, tuple(cfg.compile_batches))
+    unknown = set(cfg.engines) - {s.id for s in specs}
+    if unknown:
+        raise SystemExit(f"unknown engine(s) {sorted(unknown)} on {device}; choose from "
+                         f"{', '.join(s.id for s in specs)}")
+    result: dict = {"benchmark": "benchmarks.fps", "command": "python -m benchmarks.fps " + shlex.join(argv),
+                    "config": dataclasses.asdict(cfg), "environment": environment(device),
+                    "model": {"label": bench_model.label, "path": str(bench_model.path),
+                              "backbone": bench_model.meta.get("backbone"), "input_size": list(bench_model.input_size),
+                              "synthetic": bench_model.meta.get("synthetic")},
+                    "stages": {}, "end_to_end": [], "notes": [], "_t0": time.perf_counter()}
+    clips = []
+    if {"decode", "preprocess", "e2e"} & set(cfg.sections):
+        with tqdm(total=1, desc="test videos", leave=False) as bar:
+            clips = make_clips(cfg.media_dir, cfg.resolutions, cfg.codecs, fps=30, frames=cfg.clip_frames)
+            bar.update()
+        result["clips"] = [{"name": c.name, "codec": c.codec, "writer": c.writer, "frames": c.frames,
+                            "path": str(c.path)} for c in clips]
+        if any(c.writer == "opencv" for c in clips):
+            result["notes"].append("no PyAV/ffmpeg: test videos written by OpenCV (see clips[].codec)")
+    _stages(cfg, result, clips, bench_model, device, specs)
+    if "e2e" in cfg.sections:
+        _end_to_end(cfg, result, clips, bench_model, device, specs)
+    result["environment"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    _save(cfg, result)
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.fps_report import report
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = load_config(argv)
+    try:
+        result = run(cfg, argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(report(result))
+    if cfg.json:
+        print(f"wrote {cfg.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The fps benchmark's printed report: markdown tables and the issue's targets, from its JSON."""
+from __future__ import annotations
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:,.3g}" if abs(v) < 10 else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def decode_table(rows: list[dict]) -> str:
+    body = [[r["clip"], r["codec"], r["reader"], r["threads"], r["output"], r.get("fps"), r.get("error", "")]
+            for r in rows if "clip" in r]
+    notes = [r["note"] for r in rows if "note" in r]
+    return _table(["clip", "codec in file", "reader", "threads", "output", "frames/s", "error"], body) + \
+        "".join(f"\n\nNote: {n}" for n in notes)
+
+
+def preprocess_table(rows: list[dict]) -> str:
+    return _table(["clip", "implementation", "batch", "p50 ms/call", "p99 ms/call", "frames/s"],
+                  [[r["clip"], r["impl"], r["batch"], r["p50_ms"], r["p99_ms"], r["frames_s"]] for r in rows])
+
+
+def inference_table(rows: list[dict]) -> str:
+    body = []
+    for r in rows:
+        if "skipped" in r:
+            body.append([r["engine"], "-", None, None, None, "skipped: " + r["skipped"][:90]])
+        elif "error" in r:
+            body.append([r["engine"], r["batch"], None, None, None, "error: " + r["error"][:90]])
+        else:
+            body.append([r["engine"], r["batch"], r["p50_ms"], r["p99_ms"], r["img_s"], f"setup {r['setup_s']} s"])
+    return _table(["engine", "batch", "p50 ms", "p99 ms", "images/s", "note"], body)
+
+
+def smoothing_table(rows: list[dict]) -> str:
+    return _table(["stage", "p50 us/frame", "p99 us/frame", "frames/s"],
+                  [[r["stage"], r["p50_us"], r["p99_us"], r["per_s"]] for r in rows])
+
+
+def _lat(row: dict) -> list:
+    lat = row.get("latency") or {}
+    missed = row.get("dropped", 0) + row.get("never_reached", 0)
+    return [lat.get("p50_ms"), lat.get("p90_ms"), lat.get("p99_ms"), lat.get("max_ms"),
+            f"{missed}/{row.get('offered')}", "yes" if row.get("keeps_up") else "no"]
+
+
+def e2e_tables(e2e: dict) -> str:
+    rep = e2e["replay"]
+    eng = e2e["engine"]
+    out = [f"Engine: {eng['engine']} {eng['precision']} on {eng['device']}, clip {e2e['clip']}.", "",
+           _table(["replay (as fast as possible)", "frames/s", "x naive", "x decode ceiling"],
+                  [[f"pipeline (batch {rep['pipeline']['batch']})", rep["pipeline"]["fps"],
+                    rep["speedup_vs_naive"], rep["fraction_of_ceiling"]],
+                   ["naive baseline", rep["naive"]["fps"], 1.0, None],
+                   ["decode-only ceiling", rep["decode_ceiling_fps"], None, 1.0]]), ""]
+    body = []
+    for p in e2e["paced"]:
+        body.append([f"{p['fps']} fps, pipeline", *_lat(p["pipeline"]), p["p99_naive_over_pipeline"]])
+        body.append([f"{p['fps']} fps, naive", *_lat(p["naive"]), 1.0])
+    out += [_table(["paced live feed, 1 stream", "p50 ms", "p90 ms", "p99 ms", "max ms", "missed/offered",
+                    "keeps up", "naive p99 / p99"], body), ""]
+    conc = e2e["concurrent"]
+    body = []
+    for who in ("pipeline", "naive"):
+        for r in conc[who]["runs"]:
+            body.append([who, r["streams"], *_lat(r)])
+    out += [_table([f"{conc['fps']} fps streams", "N", "p50 ms", "p90 ms", "p99 ms", "max ms", "missed/offered",
+                    "keeps up"], body), "",
+            (f"Largest N keeping up: pipeline {conc['pipeline']['max_streams_keeping_up']}, naive "
+             f"{conc['naive']['max_streams_keeping_up']} (ratio {conc['ratio']}); keeps up = at most "
+             f"{e2e['keep_up_rule']['max_drop']:.0%} of frames missed and p99 <= "
+             f"{e2e['keep_up_rule']['max_p99_ms']:g} ms.")]
+    return "\n".join(out)
+
+
+def _infer(rows, engine: str, batch: int):
+    return next((r for r in rows if r.get("engine") == engine and r.get("batch") == batch and "img_s" in r), None)
+
+
+def targets(result: dict) -> list[dict]:
+    """The issue's targets that this run can speak to, each with its value and verdict."""
+    out = []
+    inf = result.get("stages", {}).get("inference", [])
+    device = result["environment"]["device"]
+
+    def add(name, value, target, ok):
+        met = None if value is None or ok is None else bool(ok)  # None: nothing to judge, or report only
+        out.append({"target": name, "value": value, "goal": target, "met": met})
+
+    if device == "cpu":
+        a, b = _infer(inf, "onnxruntime-int8", 8), _infer(inf, "torch-fp32", 8)
+        ratio = round(a["img_s"] / b["img_s"], 2) if a and b else None
+        add("ONNX Runtime int8 / torch eager fp32 images/s at batch 8", ratio, ">= 3", ratio and ratio >= 3)
+    else:
+        fp16 = [r for r in inf if "fp16" in r.get("engine", "") and r.get("batch") == 1 and "p50_ms" in r]
+        best = min((r["p50_ms"] for r in fp16), default=None)
+        add("fp16 batch-1 p50 ms (best engine)", best, "<= 2 ms", best is not None and best <= 2)
+        top = max((r["img_s"] for r in inf if "img_s" in r), default=None)
+        add("best batched images/s", top, ">= 3000", top is not None and top >= 3000)
+    for e2e in result.get("end_to_end", []):
+        clip = e2e["clip"]
+        add(f"{clip} replay / naive", e2e["replay"]["speedup_vs_naive"], ">= 3",
+            (e2e["replay"]["speedup_vs_naive"] or 0) >= 3)
+        for p in e2e["paced"]:
+            p99 = p["pipeline"]["latency"]["p99_ms"]
+            if device == "cpu":
+                add(f"{clip} paced {p['fps']} fps p99 ms", p99, "report", None)
+            elif p["fps"] == 60:
+                add(f"{clip} paced 60 fps p99 ms", p99, "<= 16 ms (GPU target)", p99 is not None and p99 <= 16)
+        n = e2e["concurrent"]["pipeline"]["max_streams_keeping_up"]
+        add(f"{clip} concurrent {e2e['concurrent']['fps']} fps streams keeping up", n,
+            ">= 8 (GPU target)" if device != "cpu" else "report", n >= 8 if device != "cpu" else None)
+    return out
+
+
+def report(result: dict) -> str:
+    from benchmarks.env import describe
+
+    env = result["environment"]
+    parts = [f"# fps benchmark: {result['model']['label']} on {env['device']}",
+             f"{describe(env)}", f"command: {result['command']}", ""]
+    st = result.get("stages", {})
+    for key, title, fn in (("decode", "Decode", decode_table), ("preprocess", "Preprocess", preprocess_table),
+                           ("inference", "Inference", inference_table), ("smoothing", "Smoothing and alerts",
+                                                                         smoothing_table)):
+        if st.get(key):
+            parts += [f"## {title}", fn(st[key]), ""]
+    for e2e in result.get("end_to_end", []):
+        parts += [f"## End to end: {e2e['clip']}", e2e_tables(e2e), ""]
+    if result.get("targets"):
+        parts += ["## Targets", _table(["target", "value", "goal", "met"],
+                                       [[t["target"], t["value"], t["goal"], t["met"]] for t in result["targets"]])]
+    if result.get("notes"):
+        parts += ["", *[f"Note: {n}" for n in result["notes"]]]
+    if result.get("int8_accuracy"):
+        parts += ["", f"int8 accuracy (from the engines' calibration): {result['int8_accuracy']}"]
+    parts += ["", f"total {result['elapsed_s']} s"]
+    return "\n".join(parts)

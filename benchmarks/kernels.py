@@ -1,0 +1,242 @@
+"""SRCA implementations, forward+backward, against the materialised-mask reference.
+
+    python -m benchmarks.kernels [--quick] [--device cpu|cuda] [--json PATH] [--update-dispatch]
+
+Per case: correctness (max error of output and gradients vs the reference), time (min over
+interleaved repeats: all implementations take turns, so load from other processes hits them
+alike) and peak memory, as ratios to the reference measured in the same run. Then the
+dispatch order it implies (fastest first); --update-dispatch writes it to kernels/dispatch.json.
+
+Peak memory. CUDA: torch.cuda.max_memory_allocated above the inputs. CPU: every (impl, case)
+runs once more in a fresh process that resets Linux's peak-RSS counter (/proc/self/clear_refs)
+after building its inputs and warming up, and reports VmHWM - VmRSS, i.e. everything the
+forward+backward allocated (torch, numba, BLAS). glibc's mmap threshold is pinned at 128 KiB
+there so freed buffers leave the RSS instead of being recycled unseen.
+
+Labels are CAM-like (synthetic): per 14x14 image a random Gaussian blob is min-max normalised
+and cut at 0.3 / 0.7 into background / ambiguous / lesion, as GKD-Den does; the "dense" cases
+use a single label (no sparsity to exploit: the worst case for the label-sorting kernels)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+import kernels
+from kernels.op import DISPATCH_PATH, can_run
+
+HW = 14 * 14
+
+
+@dataclass(frozen=True)
+class Case:
+    G: int
+    H: int
+    L: int
+    D: int = 128
+    labels: str = "cam"        # "cam" | "dense"
+    dtype: str = "float32"
+
+    @property
+    def name(self) -> str:
+        return f"G{self.G} H{self.H} L{self.L} {self.labels} {self.dtype}"
+
+
+CPU_CASES = [Case(1, 1, 1600), Case(1, 4, 1600), Case(1, 1, 1600, labels="dense"), Case(1, 1, 4704),
+             Case(1, 4, 4704), Case(1, 1, 9408)]
+CPU_QUICK = [Case(1, 1, 392), Case(1, 1, 1600), Case(1, 1, 1600, labels="dense")]
+CUDA_CASES = [Case(2, 1, 1600, dtype="bfloat16"), Case(2, 4, 4704, dtype="bfloat16"),
+              Case(2, 4, 4704, labels="dense", dtype="bfloat16"), Case(2, 4, 4704),
+              Case(2, 4, 9408, dtype="bfloat16"), Case(2, 4, 18816, dtype="bfloat16")]
+CUDA_QUICK = [Case(2, 1, 1600, dtype="bfloat16"), Case(2, 4, 4704)]
+
+
+def cam_labels(G: int, L: int, gen: torch.Generator) -> torch.Tensor:
+    n = math.ceil(L / HW)
+    yy, xx = torch.meshgrid(torch.arange(14.0), torch.arange(14.0), indexing="ij")
+    centre = torch.rand(G, n, 2, generator=gen) * 14
+    radius = 1.5 + 3.5 * torch.rand(G, n, 1, 1, generator=gen)
+    d2 = (yy - centre[..., 0, None, None]) ** 2 + (xx - centre[..., 1, None, None]) ** 2
+    cam = torch.exp(-d2 / (2 * radius ** 2)) + 0.1 * torch.rand(G, n, 14, 14, generator=gen)
+    lo, hi = cam.amin((-1, -2), keepdim=True), cam.amax((-1, -2), keepdim=True)
+    cam = ((cam - lo) / (hi - lo)).flatten(1)[:, :L]
+    labels = torch.full(cam.shape, -1, dtype=torch.long)
+    labels[cam < 0.3], labels[cam >= 0.7] = 0, 1
+    return labels
+
+
+def make_inputs(case: Case, device: str, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    dtype = getattr(torch, case.dtype)
+    q, k, v = (torch.randn(case.G, case.H, case.L, case.D, generator=gen).to(device, dtype).requires_grad_()
+               for _ in range(3))
+    if case.labels == "dense":
+        ql = kl = torch.zeros(case.G, case.L, dtype=torch.long)
+    else:
+        ql, kl = cam_labels(case.G, case.L, gen), cam_labels(case.G, case.L, gen)
+    dout = torch.randn(q.shape, generator=gen).to(device, dtype)
+    return q, k, v, ql.to(device), kl.to(device), dout
+
+
+def step(impl: str, q, k, v, ql, kl, dout):
+    for t in (q, k, v):
+        t.grad = None
+    out = kernels.srca(q, k, v, ql, kl, impl=impl)
+    out.backward(dout)
+    return out
+
+
+def sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def check(impl, inputs, ref) -> float:
+    """Largest error of out/dq/dk/dv relative to the reference's largest magnitude."""
+    out = step(impl, *inputs).detach()
+    got = [out] + [t.grad for t in inputs[:3]]
+    return max(((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-30)).item()
+               for a, b in zip(got, ref))
+
+
+def time_case(case, impls, device, repeats) -> dict:
+    inputs = make_inputs(case, device)
+    ref_out = step("reference", *inputs).detach()
+    ref = [ref_out] + [t.grad.clone() for t in inputs[:3]]
+    if case.dtype != "float32":   # the truth for half inputs is the float32 reference
+        up = [t.detach().float().requires_grad_() for t in inputs[:3]] + list(inputs[3:5]) + [inputs[5].float()]
+        ref = [step("reference", *up).detach()] + [t.grad for t in up[:3]]
+    errors = {name: check(name, inputs, ref) for name in impls}
+    best = {name: math.inf for name in impls}
+    for _ in range(repeats):
+        for name in impls:                # interleaved: background load hits every impl alike
+            sync(device)
+            t0 = time.perf_counter()
+            step(name, *inputs)
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    allowed = sum(((inputs[3][g, :, None] == inputs[4][g, None, :]) & (inputs[3][g, :, None] >= 0)).sum().item()
+                  for g in range(case.G)) / (case.G * case.L * case.L)
+    return {"seconds": best, "max_rel_error": errors, "allowed_fraction": allowed}
+
+
+def cuda_peak(case, impl) -> int:
+    inputs = make_inputs(case, "cuda")
+    step(impl, *inputs)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step(impl, *inputs)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+)", f.read()).group(1))
+
+
+def cpu_peak_probe(case: Case, impl: str) -> int:
+    """Run inside the fresh child process (see module doc)."""
+    step(impl, *make_inputs(Case(1, 1, 256, case.D, case.labels, case.dtype), "cpu"))   # load/compile
+    inputs = make_inputs(case, "cpu")
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    step(impl, *inputs)
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def cpu_peak(case: Case, impl: str) -> int | None:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    cmd = [sys.executable, "-m", "benchmarks.kernels", "--probe", json.dumps([asdict(case), impl])]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    found = re.search(r"PEAK (\d+)", proc.stdout)
+    return int(found.group(1)) if found else None
+
+
+def dispatch_order(results, impls) -> list[str]:
+    """Fastest first by total time over the cases that decide training speed (L >= 1,600),
+    among implementations that were correct on every case."""
+    big = [r for r in results if r["case"]["L"] >= 1600]
+    ok = [i for i in impls if all(r["max_rel_error"][i] < 2e-2 for r in results)]
+    return sorted(ok, key=lambda i: sum(r["seconds"][i] for r in big))
+
+
+def table(results, impls, device_name) -> str:
+    head = "| case | allowed pairs | " + " | ".join(f"{i} time (x ref) | {i} peak mem (x ref)" for i in impls) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(impls))]
+    for r in results:
+        cells = []
+        for i in impls:
+            t, rt = r["seconds"][i], r["seconds"][i] / r["seconds"]["reference"]
+            m, rm = r["peak_bytes"].get(i), r["peak_bytes"].get("reference")
+            mem = "n/a" if m is None or not rm else f"{m / 2**20:.0f} MiB ({m / rm:.2f})"
+            cells += [f"{t * 1e3:.0f} ms ({rt:.2f})", mem]
+        lines.append(f"| {r['case_name']} | {r['allowed_fraction']:.2f} | " + " | ".join(cells) + " |")
+    return f"device: {device_name}\n" + "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--quick", action="store_true", help="small cases only (seconds on CPU)")
+    p.add_argument("--json", help="write the full results here")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--budget-s", type=float, default=600, help="stop starting new cases after this")
+    p.add_argument("--update-dispatch", action="store_true", help="write the order to kernels/dispatch.json")
+    p.add_argument("--probe", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.probe:
+        case, impl = json.loads(args.probe)
+        print(f"PEAK {cpu_peak_probe(Case(**case), impl)}")
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("benchmarks.kernels: --device cuda but torch sees no GPU; run on a GPU host", file=sys.stderr)
+        return 2
+    cases = {("cpu", False): CPU_CASES, ("cpu", True): CPU_QUICK,
+             ("cuda", False): CUDA_CASES, ("cuda", True): CUDA_QUICK}[(args.device, args.quick)]
+    repeats = args.repeats or (2 if args.quick else 3) * (3 if args.device == "cuda" else 1)
+    impls = [i for i in kernels.IMPLS if can_run(i, args.device, torch.float32, True, auto=True)]
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {os.cpu_count()} cores"
+    start, results, skipped = time.perf_counter(), [], []
+    for case in tqdm(cases, desc="srca cases"):
+        if time.perf_counter() - start > args.budget_s:
+            skipped.append(case.name)
+            continue
+        r = time_case(case, impls, args.device, repeats)
+        peak = {}
+        if not args.no_memory:
+            for i in impls:
+                peak[i] = cuda_peak(case, i) if args.device == "cuda" else cpu_peak(case, i)
+        results.append({"case": asdict(case), "case_name": case.name, "peak_bytes": peak, **r})
+        tqdm.write(f"{case.name}: " + ", ".join(f"{i} {r['seconds'][i] * 1e3:.0f} ms err {r['max_rel_error'][i]:.1e}"
+                                                for i in impls))
+    order = dispatch_order(results, impls)
+    print(table(results, impls, device_name))
+    print(f"dispatch ({args.device}, fastest correct first): {order}" + (f"; skipped (budget): {skipped}" if skipped else ""))
+    source = (f"python -m benchmarks.kernels --device {args.device}{' --quick' if args.quick else ''} on "
+              f"{device_name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device_name, "torch": torch.__version__, "results": results, "order": order,
+                       "skipped": skipped, "source": source}, f, indent=1)
+    if args.update_dispatch:
+        table_now = json.loads(DISPATCH_PATH.read_text()) if DISPATCH_PATH.exists() else {}
+        table_now[args.device] = {"order": order, "source": source}
+        DISPATCH_PATH.write_text(json.dumps(table_now, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""int8 static quantisation (QDQ) for the ONNX Runtime CPU engine, calibrated on real frames.
+
+    python -m stream.engines.int8 --model runs/student.json --calib data/synth --eval data/synth_test
+
+Calibration frames are training images (the synthetic image set's WLI pictures, resized and
+normalised like the trainer does) or frames of a video (through the runtime's preprocessor).
+The int8 graph is written next to the student as ``<stem>.int8.onnx`` where ``build_engine``
+finds it; its accuracy cost against fp32 (top-1 agreement, logit error, AUC) and both speeds
+are measured on the evaluation images in the same run and printed/written as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_static)
+from tqdm import tqdm
+
+from .model_source import ModelSource
+
+VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".ts", ".m2ts", ".mpg", ".webm")
+_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}
+
+
+class FrameBatches(CalibrationDataReader):
+    """Feeds normalised (N,3,H,W) frames to the calibrator in fixed-size batches."""
+
+    def __init__(self, frames: np.ndarray, input_name: str = "input", batch: int = 8):
+        self.frames, self.input_name, self.batch = frames, input_name, batch
+        self._i = 0
+
+    def get_next(self):
+        if self._i >= len(self.frames):
+            return None
+        x = self.frames[self._i:self._i + self.batch]
+        self._i += self.batch
+        return {self.input_name: np.ascontiguousarray(x, np.float32)}
+
+    def rewind(self) -> None:
+        self._i = 0
+
+
+# -- frames -------------------------------------------------------------------------------
+def labelled_images(root: Path, class_names: list[str], modality: str = "WLI") -> list[tuple[Path, int, str]]:
+    """(path, label, lesion id) of the images of ``modality`` under ``root``: from manifest.csv
+    when present, else the generic layout <root>/<modality>/<class>/<lesion>_<n>.<ext>."""
+    out = []
+    manifest = root / "manifest.csv"
+    if manifest.is_file():
+        with open(manifest, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("modality", modality) == modality and row["class"] in class_names:
+                    out.append((root / row["path"], class_names.index(row["class"]), row.get("lesion_id", "")))
+    else:
+        base = root / modality if (root / modality).is_dir() else root
+        for ci, name in enumerate(class_names):
+            for p in sorted((base / name).glob("*")):
+                if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+                    out.append((p, ci, p.stem.rsplit("_", 1)[0]))
+    if not out:
+        raise FileNotFoundError(f"no {modality} images of classes {class_names} under {root} "
+                                f"(expected manifest.csv or {modality}/<class>/*.png)")
+    return out
+
+
+def lesion_half(lesion_id: str) -> int:
+    """0 or 1, stable per lesion: splits one image set into calibration and evaluation lesions."""
+    return zlib.crc32(lesion_id.encode()) & 1
+
+
+def read_images(paths: list[Path], meta: dict) -> np.ndarray:
+    """Resize + normalise exactly like the training core's evaluation path."""
+    import torch
+
+    from pagkd_core.data.images import read_image
+    from pagkd_core.data.transforms import normalize, resize_uint8
+    h, w = meta["input_size"]
+    if h != w:
+        raise ValueError(f"training images are resized square; input_size {meta['input_size']} is not")
+    out = [normalize(resize_uint8(read_image(str(p)), h), meta["mean"], meta["std"])
+           for p in tqdm(paths, desc="reading images", leave=False, disable=len(paths) < 64)]
+    return torch.stack(out).numpy().astype(np.float32)
+
+
+def video_frames(path: Path, meta: dict, count: int) -> np.ndarray:
+    """``count`` evenly spaced frames of a video, cropped/resized/normalised by the runtime."""
+    import av
+
+    from stream.frame import Frame
+    from stream.preprocess import Preprocessor
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        total = stream.frames or sum(1 for _ in c.decode(video=0))
+    keep = set(np.linspace(0, max(total - 1, 0), min(count, max(total, 1))).round().astype(int).tolist())
+    pre = Preprocessor(tuple(meta["input_size"]), meta["mean"], meta["std"], device="cpu")
+    out = []
+    with av.open(str(path)) as c:
+        for i, vf in enumerate(c.decode(video=0)):
+            f = Frame(index=i, pts=None, arrival=0.0, rgb=vf.to_ndarray(format="rgb24"))
+            pre.area(f)  # every frame feeds the content tracker, as in the live pipeline
+            if i in keep:
+                out.append(pre([f])[0].numpy())
+    return np.stack(out).astype(np.float32)
+
+
+def calibration_frames(path: str | Path, meta: dict, count: int = 256, seed: int = 0,
+                       half: int | None = None) -> np.ndarray:
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in VIDEO_EXTS:
+        return video_frames(path, meta, count)
+    items = labelled_images(path, list(meta["class_names"]))
+    if half is not None:
+        items = [it for it in items if lesion_half(it[2]) == half] or items
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(items), size=min(count, len(items)), replace=False).tolist())
+    return read_images([items[i][0] for i in pick], meta)
+
+
+# -- quantise -----------------------------------------------------------------------------
+def quantize(source: ModelSource, frames: np.ndarray, out: Path | None = None, method: str = "minmax",
+             per_channel: bool = True) -> Path:
+    """Write the QDQ int8 graph (uint8 activations, int8 per-channel weights); returns its path."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    if method not in _METHODS:
+        raise ValueError(f"calibration method must be one of {list(_METHODS)}, got {method!r}")
+    if len(frames) == 0:
+        raise ValueError("no calibration frames")
+    out = Path(out) if out else source.default_int8_path()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # shape inference + graph folding first: the quantiser then sees fused Conv+BN+ReLU
+        quant_pre_process(str(source.onnx_path()), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(out) + ".tmp", FrameBatches(frames),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=per_channel,
+                        calibrate_method=_METHODS[method])
+    Path(str(out) + ".tmp").replace(out)
+    source.int8_onnx = out
+    return out
+
+
+# -- measure ------------------------------------------------------------------------------
+def _throughput(engine, x: np.ndarray, batch: int, seconds: float) -> float:
+    xb = x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
+    engine.infer(xb)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        engine.infer(xb)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def compare(source: ModelSource, images: np.ndarray, labels: np.ndarray | None = None, threads: int | None = None,
+            batches=(1, 8), seconds: float = 2.0) -> dict:
+    """int8 vs fp32 ONNX Runtime on the same images: agreement, logit error, AUC and speed."""
+    from sklearn.metrics import roc_auc_score
+
+    from . import build_engine
+    fp32 = build_engine("onnxruntime", source, device="cpu", precision="fp32", max_batch=max(batches), threads=threads)
+    int8 = build_engine("onnxruntime", source, device="cpu", precision="int8", max_batch=max(batches), threads=threads)
+    a, b = fp32.infer(images), int8.infer(images)
+    res: dict = {"images": int(len(images)), "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+                 "max_abs_logit_diff": float(np.abs(a - b).max()),
+                 "rel_logit_diff": float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))}
+    if labels is not None and len(set(labels.tolist())) > 1:
+        def auc(logits):
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            if p.shape[1] == 2:
+                return float(roc_auc_score(labels, p[:, 1]))
+            return float(roc_auc_score(labels, p, multi_class="ovr", average="macro"))
+        res.update(auc_fp32=auc(a), auc_int8=auc(b), accuracy_fp32=float((a.argmax(1) == labels).mean()),
+                   accuracy_int8=float((b.argmax(1) == labels).mean()))
+        res["auc_drop"] = res["auc_fp32"] - res["auc_int8"]
+    for bs in batches:  # interleaved in one run, so the ratio is fair on a shared machine
+        f, q = _throughput(fp32, images, bs, seconds), _throughput(int8, images, bs, seconds)
+        res[f"fps_fp32_b{bs}"], res[f"fps_int8_b{bs}"] = round(f, 1), round(q, 1)
+        res[f"speedup_b{bs}"] = round(q / f, 2)
+    fp32.close()
+    int8.close()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stream.engines.int8", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="exported student (.json/.safetensors/stem)")
+    ap.add_argument("--calib", required=True, help="image set root (manifest.csv or <modality>/<class>/) or a video")
+    ap.add_argument("--eval", help="labelled image set to measure the accuracy cost on "
+                                   "(default: the other half of --calib's lesions)")
+    ap.add_argument("--count", type=int, default=256, help="calibration frames")
+    ap.add_argument("--eval-count", type=int, default=512)
+    ap.add_argument("--method", default="minmax", choices=list(_METHODS))
+    ap.add_argument("--out", help="int8 graph path (default <stem>.int8.onnx)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=3.0, help="timing window per engine and batch size")
+    ap.add_argument("--json", help="write the measurements here")
+    args = ap.parse_args(argv)
+    try:
+        source = ModelSource.from_path(args.model)
+        meta = source.meta
+        calib_is_images = not Path(args.calib).is_file()
+        frames = calibration_frames(args.calib, meta, args.count, half=0 if calib_is_images and not args.eval else None)
+        t0 = time.perf_counter()
+        out = quantize(source, frames, args.out, args.method)
+        print(f"int8 graph: {out} ({len(frames)} calibration frames, {args.method}, "
+              f"{time.perf_counter() - t0:.1f} s)")
+        eval_root = Path(args.eval or args.calib)
+        if eval_root.is_file():
+            print("no labelled images to measure on (give --eval IMAGE_ROOT)", file=sys.stderr)
+            return 0
+        items = labelled_images(eval_root, list(meta["class_names"]))
+        if not args.eval:
+            items = [it for it in items if lesion_half(it[2]) == 1] or items
+        pick = np.random.default_rng(1).permutation(len(items))[:args.eval_count]
+        images = read_images([items[i][0] for i in pick], meta)
+        labels = np.array([items[i][1] for i in pick])
+        res = compare(source, images, labels, args.threads, seconds=args.seconds)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    res.update(model=str(args.model), int8=str(out), calib=str(args.calib), calib_frames=int(len(frames)),
+               method=args.method, eval=str(eval_root))
+    print(json.dumps(res, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

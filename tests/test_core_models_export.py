@@ -1,0 +1,85 @@
+"""Models (timm by name, local pretrained weights) and the exported student round trip."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pagkd_core.export import check_onnx, export_student, load_student
+from pagkd_core.models import build_model
+
+
+@pytest.mark.parametrize("backbone,channels", [("resnet10t", 512), ("mobilenetv3_small_100", 576)])
+def test_lesionnet_parts(backbone, channels):
+    torch.manual_seed(0)
+    m = build_model(backbone, 3, embed_dim=16).eval()
+    x = torch.randn(2, 3, 64, 64)
+    f = m.forward_features(x)
+    assert f.shape[:2] == (2, channels) and m.channels == channels
+    assert m.embed(f).shape == (2, 16, *f.shape[2:])
+    assert torch.allclose(m(x), m.classify(f))
+    assert m(x).shape == (2, 3)
+
+
+def test_bad_backbone_and_pretrained_files(tmp_path):
+    with pytest.raises(ValueError, match="unknown backbone 'nope'"):
+        build_model("nope", 2)
+    with pytest.raises(FileNotFoundError, match="pretrained weights not found"):
+        build_model("resnet10t", 2, pretrained=tmp_path / "missing.safetensors")
+    src = build_model("resnet10t", 2)
+    state = {k: v.contiguous() for k, v in src.backbone.state_dict().items()}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)   # ImageNet head: ignored
+    save_file(state, str(tmp_path / "ok.safetensors"))
+    m = build_model("resnet10t", 2, pretrained=tmp_path / "ok.safetensors")
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(m.backbone.state_dict()[k], v)
+    bad = dict(state)
+    bad["conv1.0.weight"] = torch.zeros(1, 1, 1, 1)
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="does not match backbone 'resnet10t'.*conv1.0.weight"):
+        build_model("resnet10t", 2, pretrained=tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="does not match backbone 'mobilenetv3_small_100'"):
+        build_model("mobilenetv3_small_100", 2, pretrained=tmp_path / "ok.safetensors")
+
+
+# ONNX export (dynamo) takes seconds per model on 2 cores: done once, on the fp32 case.
+@pytest.mark.parametrize("fp16", [False, True])
+def test_export_round_trip_and_onnx(tmp_path, fp16, monkeypatch):
+    torch.manual_seed(0)
+    m = build_model("resnet10t" if not fp16 else "mobilenetv3_small_100", 2).eval()
+    meta = export_student(m, tmp_path / "student", class_names=["hyperplastic", "adenoma"], input_size=48,
+                          config_hash="abc", metrics={"auc": 0.5}, train_command="python -m pagkd_core train",
+                          fp16=fp16, onnx=not fp16)
+    on_disk = json.loads((tmp_path / "student.json").read_text())
+    assert on_disk == meta and on_disk["format"] == "pagkd-student/1" and on_disk["input_size"] == [48, 48]
+    # loading must never unpickle
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load"))
+    x = torch.randn(3, 3, 48, 48)
+    for path in ("student", "student.json", "student.safetensors"):
+        loaded, meta2 = load_student(tmp_path / path)
+        assert not loaded.training and meta2["class_names"] == ["hyperplastic", "adenoma"]
+        with torch.no_grad():
+            diff = (loaded(x) - m(x)).abs().max().item()
+        assert diff == 0.0 if not fp16 else diff < 5e-2
+    if not fp16:
+        assert check_onnx(loaded, tmp_path / "student.onnx", 48, batch_sizes=(1, 4)) < 1e-4
+
+
+def test_load_student_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="student metadata not found"):
+        load_student(tmp_path / "none")
+    m = build_model("resnet10t", 2)
+    export_student(m, tmp_path / "s", class_names=["a", "b"], input_size=32, onnx=False)
+    meta = json.loads((tmp_path / "s.json").read_text())
+    (tmp_path / "s.json").write_text(json.dumps(dict(meta, backbone="resnet18")))
+    with pytest.raises(ValueError, match="does not match backbone 'resnet18'"):
+        load_student(tmp_path / "s.json")
+    (tmp_path / "s.json").write_text(json.dumps(dict(meta, format="other")))
+    with pytest.raises(ValueError, match="format"):
+        load_student(tmp_path / "s")
+    with pytest.raises(ValueError, match="3 class names for a 2-class model"):
+        export_student(m, tmp_path / "t", class_names=["a", "b", "c"], input_size=32, onnx=False)

@@ -1,0 +1,114 @@
+"""Trainer: gradients reach the student (and distiller) but never the frozen teacher; resume
+reproduces the uninterrupted run; same seed, same weights; input errors are one line."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_core_fixtures import TINY, make_generic
+
+from pagkd_core.cli import main as cli_main
+from pagkd_core.config import load_config
+from pagkd_core.distill import build_distiller
+from pagkd_core.models import build_model
+from pagkd_core.train import StudentObjective, loss_weights, stage_dir, train_stage
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_generic(tmp_path_factory.mktemp("core_train") / "data")
+
+
+def tiny_cfg(root, out, *extra):
+    return load_config(None, [*TINY, f"data.root={root}", f"run.out_dir={out}", *extra])
+
+
+def test_gradient_reaches_student_and_distiller_not_teacher():
+    torch.manual_seed(0)
+    cfg = load_config(None, ["distill.method=pro+den", "distill.n_queries=4", "distill.par_iters=2"])
+    student, teacher = build_model("resnet10t", 2), build_model("resnet10t", 2)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distiller = build_distiller(cfg.distill, 2, student.channels, teacher.channels)
+    obj = StudentObjective(student, teacher, distiller).train()
+    assert not teacher.training, "the frozen teacher stays in eval mode (BatchNorm statistics fixed)"
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 0, 1, 1])
+    losses = obj(x, torch.randn(4, 3, 64, 64), y, True)
+    assert set(losses) == {"ce", "pro", "den"}
+    for name in ("pro", "den"):      # each distillation loss alone reaches the student's backbone
+        student.zero_grad()
+        losses[name].backward(retain_graph=True)
+        assert student.backbone.conv1[0].weight.grad.abs().sum() > 0, name
+        assert student.proj.weight.grad.abs().sum() > 0, name
+    sum(loss_weights(cfg)[k] * v for k, v in losses.items()).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.parameters())
+    opt = torch.optim.Adam([p for p in obj.parameters() if p.requires_grad], lr=1e-2)
+    opt.step()
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in teacher_before.items())
+    # warm-up: distillation off -> CE only, the teacher is not even run
+    assert set(obj(x, x, y, False)) == {"ce"}
+
+
+def _weights(path):
+    return {k: v for k, v in load_file(str(path)).items() if k.startswith(("model.", "distiller."))}
+
+
+def test_teacher_student_resume_and_determinism(dataset, tmp_path):
+    cfg = tiny_cfg(dataset, tmp_path / "a")
+    best = train_stage(cfg, "teacher")
+    assert best["epoch"] == 1 and (stage_dir(cfg, "teacher") / "best.safetensors").is_file()
+    # full run: 2 student epochs
+    train_stage(cfg, "student")
+    full = _weights(stage_dir(cfg, "student") / "last.safetensors")
+    hist_full = json.loads((stage_dir(cfg, "student") / "last.json").read_text())["history"]
+    # killed after epoch 1, then resumed with --resume
+    cfg_b = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(tmp_path / "b")))
+    (tmp_path / "b" / "fold0").mkdir(parents=True)
+    (tmp_path / "b" / "splits.json").write_text((tmp_path / "a" / "splits.json").read_text())
+    import shutil
+    shutil.copytree(stage_dir(cfg, "teacher"), stage_dir(cfg_b, "teacher"))
+    import pagkd_core.train as T
+
+    real_save = T.save_checkpoint
+
+    def save_then_die(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt      # killed right after epoch 1's checkpoint
+
+    T.save_checkpoint = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_stage(cfg_b, "student")
+    finally:
+        T.save_checkpoint = real_save
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_stage(cfg_b, "student")
+    with pytest.raises(ValueError, match="config differs"):
+        train_stage(dataclasses.replace(cfg_b, optim=dataclasses.replace(cfg_b.optim, lr=0.5)), "student",
+                    resume=True)
+    train_stage(cfg_b, "student", resume=True)
+    resumed = _weights(stage_dir(cfg_b, "student") / "last.safetensors")
+    hist_b = json.loads((stage_dir(cfg_b, "student") / "last.json").read_text())["history"]
+    assert [h["train"] for h in hist_b] == [h["train"] for h in hist_full]
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full), \
+        "resume must reproduce the uninterrupted run exactly (same seed, CPU)"
+
+
+def test_wli_only_and_true_pairing_methods(dataset, tmp_path):
+    cfg = tiny_cfg(dataset, tmp_path, "distill.method=none", "optim.epochs=1")
+    assert train_stage(cfg, "student")["epoch"] == 1        # no teacher needed
+    with pytest.raises(FileNotFoundError, match="teacher checkpoint not found.*train-teacher"):
+        train_stage(tiny_cfg(dataset, tmp_path / "x", "distill.method=kd", "optim.epochs=1"), "student")
+
+
+def test_cli_errors_are_one_line(dataset, tmp_path, capsys):
+    assert cli_main(["train", "--set", "optim.epochs=abc"]) == 2
+    assert capsys.readouterr().err.strip() == "error: optim.epochs: cannot read 'abc' as int"
+    assert cli_main(["train", "--set", f"data.root={tmp_path / 'none'}", "--set", "distill.method=none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data root not found") and "\n" not in err
+    assert cli_main(["export", "--set", f"run.out_dir={tmp_path}", "--out", str(tmp_path / "s")]) == 2
+    assert "no trained student" in capsys.readouterr().err

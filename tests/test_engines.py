@@ -1,0 +1,252 @@
+"""Engines agree with torch eager on the same inputs; selection, errors and TensorRT keys.
+
+The student is a tiny network trained for a few steps on a synthetic toy task (engine_fixtures)
+so that its logits have real margins. Tolerances:
+  * torch eager (channels_last / contiguous) and ONNX Runtime fp32: max |diff| <= 1e-4 * max|logit|
+  * torch bf16 (CPU): <= 5e-2 * max|logit| and >= 95% top-1 agreement
+  * ONNX Runtime int8 (static QDQ, 64 calibration frames): >= 90% top-1 agreement and
+    max |diff| <= 0.25 * max|logit| (int8 activations carry ~1% error per layer)
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engine_fixtures import SIZE, normalise, shared_student, toy_images
+from stream.engines import EngineError, ModelSource, auto_candidates, build_engine, list_engines
+from stream.engines import tensorrt_engine as trt
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    # a private copy: the int8 test writes <stem>.int8.onnx next to it
+    src = shared_student()
+    dst = tmp_path_factory.mktemp("student")
+    for f in src.parent.glob("toy.*"):
+        shutil.copy(f, dst / f.name)
+    return dst / "toy.json"
+
+
+@pytest.fixture(scope="module")
+def batch():
+    imgs, labels = toy_images(24, seed=11)
+    return normalise(imgs), labels
+
+
+@pytest.fixture(scope="module")
+def reference(student, batch):
+    from pagkd_core.export import load_student
+    model, _ = load_student(student)
+    with torch.no_grad():
+        return model(torch.from_numpy(batch[0])).numpy()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAGKD_CACHE", str(tmp_path / "cache"))
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_torch_eager_matches_reference(student, batch, reference, channels_last):
+    with build_engine("torch", student, device="cpu", max_batch=8, channels_last=channels_last, threads=1) as eng:
+        out = eng.infer(batch[0])  # 24 items: three chunks of max_batch
+        assert out.shape == (24, 2) and out.dtype == np.float32
+        assert _rel(out, reference) <= 1e-4
+        assert np.allclose(eng.infer(torch.from_numpy(batch[0][:3])), reference[:3], atol=1e-4)
+
+
+def test_torch_bf16_close(student, batch, reference):
+    with build_engine("torch", student, device="cpu", precision="bf16", max_batch=8) as eng:
+        out = eng.infer(batch[0])
+    assert eng.precision == "bf16"
+    assert _rel(out, reference) <= 5e-2
+    assert (out.argmax(1) == reference.argmax(1)).mean() >= 0.95
+
+
+def test_onnxruntime_fp32_matches_reference(student, batch, reference):
+    with build_engine("onnxruntime", student, device="cpu", max_batch=8, threads=1) as eng:
+        assert eng.onnx_path.name == "toy.onnx"  # the exported sibling, not a re-export
+        out = eng.infer(batch[0])
+    assert _rel(out, reference) <= 1e-4
+
+
+def test_onnx_exported_on_demand_for_in_memory_model(batch, tmp_path):
+    torch.manual_seed(0)
+    from pagkd_core.models import build_model
+    model = build_model("test_resnet", 2, embed_dim=8).eval()
+    # non-square input: the runtime's own exporter (the core's takes square sizes)
+    meta = {"class_names": ["a", "b"], "input_size": [48, SIZE], "mean": [0.5] * 3, "std": [0.25] * 3}
+    src = ModelSource.from_module(model, meta, name="mem")
+    x = np.ascontiguousarray(batch[0][:5, :, :48])
+    with build_engine("onnxruntime", src, device="cpu", max_batch=4) as eng:
+        assert eng.onnx_path.parent == tmp_path / "cache" / "onnx"
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        assert _rel(eng.infer(x), ref) <= 1e-4
+
+
+def test_int8_calibrated_close_and_selected_by_auto(student, batch, reference):
+    from stream.engines.int8 import compare, quantize
+    src = ModelSource.from_path(student)
+    calib, _ = toy_images(64, seed=3)
+    out = quantize(src, normalise(calib))
+    assert out.name == "toy.int8.onnx" and out.is_file()
+    with build_engine("onnxruntime", student, device="cpu", precision="int8", max_batch=8) as eng:
+        q = eng.infer(batch[0])
+    assert (q.argmax(1) == reference.argmax(1)).mean() >= 0.9
+    assert _rel(q, reference) <= 0.25
+    # auto on CPU prefers the calibrated int8 graph once it exists
+    with build_engine("auto", student, device="cpu") as eng:
+        assert (eng.name, eng.precision) == ("onnxruntime", "int8")
+    res = compare(src, batch[0], batch[1], seconds=0.05, batches=(1,))
+    assert {"top1_agreement", "auc_fp32", "auc_int8", "fps_int8_b1", "speedup_b1"} <= set(res)
+
+
+def test_auto_on_cpu_without_int8(student, tmp_path):
+    for f in student.parent.glob("toy.*"):
+        if not f.name.endswith(".int8.onnx"):
+            shutil.copy(f, tmp_path / f.name)
+    with build_engine("auto", tmp_path / "toy.safetensors", device="cpu") as eng:
+        assert (eng.name, eng.precision) == ("onnxruntime", "fp32")
+    assert auto_candidates("cpu", ModelSource.from_path(tmp_path / "toy"))[0] == ("onnxruntime", {"precision": "fp32"})
+
+
+def test_auto_falls_back_and_reports(student, monkeypatch):
+    import stream.engines as engines
+    monkeypatch.setattr(engines, "auto_candidates", lambda *a, **k: [("tensorrt", {}), ("torch", {})])
+    notes = []
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        with build_engine("auto", student, device="cpu", on_fallback=notes.append) as eng:
+            assert eng.name == "torch"
+        assert len(notes) == 1 and "tensorrt" in notes[0]
+
+
+def test_auto_on_cuda_order(monkeypatch):
+    import stream.engines as engines
+    monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(engines, "ort_has_cuda", lambda: False)
+    assert [k for k, _ in auto_candidates("cuda")] == ["torch"]
+    monkeypatch.setattr(engines, "ort_has_cuda", lambda: True)
+    monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: object())
+    assert [k for k, _ in auto_candidates("cuda")] == ["tensorrt", "onnxruntime", "torch"]
+
+
+def test_bad_inputs_and_options(student):
+    with build_engine("torch", student, device="cpu", max_batch=2) as eng:
+        with pytest.raises(EngineError, match=r"expected a \(N,3,64,64\)"):
+            eng.infer(np.zeros((1, 3, 32, 32), np.float32))
+        assert eng.infer(np.zeros((0, 3, SIZE, SIZE), np.float32)).shape == (0, 2)
+    with pytest.raises(EngineError, match="unknown engine"):
+        build_engine("tflite", student)
+    with pytest.raises(EngineError, match="CUDA"):
+        build_engine("torch", student, device="cpu", cuda_graphs=True)
+    with pytest.raises(EngineError, match="bf16"):
+        build_engine("torch", student, device="cpu", precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError, match="--device cpu"):
+            build_engine("torch", student, device="cuda")
+    with pytest.raises(FileNotFoundError, match="no student metadata"):
+        build_engine("torch", student.parent / "missing.json")
+
+
+def test_int8_missing_is_a_clear_error(student, tmp_path):
+    for f in student.parent.glob("toy.*"):
+        if not f.name.endswith(".int8.onnx"):
+            shutil.copy(f, tmp_path / f.name)
+    with pytest.raises(EngineError, match="stream.engines.int8"):
+        build_engine("onnxruntime", tmp_path / "toy.json", device="cpu", precision="int8")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch_tensorrt") is not None, reason="torch-tensorrt installed")
+def test_tensorrt_missing_is_a_clear_error(student):
+    assert "tensorrt" not in list_engines(available_only=True)
+    with pytest.raises(EngineError, match=r"pip install -e '\.\[gpu\]'"):
+        build_engine("tensorrt", student, device="cpu")
+
+
+def test_tensorrt_shape_profile():
+    p = trt.ShapeProfile.for_batch((224, 224), opt_batch=4, max_batch=8)
+    assert p.min == (1, 3, 224, 224) and p.opt == (4, 3, 224, 224) and p.max == (8, 3, 224, 224)
+    assert p.accepts((1, 3, 224, 224)) and p.accepts((8, 3, 224, 224))
+    assert not p.accepts((9, 3, 224, 224)) and not p.accepts((4, 3, 256, 224))
+    with pytest.raises(EngineError):
+        trt.ShapeProfile.for_batch((224, 224), opt_batch=9, max_batch=8)
+    with pytest.raises(EngineError):
+        trt.ShapeProfile.for_batch((224, 224), opt_batch=0, max_batch=8)
+
+
+def test_tensorrt_cache_key_covers_everything(tmp_path):
+    prof = trt.ShapeProfile.for_batch((224, 224), 4, 8)
+    vers = {"torch": "2.11.0", "torch_tensorrt": "2.11.0", "tensorrt": "10.9", "cuda": "12.8", "cudnn": "9"}
+    base = trt.cache_key("abc", prof, "fp16", "NVIDIA H100 sm90", vers)
+    assert base == trt.cache_key("abc", prof, "fp16", "NVIDIA H100 sm90", dict(vers))  # stable
+    variants = [
+        trt.cache_key("abd", prof, "fp16", "NVIDIA H100 sm90", vers),
+        trt.cache_key("abc", trt.ShapeProfile.for_batch((224, 224), 8, 8), "fp16", "NVIDIA H100 sm90", vers),
+        trt.cache_key("abc", trt.ShapeProfile.for_batch((256, 256), 4, 8), "fp16", "NVIDIA H100 sm90", vers),
+        trt.cache_key("abc", prof, "fp32", "NVIDIA H100 sm90", vers),
+        trt.cache_key("abc", prof, "fp16", "NVIDIA H200 sm90", vers),
+        trt.cache_key("abc", prof, "fp16", "NVIDIA H100 sm90", {**vers, "tensorrt": "10.10"}),
+    ]
+    assert len({base, *variants}) == 7
+    assert trt.engine_cache_path(base, tmp_path) == tmp_path / f"{base}.ep"
+    versions = trt.runtime_versions()
+    assert versions["torch"] == torch.__version__ and "torch_tensorrt" in versions
+    json.dumps(versions)
+
+
+def test_weights_hash_tracks_weights(student, tmp_path):
+    a = ModelSource.from_path(student).weights_hash()
+    assert a == ModelSource.from_path(student.with_suffix(".safetensors")).weights_hash()
+    for f in student.parent.glob("toy.*"):
+        shutil.copy(f, tmp_path / f.name)
+    w = tmp_path / "toy.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 1
+    w.write_bytes(bytes(data))
+    assert ModelSource.from_path(tmp_path / "toy").weights_hash() != a
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_reference(student, batch, reference):
+    with build_engine("torch", student, device="cpu", max_batch=8, compile=True) as eng:
+        assert eng.precision == "fp32+compile"
+        assert _rel(eng.infer(batch[0][:8]), reference[:8]) <= 1e-4
+
+
+def test_gpu_selfcheck_runs_everywhere(tmp_path):
+    from stream.engines import gpu_selfcheck
+    out = tmp_path / "check.json"
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the self-check is run as its own command on GPU hosts")
+    assert gpu_selfcheck.main(["--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["status"] == "no CUDA, skipped" and rep["cuda"] is False
+    assert rep["environment"]["torch"] == torch.__version__
+    assert gpu_selfcheck.skip_reason("onnxruntime") is not None  # CPU build of onnxruntime here
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        assert "torch-tensorrt" in gpu_selfcheck.skip_reason("tensorrt")
+
+
+def test_gpu_selfcheck_dry_run_on_cpu(student, tmp_path):
+    """The comparison/timing code path the GPU run relies on, exercised with the CPU engines."""
+    from stream.engines import gpu_selfcheck
+    out = tmp_path / "dry.json"
+    rc = gpu_selfcheck.main(["--device", "cpu", "--model", str(student), "--iters", "2",
+                             "--batches", "1,2", "--only", "torch-fp32,torch-fp16,onnxruntime-fp32,tensorrt-fp16",
+                             "--json", str(out)])
+    rep = json.loads(out.read_text())
+    assert rc == 0 and rep["status"] == "ok", rep
+    rows = {r["engine"]: r for r in rep["results"]}
+    assert set(rows) == {"torch-fp32", "onnxruntime-fp32"}  # fp16 and TensorRT are CUDA-only
+    assert rows["torch-fp32"]["max_abs_diff"] < 1e-4 and rows["onnxruntime-fp32"]["top1_agreement"] == 1.0
+    assert set(rows["torch-fp32"]["timing"]) == {"b1", "b2"}

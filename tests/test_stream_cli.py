@@ -1,0 +1,100 @@
+"""`python -m stream`: run on real files, exit codes, one-line errors, subcommand wiring."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from stream_media import write_video
+
+from stream import cli
+from stream.sinks import read_predictions
+
+KEYS = {"frame", "pts", "probs", "smoothed", "state", "alert", "latency_ms"}
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    from pagkd_core.export import export_student
+    from pagkd_core.models import build_model
+
+    torch.manual_seed(0)
+    stem = tmp_path_factory.mktemp("model") / "tiny"
+    export_student(build_model("resnet10t", 2, embed_dim=16), stem, class_names=["hyperplastic", "adenoma"],
+                   input_size=64, onnx=False)
+    threads = torch.get_num_threads()
+    yield str(stem.with_suffix(".json"))
+    torch.set_num_threads(threads)
+
+
+def test_run_file_writes_predictions_and_recording(student, tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", n=25)
+    pred, rec, stats = tmp_path / "p.jsonl", tmp_path / "rec.ts", tmp_path / "stats.json"
+    rc = cli.main(["run", str(video), "--model", student, "--engine", "torch", "--device", "cpu", "--threads", "1",
+                   "--batch", "4", "--fast", "--smoothing", "window:size=4", "--predictions", str(pred),
+                   "--record", str(rec), "--stats", str(stats)])
+    assert rc == 0
+    recs = read_predictions(pred)
+    assert [r["frame"] for r in recs] == list(range(25)) and KEYS <= set(recs[0])
+    assert isinstance(recs[0]["alert"], bool) and len(recs[0]["probs"]) == 2
+    err = capsys.readouterr().err
+    assert "p99" in err and "25 frames" in err
+    import av
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 25
+    assert '"total"' in stats.read_text()
+
+
+def test_run_realtime_max_frames(student, tmp_path):
+    video = write_video(tmp_path / "v.mp4", n=60)
+    pred = tmp_path / "p.jsonl"
+    rc = cli.main(["run", str(video), "--model", student, "--engine", "torch", "--device", "cpu", "--threads", "1",
+                   "--realtime", "--max-frames", "10", "--predictions", str(pred), "-q"])
+    assert rc == 0
+    recs = read_predictions(pred)
+    assert len(recs) == 10 and np.all(np.diff([r["frame"] for r in recs]) >= 1)
+
+
+def test_damaged_file_exits_nonzero_after_logging_the_good_frames(student, tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", n=60)
+    data = bytearray(video.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 3000] = np.random.default_rng(2).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    pred = tmp_path / "p.jsonl"
+    rc = cli.main(["run", str(bad), "--model", student, "--engine", "torch", "--device", "cpu", "--threads", "1",
+                   "--predictions", str(pred), "-q"])
+    assert rc == cli.EXIT_SOURCE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bad.mp4" in err[0]
+    assert len(read_predictions(pred)) >= 20
+
+
+def test_unopenable_source_is_one_line_and_nonzero(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "stream", "run", str(tmp_path / "missing.mp4")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == cli.EXIT_USAGE
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "missing.mp4" in lines[0] and "no such file" in lines[0]
+
+
+def test_bad_model_is_one_line_and_nonzero(tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", n=3)
+    rc = cli.main(["run", str(video), "--model", str(tmp_path / "nomodel.json")])
+    assert rc == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nomodel" in err[0]
+
+
+@pytest.mark.parametrize("sub,module", [("evaluate", "stream.evaluate"), ("ui", "stream.ui.app")])
+def test_subcommands_delegate_with_their_own_arguments(monkeypatch, sub, module):
+    seen = {}
+    fake = types.ModuleType(module)
+    fake.main = lambda argv: seen.setdefault("argv", argv) and 0
+    monkeypatch.setitem(sys.modules, module, fake)
+    assert cli.main([sub, "--x", "1", "videos/"]) == 0
+    assert seen["argv"] == ["--x", "1", "videos/"]
