@@ -48,6 +48,7 @@ class FpsConfig:
     e2e_seconds: float = 5.0              # measurement window of each paced run (after 1 s warm-up)
     paced_fps: list[int] = field(default_factory=lambda: [30, 60])
     max_streams: int = 16
+    e2e_max_batch: int = 16               # the shared engine's largest batch (CUDA graphs: one per size)
     max_drop: float = 0.02
     max_p99_ms: float = 120.0
     media_dir: str = "out/bench_media"
@@ -234,7 +235,7 @@ def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, s
     if not fps_decode.have_pyav():
         result["notes"].append("PyAV (av) not installed: the runtime's sources need it, end to end skipped")
         return
-    max_batch = max(cfg.replay_batch, min(cfg.max_streams, 64))
+    max_batch = max(cfg.replay_batch, min(cfg.max_streams, cfg.e2e_max_batch))
     engine, engine_id, notes = _e2e_engine(cfg, specs, bench_model.source, device, max_batch)
     result["notes"] += notes
     naive = NaiveClassifier(bench_model.torch_module(), bench_model.input_size, bench_model.meta["mean"],

@@ -50,7 +50,7 @@ def _forward(q, k, v, ql, kl, scale, out, lse, bq, bk):
         m = np.full(n, -np.inf, dtype=q.dtype)
         l = np.zeros(n, dtype=q.dtype)
         acc = np.zeros((n, D), dtype=q.dtype)
-        qt = q[g, h, q0:q1]
+        qt = np.ascontiguousarray(q[g, h, q0:q1])
         for s in range(k0, k1, bk):
             e = min(s + bk, k1)
             kt = np.ascontiguousarray(k[g, h, s:e])
@@ -69,7 +69,7 @@ def _forward(q, k, v, ql, kl, scale, out, lse, bq, bk):
                 alpha = fexp(m[i] - mx)
                 l[i] *= alpha
                 acc[i, :] *= alpha
-                row = p[i, 0] * 0.0
+                row = l[i] * 0
                 for j in range(e - s):
                     x = fexp(p[i, j] - mx) if klt[j] == li else 0.0
                     p[i, j] = x

@@ -69,7 +69,7 @@ def cmd_evaluate(args, argv) -> int:
 def cmd_export(args, argv) -> int:
     from pagkd_core.checkpoint import load_weights
     from pagkd_core.export import check_onnx, export_student
-    from pagkd_core.models import build_model
+    from pagkd_core.models import model_from_config
     from pagkd_core.train import stage_dir
 
     cfg = load_config(args.config, args.overrides)
@@ -78,7 +78,7 @@ def cmd_export(args, argv) -> int:
     if not best.is_file():
         raise FileNotFoundError(f"no trained student in {src} (expected best.json); run `python -m pagkd_core train`")
     info = json.loads(best.read_text())
-    model = build_model(cfg.student.backbone, len(info["class_names"]), cfg.distill.embed_dim)
+    model = model_from_config(cfg.student, len(info["class_names"]), cfg.distill.embed_dim, pretrained=False)
     load_weights(src / "best.safetensors", {"model": model})
     metrics = {"validation": {k: info["val"][k] for k in ("auc", "accuracy", "f1", "n")}, "epoch": info["epoch"]}
     if args.report:

@@ -39,6 +39,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "resnet50"
     pretrained: str = ""                # local .safetensors with timm backbone weights
+    output_stride: int = 32             # 16 or 8: denser last feature map (timm dilation), for small inputs
 
 
 @dataclass

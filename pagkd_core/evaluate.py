@@ -17,7 +17,7 @@ from pagkd_core.checkpoint import load_weights
 from pagkd_core.config import Config
 from pagkd_core.data import ImageSet, prepare
 from pagkd_core.metrics import bootstrap_ci, classification_metrics
-from pagkd_core.models import LesionNet, build_model
+from pagkd_core.models import LesionNet, model_from_config
 
 log = logging.getLogger("pagkd_core.evaluate")
 
@@ -36,12 +36,12 @@ def predict(model: LesionNet, images: ImageSet, device="cpu", batch_size: int = 
 
 
 def pooled_predictions(cfg: Config, stage: str = "student", folds: list[int] | None = None,
-                       modality: str | None = None, device: str = "cpu") -> dict:
+                       modality: str | None = None, device: str = "cpu", data=None) -> dict:
     """Run every fold's best checkpoint of `stage` on its test fold. Teacher: NBI, else WLI."""
     from pagkd_core.train import stage_dir
 
     modality = modality or ("NBI" if stage == "teacher" else "WLI")
-    data = prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress)
+    data = data or prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress)
     folds = list(range(cfg.data.folds)) if folds is None else folds
     spec = cfg.teacher if stage == "teacher" else cfg.student
     ckpts = {f: stage_dir(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=f)), stage)
@@ -52,7 +52,7 @@ def pooled_predictions(cfg: Config, stage: str = "student", folds: list[int] | N
                                 f"folds or pass --folds with the trained ones")
     rows = {"probs": [], "labels": [], "lesions": [], "folds": [], "paths": []}
     for f in folds:
-        model = build_model(spec.backbone, len(data.class_names), cfg.distill.embed_dim)
+        model = model_from_config(spec, len(data.class_names), cfg.distill.embed_dim, pretrained=False)
         load_weights(ckpts[f], {"model": model})
         test = dataclasses.replace(data, fold=f).images("test", modality)
         probs, labels = predict(model.to(device), test, device)

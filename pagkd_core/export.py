@@ -6,6 +6,7 @@ safetensors, metadata from JSON. fp16 storage halves the file; loading casts bac
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -39,12 +40,14 @@ def export_student(model: LesionNet, stem: str | Path, *, class_names: list[str]
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     save_file(state, str(stem.with_suffix(".safetensors")), metadata={"format": FORMAT})
+    os.chmod(stem.with_suffix(".safetensors"), 0o644)   # safetensors creates 0600; the file is shipped
     meta = {
         "format": FORMAT, "backbone": model.backbone_name, "num_classes": model.num_classes,
         "class_names": list(class_names), "input_size": [int(input_size), int(input_size)],
         "mean": [float(m) for m in mean], "std": [float(s) for s in std], "embed_dim": model.embed_dim,
         "config_hash": config_hash, "metrics": metrics or {}, "train_command": train_command,
         "synthetic": bool(synthetic), "weights_dtype": str(dtype).removeprefix("torch."),
+        "output_stride": model.output_stride,
         **(extra or {}),
     }
     if onnx:
@@ -74,7 +77,8 @@ def load_student(path: str | Path, device: str | torch.device = "cpu",
     weights = stem.with_suffix(".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"student weights not found: {weights}")
-    model = build_model(meta["backbone"], meta["num_classes"], meta["embed_dim"])
+    model = build_model(meta["backbone"], meta["num_classes"], meta["embed_dim"],
+                        output_stride=int(meta.get("output_stride", 32)))
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights)).items()}
     try:
         model.load_state_dict(state)

@@ -16,13 +16,15 @@ _HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "proj.")
 
 
 class LesionNet(nn.Module):
-    def __init__(self, backbone: str, num_classes: int, embed_dim: int = 128):
+    def __init__(self, backbone: str, num_classes: int, embed_dim: int = 128, output_stride: int = 32):
         super().__init__()
+        extra = {} if output_stride == 32 else {"output_stride": output_stride}
         try:
-            self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="")
+            self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="", **extra)
         except RuntimeError as e:  # timm: "Unknown model (...)"
             raise ValueError(f"unknown backbone '{backbone}': {e} (see timm.list_models())") from None
         self.backbone_name = backbone
+        self.output_stride = output_stride
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.channels = int(self.backbone.num_features)
@@ -68,10 +70,16 @@ def load_backbone_weights(model: LesionNet, path: str | Path) -> None:
 
 
 def build_model(backbone: str, num_classes: int, embed_dim: int = 128,
-                pretrained: str | Path | None = None) -> LesionNet:
+                pretrained: str | Path | None = None, output_stride: int = 32) -> LesionNet:
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    model = LesionNet(backbone, num_classes, embed_dim)
+    model = LesionNet(backbone, num_classes, embed_dim, output_stride)
     if pretrained:
         load_backbone_weights(model, pretrained)
     return model
+
+
+def model_from_config(spec, num_classes: int, embed_dim: int, pretrained: bool = True) -> LesionNet:
+    """`spec`: a config.ModelConfig. `pretrained=False` when a checkpoint will overwrite the weights."""
+    return build_model(spec.backbone, num_classes, embed_dim, spec.pretrained if pretrained else None,
+                       spec.output_stride)

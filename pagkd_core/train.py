@@ -8,6 +8,7 @@ the validation split) and config.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from pagkd_core.config import Config
 from pagkd_core.data import FoldData, couple_loader, prepare
 from pagkd_core.evaluate import predict
 from pagkd_core.metrics import classification_metrics
-from pagkd_core.models import LesionNet, build_model
+from pagkd_core.models import LesionNet, model_from_config
 
 log = logging.getLogger("pagkd_core.train")
 
@@ -106,17 +107,17 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     """Returns (model to select/export, objective, trainable modules by name, optimiser settings, loader)."""
     k = len(data.class_names)
     if stage == "teacher":
-        model = build_model(cfg.teacher.backbone, k, cfg.distill.embed_dim, cfg.teacher.pretrained or None)
+        model = model_from_config(cfg.teacher, k, cfg.distill.embed_dim)
         objective, modules, optim = TeacherObjective(model), {"model": model}, cfg.teacher_optim
         primary, partner, pairing = data.images("train", "NBI", train=True), None, "random"
     else:
         from pagkd_core.distill import build_distiller
 
-        model = build_model(cfg.student.backbone, k, cfg.distill.embed_dim, cfg.student.pretrained or None)
+        model = model_from_config(cfg.student, k, cfg.distill.embed_dim)
         teacher = distiller = None
         modules, optim = {"model": model}, cfg.optim
         if cfg.distill.method != "none":
-            teacher = build_model(cfg.teacher.backbone, k, cfg.distill.embed_dim)
+            teacher = model_from_config(cfg.teacher, k, cfg.distill.embed_dim, pretrained=False)
             teacher_ckpt = stage_dir(cfg, "teacher") / "best.safetensors"
             if not teacher_ckpt.is_file():
                 raise FileNotFoundError(f"teacher checkpoint not found: {teacher_ckpt}; run "
@@ -133,14 +134,18 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     return model, objective.to(d.device), modules, optim, loader
 
 
-def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "student") -> dict:
-    """Train the teacher (stage='teacher') or a student; returns the best validation metrics."""
+def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "student",
+                data: FoldData | None = None) -> dict:
+    """Train the teacher (stage='teacher') or a student; returns the best validation metrics.
+    `data`: an already prepared dataset (its images stay cached), e.g. when running many stages."""
     d = ddp.init(cfg.run.device)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed + d.rank)
     out = stage_dir(cfg, "teacher" if stage == "teacher" else name)
-    data = prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress and d.main)
+    if data is None:
+        data = prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress and d.main)
+    data = dataclasses.replace(data, fold=cfg.data.fold)
     model, objective, modules, optim, loader = build_stage(cfg, stage, data, d)
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)

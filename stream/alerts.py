@@ -14,8 +14,8 @@ first, i.e. the neoplastic NICE 2/3 classes).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class AlertConfig:
         return frozenset(self.class_names.index(n) for n in names)
 
     @classmethod
-    def keys(cls) -> set[str]:
+    def field_names(cls) -> set[str]:
         return {f.name for f in fields(cls)}
 
     def to_dict(self) -> dict:
@@ -89,9 +89,9 @@ class AlertMachine:
 
     def configure(self, **changes) -> AlertConfig:
         """Change parameters live (validated; the held label and timers are kept)."""
-        unknown = set(changes) - AlertConfig.keys()
+        unknown = set(changes) - AlertConfig.field_names()
         if unknown:
-            raise ValueError(f"unknown alert parameter(s) {sorted(unknown)}; known: {sorted(AlertConfig.keys())}")
+            raise ValueError(f"unknown alert parameter(s) {sorted(unknown)}; known: {sorted(AlertConfig.field_names())}")
         with self._lock:
             self.cfg = replace(self.cfg, **changes)
         return self.cfg

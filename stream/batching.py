@@ -13,9 +13,10 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class DynamicBatcher:
             if it is not _STOP:
                 it.future.set_exception(BatcherClosed("the batcher closed before this item ran"))
 
-    def __enter__(self) -> "DynamicBatcher":
+    def __enter__(self) -> DynamicBatcher:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -157,7 +158,7 @@ class DynamicBatcher:
             logits = np.asarray(self.infer(batch))
             if logits.shape[0] != len(items):
                 raise RuntimeError(f"engine returned {logits.shape[0]} rows for {len(items)} items")
-        except Exception as e:  # every waiting producer learns about the failure
+        except Exception as e:  # noqa: BLE001 - every waiting producer learns about the failure
             self.errors += 1
             for it in items:
                 it.future.set_exception(e)
@@ -171,7 +172,7 @@ class DynamicBatcher:
             if cb is not None:
                 try:
                     cb(res)
-                except Exception as e:  # a broken sink must not stall the other streams
+                except Exception as e:  # noqa: BLE001 - a broken sink must not stall the other streams
                     it.future.set_exception(e)
                     continue
             it.future.set_result(res)

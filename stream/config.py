@@ -24,6 +24,7 @@ class PipelineConfig:
     max_wait_ms: float = 5.0        # longest a frame waits for others to fill a batch
     realtime: bool | None = None    # pace files at their rate, newest frame only; None: live inputs only
     inflight: int = 0               # frames per stream between source and result; 0: live 2, replay 2*batch
+    prefetch: int = 4               # replay: frames decoded ahead in their own thread (0: off)
     smoothing: str = "ema:alpha=0.3"  # none | ema:alpha= | window:size= | hmm:stay=
     threshold: float = 0.7          # alert state machine (stream.alerts.AlertConfig)
     hysteresis: float = 0.1
@@ -38,7 +39,7 @@ class PipelineConfig:
     record_raw: str = ""            # raw video, same formats
     predictions: str = ""           # per-frame JSONL log
     max_frames: int = 0             # per stream; 0 = until the source ends
-    threads: int = 0                # torch intra-op threads; 0 = default
+    threads: int = 0                # CPU engine intra-op threads (torch, onnxruntime); 0 = default
 
     def alert_params(self) -> dict:
         return {k: getattr(self, k) for k in ("threshold", "hysteresis", "uncertain_low", "min_frames",

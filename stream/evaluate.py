@@ -56,7 +56,7 @@ def find_videos(paths: list[str]) -> list[Path]:
 def split_setting(spec: str) -> tuple[str, dict, dict]:
     """``"ema:alpha=0.3,min_frames=6"`` -> (mode, smoother params, alert overrides)."""
     mode, params = parse_spec(spec)
-    alert = {k: params.pop(k) for k in list(params) if k in AlertConfig.keys()}
+    alert = {k: params.pop(k) for k in list(params) if k in AlertConfig.field_names()}
     build_smoother(mode, **params)  # fail now, with the smoother's own message, not mid-report
     return mode, params, alert
 
@@ -166,7 +166,8 @@ def plot_timeline(path: Path, video: str, times: np.ndarray, out: dict[str, tupl
 def machine_line() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return f"{os.cpu_count()}-core {cpu}, {platform.system()}"
@@ -273,8 +274,8 @@ def markdown(rep: dict) -> str:
              f"Engine: {rep['engine'] if isinstance(rep['engine'], str) else rep['engine']['engine'] + ' ' + rep['engine']['precision']}"
              + (f", {rep['inference_fps']} frames/s through the pipeline" if rep["inference_fps"] else ""), "",
              "Alert machine: " + ", ".join(f"{k}={v}" for k, v in rep["alert_config"].items() if k != "class_names"),
-             "", "Positive = a lesion of an alert class in view. False alarm = an alert episode overlapping no "
-             "positive frame. Lesion = a maximal run of frames showing one lesion.", "",
+             "", ("Positive = a lesion of an alert class in view. False alarm = an alert episode overlapping no "
+                  "positive frame. Lesion = a maximal run of frames showing one lesion."), "",
              f"## All videos pooled ({len(rep['videos'])} videos)", "", table(rep["pooled"]), ""]
     for name, v in rep["videos"].items():
         lines += [f"## {name} ({v['analysed']}/{v['frames']} frames analysed)", "", table(v["metrics"]), "",

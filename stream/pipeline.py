@@ -35,6 +35,7 @@ from stream.result import Result, softmax
 from stream.sinks import Annotation, LatencyStats, PassThroughOverlay, PredictionLog, Recorder, draw_overlay
 from stream.smoothing import build_smoother, parse_spec
 from stream.sources import Source, SourceError, open_source
+from stream.sources.prefetch import Prefetcher
 
 __all__ = ["Pipeline", "PipelineConfig", "Result"]
 
@@ -70,11 +71,12 @@ class Pipeline:
                  on_display: Callable[[Frame, np.ndarray], None] | None = None):
         self.cfg = cfg = cfg or PipelineConfig()
         if engine is None:
-            from stream.engines import build_engine
+            from stream.engines import build_engine, resolve_device
 
+            # Thread counts are a CPU notion; the CUDA engines take none.
+            threads = {"threads": cfg.threads} if cfg.threads and resolve_device(cfg.device) == "cpu" else {}
             engine = build_engine(cfg.engine, cfg.model or bundled_model(), device=cfg.device,
-                                  max_batch=cfg.batch, precision=cfg.precision,
-                                  **({"threads": cfg.threads} if cfg.threads and cfg.engine == "torch" else {}))
+                                  max_batch=cfg.batch, precision=cfg.precision, **threads)
         self.engine = engine
         self.class_names = list(engine.class_names)
         meta = engine.source.meta
@@ -108,6 +110,8 @@ class Pipeline:
             source = open_source(source, realtime=self.cfg.realtime, stream_id=sid, **source_kw)
         source.stream_id = sid
         live = bool(source.info.live)
+        if not live and self.cfg.prefetch > 0:
+            source = Prefetcher(source, self.cfg.prefetch)  # decode ahead while frames are analysed
         # Sources with taps (LatestFrameReader) feed the pass-through path from their reader thread;
         # other live sources (e.g. frames pushed by a browser) get their overlay after analysis.
         passthrough = live and hasattr(source, "taps")
@@ -265,6 +269,8 @@ class Pipeline:
                 if st.raw_recorder is not None and not st.passthrough:
                     st.raw_recorder.write(frame)
                 x = self.pre([frame])[0]
+                if x.device.type == "cpu":
+                    x = x.numpy()  # the batcher then stacks with numpy, not torch's OpenMP pool
                 self.stats.add("preprocess", (time.perf_counter() - t1) * 1e3)
                 with self._cv:
                     self._pending += 1

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class Smoother:
     """Base: ``update`` one frame's probabilities, ``reset`` between videos or streams."""
 
     mode = "none"
-    params: dict[str, Any] = {}
+    params: ClassVar[dict[str, Any]] = {}  # defaults; instances hold their own copy
 
     def __init__(self, **params):
         self._lock = threading.Lock()
@@ -72,7 +73,7 @@ class EMA(Smoother):
     """s_t = alpha * p_t + (1 - alpha) * s_{t-1}; alpha=1 is no smoothing."""
 
     mode = "ema"
-    params = {"alpha": 0.3}
+    params: ClassVar[dict[str, Any]] = {"alpha": 0.3}
 
     def _check(self, p):
         if not 0 < p["alpha"] <= 1:
@@ -88,7 +89,7 @@ class Window(Smoother):
     """Mean of the last ``size`` frames (fewer at the start)."""
 
     mode = "window"
-    params = {"size": 8}
+    params: ClassVar[dict[str, Any]] = {"size": 8}
 
     def _check(self, p):
         if int(p["size"]) < 1 or int(p["size"]) != p["size"]:
@@ -114,7 +115,7 @@ class HMMFilter(Smoother):
     ~ an expected run of 50 frames); ``temperature`` > 1 flattens over-confident outputs."""
 
     mode = "hmm"
-    params = {"stay": 0.98, "temperature": 1.0, "prior": None}
+    params: ClassVar[dict[str, Any]] = {"stay": 0.98, "temperature": 1.0, "prior": None}
 
     def _check(self, p):
         if not 0 <= p["stay"] < 1:

@@ -125,7 +125,7 @@ def _rate(num: int, den: int) -> float | None:
 
 def summarise(outcomes: list[Outcome]) -> dict:
     """Metrics of one video, or pooled over several (frames and lesions concatenated)."""
-    cat = lambda attr: np.concatenate([getattr(o, attr) for o in outcomes])  # noqa: E731
+    cat = lambda attr: np.concatenate([getattr(o, attr) for o in outcomes])
     y, vis, raw, sm, alert, st = (cat(a) for a in ("y", "visible", "raw", "smoothed", "alert", "states"))
     analysed = np.isfinite(raw)
     y, vis, raw, sm, alert, st = y[analysed], vis[analysed], raw[analysed], sm[analysed], alert[analysed], st[analysed]
@@ -135,7 +135,7 @@ def summarise(outcomes: list[Outcome]) -> dict:
     minutes = sum(o.duration_s for o in outcomes) / 60.0
     alarms = sum(o.false_alarms for o in outcomes)
     return {
-        "frames": int(len(y)), "minutes": round(minutes, 3),
+        "frames": len(y), "minutes": round(minutes, 3),
         "auc_raw": _auc(y, raw), "auc_smoothed": _auc(y, sm),
         "auc_lesion_frames_raw": _auc(y[vis], raw[vis]), "auc_lesion_frames_smoothed": _auc(y[vis], sm[vis]),
         "sensitivity": _rate(int((alert & y).sum()), int(y.sum())),

@@ -15,7 +15,7 @@ def test_two_process_gloo_training(tmp_path):
     out = tmp_path / "run"
     sets = [a for kv in [*TINY, f"data.root={root}", f"run.out_dir={out}", "optim.epochs=1"] for a in ("--set", kv)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
             "-m", "pagkd_core"]
     for cmd in ("train-teacher", "train"):
         r = subprocess.run([*base, cmd, *sets], env=env, capture_output=True, text=True, timeout=600)

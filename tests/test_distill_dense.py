@@ -108,3 +108,33 @@ def test_rejects_bad_options():
         GKDDen(10, heads=4)
     with pytest.raises(ValueError, match="loss"):
         GKDDen(8, loss="l1")
+
+
+def fit_den(detach_teacher: bool, steps: int = 120):
+    """Optimise GKD-Den alone on free student tokens and a trainable teacher-side projection."""
+    torch.manual_seed(1)
+    labels = torch.arange(4) % 2
+    groups = make_groups("group", labels, labels)
+    tok = torch.randint(0, 2, (4, 16))
+    teacher_features = torch.randn(4, 8, 4, 4)
+    s_emb = torch.nn.Parameter(torch.randn(4, 8, 4, 4))
+    proj, den = torch.nn.Conv2d(8, 8, 1), GKDDen(8)
+    opt = torch.optim.Adam([s_emb, *den.parameters(), *proj.parameters()], lr=1e-2)
+    for _ in range(steps):
+        t_emb = proj(teacher_features)
+        loss = den(s_emb, t_emb.detach() if detach_teacher else t_emb, tok, tok, groups)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item(), proj(teacher_features).std(dim=(0, 2, 3)).mean().item()
+
+
+def test_teacher_stop_gradient_prevents_collapse():
+    # [C]'s form (gradient into the teacher projection) is minimised by shrinking the teacher
+    # tokens towards one vector; the default stop-gradient keeps them and a real loss floor.
+    start_std = torch.nn.Conv2d(8, 8, 1)
+    del start_std
+    loss_c, std_c = fit_den(detach_teacher=False)
+    loss_p, std_p = fit_den(detach_teacher=True)
+    assert std_c < 0.5 * std_p
+    assert loss_c < 0.5 * loss_p

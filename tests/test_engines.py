@@ -16,8 +16,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from engine_fixtures import SIZE, normalise, shared_student, toy_images
+
 from stream.engines import EngineError, ModelSource, auto_candidates, build_engine, list_engines
 from stream.engines import tensorrt_engine as trt
 
@@ -109,6 +109,14 @@ def test_int8_calibrated_close_and_selected_by_auto(student, batch, reference):
         assert (eng.name, eng.precision) == ("onnxruntime", "int8")
     res = compare(src, batch[0], batch[1], seconds=0.05, batches=(1,))
     assert {"top1_agreement", "auc_fp32", "auc_int8", "fps_int8_b1", "speedup_b1"} <= set(res)
+    # a measurement showing int8 slower than fp32 turns the automatic choice back to fp32
+    report = out.with_suffix(".json")
+    report.write_text(json.dumps({"speedup_b1": 0.7, "speedup_b8": 0.8, "top1_agreement": 1.0}))
+    with build_engine("auto", student, device="cpu") as eng:
+        assert (eng.name, eng.precision) == ("onnxruntime", "fp32")
+    report.write_text(json.dumps({"speedup_b1": 1.3, "top1_agreement": 0.99}))
+    assert build_engine("auto", student, device="cpu").precision == "int8"
+    report.unlink()
 
 
 def test_auto_on_cpu_without_int8(student, tmp_path):
@@ -121,7 +129,7 @@ def test_auto_on_cpu_without_int8(student, tmp_path):
 
 
 def test_auto_falls_back_and_reports(student, monkeypatch):
-    import stream.engines as engines
+    from stream import engines
     monkeypatch.setattr(engines, "auto_candidates", lambda *a, **k: [("tensorrt", {}), ("torch", {})])
     notes = []
     if importlib.util.find_spec("torch_tensorrt") is None:
@@ -131,7 +139,7 @@ def test_auto_falls_back_and_reports(student, monkeypatch):
 
 
 def test_auto_on_cuda_order(monkeypatch):
-    import stream.engines as engines
+    from stream import engines
     monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(engines, "ort_has_cuda", lambda: False)
     assert [k for k, _ in auto_candidates("cuda")] == ["torch"]
@@ -250,3 +258,24 @@ def test_gpu_selfcheck_dry_run_on_cpu(student, tmp_path):
     assert set(rows) == {"torch-fp32", "onnxruntime-fp32"}  # fp16 and TensorRT are CUDA-only
     assert rows["torch-fp32"]["max_abs_diff"] < 1e-4 and rows["onnxruntime-fp32"]["top1_agreement"] == 1.0
     assert set(rows["torch-fp32"]["timing"]) == {"b1", "b2"}
+
+
+def test_int8_command_on_an_image_folder(student, tmp_path):
+    """The calibration command on the generic layout <root>/WLI/<class>/<lesion>_<n>.png."""
+    from PIL import Image
+
+    from stream.engines import int8
+    imgs, labels = toy_images(48, seed=21)
+    for i, (img, lab) in enumerate(zip(imgs, labels)):
+        d = tmp_path / "data" / "WLI" / ["hyperplastic", "adenoma"][lab]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.transpose(1, 2, 0)).save(d / f"les{i % 16:02d}_{i}.png")
+    out = tmp_path / "m" / "toy.int8.onnx"
+    out.parent.mkdir()
+    rc = int8.main(["--model", str(student), "--calib", str(tmp_path / "data"), "--count", "16",
+                    "--seconds", "0.05", "--out", str(out), "--json", str(tmp_path / "r.json")])
+    assert rc == 0 and out.is_file()
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["calib_frames"] == 16 and rep["top1_agreement"] >= 0.9 and "auc_drop" in rep
+    assert json.loads(out.with_suffix(".json").read_text()) == rep  # the sidecar auto selection reads
+    assert int8.main(["--model", str(student), "--calib", str(tmp_path / "nothing")]) == 2

@@ -1,6 +1,8 @@
 """Smoothers and the alert state machine on hand-made probability sequences."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -164,6 +166,6 @@ def test_smoother_then_alerts_removes_flicker():
     raw = AlertMachine(cfg).run(seq(*p))
     sm = build_smoother("ema", alpha=0.2).run(np.array(seq(*p)))
     smooth = AlertMachine(cfg).run(sm)
-    flips = lambda out: sum(a.alert != b.alert for a, b in zip(out, out[1:]))  # noqa: E731
+    flips = lambda out: sum(a.alert != b.alert for a, b in itertools.pairwise(out))
     assert flips(smooth) < flips(raw)
     assert flips(smooth) <= 2

@@ -2,9 +2,12 @@
 headless chromium by Playwright (tests/ui_driver.py).
 
 Checks: the page loads; the live view's frames change; label and stats panel update; a
-threshold change changes the call; a replay upload returns annotated video, log and report;
-bad uploads (not a video, a fake video, too big) show an error in the page and the app
-keeps serving. Screenshots and display figures go to tests/artifacts/ (git-ignored).
+threshold change changes the call; pause freezes and resume restarts the picture; bad uploads
+(not a video, a fake video, too big) show an error in the page and the app keeps serving; a
+replay upload with labels returns annotated video, log and evaluation report; the browser's
+(fake) webcam becomes the live source; closing the page deletes the session's files; SIGTERM
+removes the app's temporary root. Screenshots, display figures and step timings go to
+tests/artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from ui_driver import CHROMIUM, AppProcess, browser, measure_display
+from ui_driver import CHROMIUM, AppProcess, browser, measure_display, open_live_page
 
 needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install -y chromium)"
@@ -79,6 +82,13 @@ def app():
     ) as a:
         a.wait_ready(timeout=90)
         yield a
+    # SIGTERM (AppProcess.stop) ends the app cleanly: its temporary root is gone.
+    assert a.proc.returncode == 0, a.log()[-2000:]
+    assert not session_root(a).exists()
+
+
+def session_root(app: AppProcess) -> Path:
+    return Path(re.search(r"results go under (\S+) ", app.log()).group(1))
 
 
 def stat(page, key: str) -> str:
@@ -116,9 +126,8 @@ def test_ui_end_to_end(app, media):
 
     with browser() as (ctx, page):
         ctx.grant_permissions(["camera"])
-        page.goto(app.url)
         # -- the page loads and the live view shows changing frames -------------------------
-        page.wait_for_function("document.querySelector('#live-img')?.naturalWidth > 0", timeout=30000)
+        open_live_page(page, app)
         disp = measure_display(page, app, 4.0)
         (ART / "ui_display.json").write_text(json.dumps(disp, indent=2) + "\n")
         assert disp["frames_shown"] >= 8, disp  # distinct frame numbers seen in the page
@@ -154,6 +163,13 @@ def test_ui_end_to_end(app, media):
         time.sleep(2.0)
         s, _ = label_state(page)
         assert s not in ("uncertain", "no call", "waiting"), s
+        page.click("#pause")  # the picture freezes ...
+        page.get_by_role("button", name="Resume").wait_for(timeout=10000)
+        time.sleep(0.5)
+        assert not frames_advance(app, 1.0), "pause did not freeze the live view"
+        page.click("#pause")  # ... and moves again
+        page.get_by_role("button", name="Pause").wait_for(timeout=10000)
+        assert frames_advance(app), "resume did not restart the live view"
         page.screenshot(path=str(ART / "ui.png"), full_page=True)
 
         lap("bad uploads")
@@ -190,7 +206,7 @@ def test_ui_end_to_end(app, media):
             assert "AUC" in report or "sensitivity" in report.lower(), report
         page.screenshot(path=str(ART / "ui_replay.png"), full_page=True)
         assert frames_advance(app)
-        root = Path(re.search(r"results go under (\S+) ", app.log()).group(1))
+        root = session_root(app)
         assert [p for p in root.iterdir() if p.is_dir()], "the replay wrote nothing to its session folder"
 
         lap("the browser's own webcam")

@@ -12,8 +12,8 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from engine_fixtures import shared_student, toy_images
+
 from stream.alerts import AlertConfig, AlertMachine
 from stream.evaluate import main, split_setting
 from stream.video_metrics import Truth, lesion_segments, outcome, read_truth, runs, summarise

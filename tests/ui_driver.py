@@ -175,23 +175,31 @@ def measure_display(page, app: AppProcess, seconds: float) -> dict:
     }
 
 
+def open_live_page(page, app: AppProcess) -> None:
+    page.goto(app.url)
+    page.wait_for_function("document.querySelector('#live-img')?.naturalWidth > 0", timeout=30000)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["measure"])
+    ap.add_argument("what", choices=["measure", "screenshot"])
     ap.add_argument("--source", default="demo")
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=20.0, help="measure: how long; screenshot: wait first")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--app-args", default="", help="extra arguments for python -m stream ui")
-    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--json", help="measure: write the figures here")
+    ap.add_argument("--out", default="docs/img/ui.png", help="screenshot: where")
     a = ap.parse_args(argv)
-    with AppProcess("--source", a.source, "--frame-marker", *a.app_args.split()) as app:
+    marker = ["--frame-marker"] if a.what == "measure" else []
+    with AppProcess("--source", a.source, *marker, *a.app_args.split()) as app:
         app.wait_ready()
-        with browser() as (_, page):
-            page.goto(app.url)
-            page.wait_for_function(
-                "document.querySelector('#live-img') && document.querySelector('#live-img').naturalWidth > 0",
-                timeout=30000,
-            )
+        with browser(viewport=(1280, 860)) as (_, page):
+            open_live_page(page, app)
+            if a.what == "screenshot":
+                time.sleep(a.seconds)
+                page.screenshot(path=a.out)
+                print(f"wrote {a.out}")
+                return 0
             time.sleep(a.warmup)
             res = measure_display(page, app, a.seconds)
             stats = {

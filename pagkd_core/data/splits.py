@@ -7,6 +7,7 @@ training folds; the test fold is never looked at while training.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -60,7 +61,10 @@ def load_or_make_folds(path: str | Path, samples: list[Sample], k: int, val_frac
         return splits
     splits = make_folds(samples, k, val_fraction, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(splits, indent=1) + "\n")
+    # Atomic: several DDP ranks may write the same (deterministic) file at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(splits, indent=1) + "\n")
+    os.replace(tmp, path)
     return splits
 
 

@@ -159,4 +159,4 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
                     ids[r, c] = k
             out[M_LIGHT, r, c] = min(1.7 * math.sqrt(cosi) / (0.25 + t * t), 2.0)
             out[M_UPP, r, c] = foot
-            out[M_GLOSS, r, c] = smoothstep(0.5, 0.9, cosi)      # glare needs a wall facing the tip
+            out[M_GLOSS, r, c] = 0.6 * smoothstep(0.6, 0.95, cosi)   # glare needs a wall facing the tip

@@ -12,14 +12,23 @@ from __future__ import annotations
 import abc
 import importlib
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from .model_source import ModelSource
 
-__all__ = ["Engine", "EngineError", "ModelSource", "build_engine", "register_engine", "list_engines",
-           "auto_candidates", "resolve_device"]
+__all__ = [
+    "Engine",
+    "EngineError",
+    "ModelSource",
+    "auto_candidates",
+    "build_engine",
+    "list_engines",
+    "register_engine",
+    "resolve_device",
+]
 
 
 class EngineError(RuntimeError):
@@ -71,7 +80,7 @@ class Engine(abc.ABC):
     def close(self) -> None:
         """Release device memory and sessions; the engine must not be used afterwards."""
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -141,6 +150,20 @@ def ort_has_cuda() -> bool:
         return False
 
 
+def int8_pays_off(int8_path) -> bool:
+    """Use a calibrated int8 graph automatically unless its measurement (``<graph>.json``, written by
+    ``python -m stream.engines.int8``) found it slower than fp32 or off in its top-1 calls: for
+    depthwise-heavy students (MobileNetV3) the QDQ graph can be slower than fp32 on CPU."""
+    import json
+    from pathlib import Path
+    report = Path(int8_path).with_suffix(".json")
+    if not report.is_file():
+        return True
+    r = json.loads(report.read_text())
+    speedups = [v for k, v in r.items() if k.startswith("speedup_b")]
+    return (not speedups or max(speedups) >= 1.0) and r.get("top1_agreement", 1.0) >= 0.95
+
+
 def auto_candidates(device: str, source: ModelSource | None = None,
                     precision: str = "auto") -> list[tuple[str, dict]]:
     """Engines to try for ``auto``, best first, as (kind, extra options)."""
@@ -152,8 +175,8 @@ def auto_candidates(device: str, source: ModelSource | None = None,
             cands.append(("onnxruntime", {}))
         return cands + [("torch", {})]
     cands = []
-    wants_int8 = precision == "int8" or (precision == "auto" and source is not None
-                                         and source.int8_onnx_path() is not None)
+    int8 = source.int8_onnx_path() if source is not None else None
+    wants_int8 = precision == "int8" or (precision == "auto" and int8 is not None and int8_pays_off(int8))
     if wants_int8:
         cands.append(("onnxruntime", {"precision": "int8"}))
     cands += [("onnxruntime", {"precision": "fp32"}), ("torch", {"precision": "fp32"})]

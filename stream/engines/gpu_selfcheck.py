@@ -130,7 +130,7 @@ def environment() -> dict:
         if importlib.util.find_spec(mod):
             try:
                 env[mod] = str(__import__(mod).__version__)
-            except Exception as e:  # a broken install is worth reporting, not crashing on
+            except Exception as e:  # noqa: BLE001 - a broken install is worth reporting, not crashing on
                 env[mod] = f"import failed: {e}"
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)

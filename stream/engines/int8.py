@@ -20,8 +20,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 from tqdm import tqdm
 
 from .model_source import ModelSource
@@ -87,7 +92,7 @@ def read_images(paths: list[Path], meta: dict) -> np.ndarray:
     if h != w:
         raise ValueError(f"training images are resized square; input_size {meta['input_size']} is not")
     out = [normalize(resize_uint8(read_image(str(p)), h), meta["mean"], meta["std"])
-           for p in tqdm(paths, desc="reading images", leave=False, disable=len(paths) < 64)]
+           for p in tqdm(paths, desc="reading images", leave=False, disable=True if len(paths) < 64 else None)]
     return torch.stack(out).numpy().astype(np.float32)
 
 
@@ -112,14 +117,33 @@ def video_frames(path: Path, meta: dict, count: int) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+def split_lesions(splits: str | Path, fold: int, part: str) -> set[str]:
+    """Lesion (patient) ids of one part (train/val/test) of a training run's splits.json."""
+    data = json.loads(Path(splits).read_text())
+    try:
+        return set(data["folds"][fold][part])
+    except (KeyError, IndexError):
+        raise ValueError(f"{splits}: no fold {fold} part {part!r}") from None
+
+
+def pick_items(items: list, half: int | None = None, lesions: set[str] | None = None) -> list:
+    """Keep the images of the given lesions (a split), else of one stable half of the lesions."""
+    if lesions is not None:
+        kept = [it for it in items if it[2] in lesions]
+        if not kept:
+            raise ValueError("no image of the split's lesions found; do --splits and the image root match?")
+        return kept
+    if half is not None:
+        return [it for it in items if lesion_half(it[2]) == half] or items
+    return items
+
+
 def calibration_frames(path: str | Path, meta: dict, count: int = 256, seed: int = 0,
-                       half: int | None = None) -> np.ndarray:
+                       half: int | None = None, lesions: set[str] | None = None) -> np.ndarray:
     path = Path(path)
     if path.is_file() and path.suffix.lower() in VIDEO_EXTS:
         return video_frames(path, meta, count)
-    items = labelled_images(path, list(meta["class_names"]))
-    if half is not None:
-        items = [it for it in items if lesion_half(it[2]) == half] or items
+    items = pick_items(labelled_images(path, list(meta["class_names"])), half, lesions)
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(items), size=min(count, len(items)), replace=False).tolist())
     return read_images([items[i][0] for i in pick], meta)
@@ -169,7 +193,7 @@ def compare(source: ModelSource, images: np.ndarray, labels: np.ndarray | None =
     fp32 = build_engine("onnxruntime", source, device="cpu", precision="fp32", max_batch=max(batches), threads=threads)
     int8 = build_engine("onnxruntime", source, device="cpu", precision="int8", max_batch=max(batches), threads=threads)
     a, b = fp32.infer(images), int8.infer(images)
-    res: dict = {"images": int(len(images)), "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+    res: dict = {"images": len(images), "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
                  "max_abs_logit_diff": float(np.abs(a - b).max()),
                  "rel_logit_diff": float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))}
     if labels is not None and len(set(labels.tolist())) > 1:
@@ -198,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", help="labelled image set to measure the accuracy cost on "
                                    "(default: the other half of --calib's lesions)")
     ap.add_argument("--count", type=int, default=256, help="calibration frames")
+    ap.add_argument("--splits", help="a training run's splits.json: calibrate on --fold's train lesions, "
+                                     "measure on its test lesions (default: two halves of the lesions)")
+    ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--eval-count", type=int, default=512)
     ap.add_argument("--method", default="minmax", choices=list(_METHODS))
     ap.add_argument("--out", help="int8 graph path (default <stem>.int8.onnx)")
@@ -209,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         source = ModelSource.from_path(args.model)
         meta = source.meta
         calib_is_images = not Path(args.calib).is_file()
-        frames = calibration_frames(args.calib, meta, args.count, half=0 if calib_is_images and not args.eval else None)
+        train = split_lesions(args.splits, args.fold, "train") if args.splits else None
+        test = split_lesions(args.splits, args.fold, "test") if args.splits else None
+        frames = calibration_frames(args.calib, meta, args.count, lesions=train,
+                                    half=0 if calib_is_images and not args.eval else None)
         t0 = time.perf_counter()
         out = quantize(source, frames, args.out, args.method)
         print(f"int8 graph: {out} ({len(frames)} calibration frames, {args.method}, "
@@ -218,9 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         if eval_root.is_file():
             print("no labelled images to measure on (give --eval IMAGE_ROOT)", file=sys.stderr)
             return 0
-        items = labelled_images(eval_root, list(meta["class_names"]))
-        if not args.eval:
-            items = [it for it in items if lesion_half(it[2]) == 1] or items
+        items = pick_items(labelled_images(eval_root, list(meta["class_names"])),
+                           half=None if args.eval else 1, lesions=test)
         pick = np.random.default_rng(1).permutation(len(items))[:args.eval_count]
         images = read_images([items[i][0] for i in pick], meta)
         labels = np.array([items[i][1] for i in pick])
@@ -228,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    res.update(model=str(args.model), int8=str(out), calib=str(args.calib), calib_frames=int(len(frames)),
-               method=args.method, eval=str(eval_root))
+    res.update(model=str(args.model), int8=str(out), calib=str(args.calib), calib_frames=len(frames),
+               method=args.method, eval=str(eval_root), splits=args.splits, fold=args.fold if args.splits else None,
+               eval_lesions=len({items[i][2] for i in pick}))
     print(json.dumps(res, indent=2))
+    # next to the graph: build_engine("auto") uses int8 only where this shows it pays off
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0

@@ -44,7 +44,7 @@ class ModelSource:
     _hash: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike) -> "ModelSource":
+    def from_path(cls, path: str | os.PathLike) -> ModelSource:
         stem = student_stem(path)
         meta_path = stem.parent / (stem.name + ".json")
         if not meta_path.is_file():
@@ -61,7 +61,7 @@ class ModelSource:
     @classmethod
     def from_module(cls, module: Any, meta: dict, name: str = "in-memory",
                     onnx: str | os.PathLike | None = None,
-                    int8_onnx: str | os.PathLike | None = None) -> "ModelSource":
+                    int8_onnx: str | os.PathLike | None = None) -> ModelSource:
         meta = {"num_classes": len(meta["class_names"]), **meta}
         return cls(meta=_check_meta(meta, name), name=name, module=module.eval(),
                    onnx=Path(onnx) if onnx else None, int8_onnx=Path(int8_onnx) if int8_onnx else None)

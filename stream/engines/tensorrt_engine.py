@@ -32,7 +32,7 @@ class ShapeProfile:
     max: Shape
 
     @classmethod
-    def for_batch(cls, input_size: tuple[int, int], opt_batch: int, max_batch: int) -> "ShapeProfile":
+    def for_batch(cls, input_size: tuple[int, int], opt_batch: int, max_batch: int) -> ShapeProfile:
         if not 1 <= opt_batch <= max_batch:
             raise EngineError(f"need 1 <= opt_batch <= max_batch, got opt={opt_batch} max={max_batch}")
         h, w = input_size
@@ -128,7 +128,7 @@ class TensorRTEngine(Engine):
         try:
             torch_tensorrt.save(trt, str(tmp), inputs=[example])
             os.replace(tmp, self.cache_path)
-        except Exception as e:  # an unsavable engine still runs; it is rebuilt next time
+        except Exception as e:  # noqa: BLE001 - an unsavable engine still runs; it is rebuilt next time
             import warnings
             warnings.warn(f"TensorRT engine not cached ({str(e).splitlines()[0]})", RuntimeWarning)
         return trt

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import threading
 from dataclasses import dataclass, field, fields
@@ -22,8 +23,6 @@ import yaml
 
 from stream.ui.controls import Controls
 from stream.ui.session import VIDEO_EXTS, SessionFiles, parse_size
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def _opt(default, help: str):
@@ -39,7 +38,7 @@ class UIConfig:
     model: str = _opt("", "exported student (.json/.safetensors/stem); default: the bundled one")
     source: str = _opt("demo", "first live source: demo, a file, /dev/videoN, a URL, synthetic, webcam")
     engine: str = _opt("auto", "auto | onnxruntime | torch | tensorrt")
-    device: str = _opt("cpu", "cpu | cuda | cuda:N | auto")
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
     threads: int = _opt(1, "engine intra-op threads on CPU (1: no spinning pool competing with decode)")
     max_upload: str = _opt("500MB", "largest accepted upload, e.g. 500MB, 2GB, 800MiB")
     jpeg_quality: int = _opt(80, "live-view JPEG quality (1-100)")
@@ -97,10 +96,12 @@ def parse_args(argv: list[str] | None) -> UIConfig:
 
 
 def default_model() -> Path:
-    for name in ("student.json", "student.safetensors"):
-        if (ASSETS / name).is_file():
-            return ASSETS / name
-    raise SystemExit(f"error: the bundled model {ASSETS / 'student.json'} is missing; pass --model PATH")
+    from stream.config import bundled_model
+
+    path = bundled_model()
+    if not path.is_file():
+        raise FileNotFoundError(f"the bundled model {path} is missing; reinstall the package or pass --model PATH")
+    return path
 
 
 class AppContext:
@@ -108,7 +109,7 @@ class AppContext:
 
     def __init__(self, cfg: UIConfig):
         from stream.config import PipelineConfig
-        from stream.engines import build_engine
+        from stream.engines import build_engine, resolve_device
         from stream.sources import open_source
         from stream.ui.live import FrameHub
         from stream.ui.runner import LiveRunner
@@ -116,14 +117,15 @@ class AppContext:
         self.cfg = cfg
         self.video_exts = VIDEO_EXTS
         model = cfg.model or str(default_model())
-        opts = {"threads": cfg.threads} if cfg.threads and cfg.device == "cpu" else {}
+        device = resolve_device(cfg.device)
+        opts = {"threads": cfg.threads} if cfg.threads and device == "cpu" else {}
         # One engine for the live stream (batch 1) and replays (batch 4); max_batch is an upper bound.
-        self.engine = build_engine(cfg.engine, model, device=cfg.device, max_batch=4, **opts)
+        self.engine = build_engine(cfg.engine, model, device=device, max_batch=4, **opts)
         self.engine.warmup(iters=2, batch=1)
         self.base = PipelineConfig(
             model=model,
             engine=cfg.engine,
-            device=cfg.device,
+            device=device,
             batch=1,
             max_wait_ms=0.0,
             realtime=True,
@@ -179,6 +181,10 @@ def build_app(cfg: UIConfig):
     return demo, ctx, kwargs
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
@@ -199,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         daemon=True,
     ).start()
+    # SIGTERM ends the app like Ctrl-C: sources stopped, the temporary folder removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         demo.queue(default_concurrency_limit=4).launch(**kwargs)
     except KeyboardInterrupt:
