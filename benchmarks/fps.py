@@ -33,26 +33,28 @@ class FpsConfig:
     backbone: str = ""                    # timm name: a random-init student instead of --model
     input_size: int = 0                   # 0: the model's own
     seconds: float = 2.0                  # per measurement
-    quick: bool = False
-    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
-    resolutions: list[str] = field(default_factory=lambda: ["720p", "1080p"])
-    codecs: list[str] = field(default_factory=lambda: ["h264", "hevc"])
+    torch_threads: int = 0                # torch intra-op threads for every torch stage; 0: torch's default
+    quick: bool = False                   # every section and key on tiny budgets (< 2 min on 2 cores)
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))  # decode,preprocess,inference,smoothing,e2e
+    resolutions: list[str] = field(default_factory=lambda: ["720p", "1080p"])  # test videos
+    codecs: list[str] = field(default_factory=lambda: ["h264", "hevc"])  # test videos
     clip_frames: int = 150                # frames per synthetic test clip (30 fps)
-    batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    decode_frames: int = 0                # frames per decode pass; 0: the whole clip
+    batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])  # inference sweep
     engines: list[str] = field(default_factory=list)   # engine ids; empty: every one for the device
     compile_batches: list[int] = field(default_factory=lambda: [1, 8])  # torch.compile is slow to build
     e2e_engine: str = "auto"              # engine id for end to end; auto: best available
     e2e_clips: list[str] = field(default_factory=list)  # e.g. 720p-h264; empty: 720p (CPU) / 1080p (GPU)
-    replay_batch: int = 8
+    replay_batch: int = 8                 # the pipeline's batch when replaying a file
     replay_frames: int = 300              # frames per replay run (the clip is looped)
     e2e_seconds: float = 5.0              # measurement window of each paced run (after 1 s warm-up)
-    paced_fps: list[int] = field(default_factory=lambda: [30, 60])
-    max_streams: int = 16
+    paced_fps: list[int] = field(default_factory=lambda: [30, 60])  # live feed rates; the first for N streams
+    max_streams: int = 16                 # concurrent streams: N = 1, 2, 4, ... up to this
     e2e_max_batch: int = 16               # the shared engine's largest batch (CUDA graphs: one per size)
-    max_drop: float = 0.02
-    max_p99_ms: float = 120.0
-    media_dir: str = "out/bench_media"
-    model_cache: str = "out/bench_models"
+    max_drop: float = 0.02                # keeps up: at most this fraction of frames missed ...
+    max_p99_ms: float = 120.0             # ... and p99 latency at most this
+    media_dir: str = "out/bench_media"    # cache of the synthetic test videos
+    model_cache: str = "out/bench_models"  # cache of random-init students (--backbone)
     int8_report: str = ""                 # JSON of python -m stream.engines.int8 (AUC drop); "" = look beside the model
     json: str = ""                        # every figure; rewritten after each section, so a timeout keeps them
     markdown: str = ""                    # the printed tables
@@ -70,17 +72,27 @@ class FpsConfig:
         self.max_streams = min(self.max_streams, 2)
 
 
+def _field_comments() -> dict[str, str]:
+    """Each FpsConfig field's trailing comment: the option's --help text, kept in one place."""
+    import inspect
+    import re
+
+    src = inspect.getsource(FpsConfig)
+    return {m[1]: m[2].strip() for m in re.finditer(r"^\s+(\w+): [^#\n]+#(.*)$", src, re.MULTILINE)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.fps", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="YAML file of FpsConfig keys; command-line options override it")
+    helps = _field_comments()
     for f in dataclasses.fields(FpsConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flag, text = "--" + f.name.replace("_", "-"), helps.get(f.name)
         if f.type == "bool":
-            p.add_argument(flag, action="store_const", const=True, default=None)
+            p.add_argument(flag, action="store_const", const=True, default=None, help=text)
         elif f.type.startswith("list"):
-            p.add_argument(flag, default=None, help="comma-separated")
+            p.add_argument(flag, default=None, help=f"{text or ''} (comma-separated)".strip())
         else:
-            p.add_argument(flag, default=None, type={"int": int, "float": float}.get(f.type, str))
+            p.add_argument(flag, default=None, type={"int": int, "float": float}.get(f.type, str), help=text)
     return p
 
 
@@ -193,7 +205,8 @@ def _stages(cfg: FpsConfig, result: dict, clips, bench_model, device: str, specs
     if "decode" in cfg.sections:
         cases = len(clips) * len(fps_decode.decode_cases(cfg.quick))
         with tqdm(total=cases, desc="decode", leave=False) as bar:
-            result["stages"]["decode"] = fps_decode.bench_decode(clips, cfg.seconds, cfg.quick, bar.update)
+            result["stages"]["decode"] = fps_decode.bench_decode(clips, cfg.seconds, cfg.quick, bar.update,
+                                                                cfg.decode_frames)
         _save(cfg, result)
     if "preprocess" in cfg.sections:
         one_per_size = {c.resolution: c for c in reversed(clips)}.values()  # the first codec of each
@@ -250,7 +263,8 @@ def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, s
                     replay_frames=cfg.replay_frames, replay_batch=cfg.replay_batch,
                     paced_fps=tuple(cfg.paced_fps), seconds=cfg.e2e_seconds,
                     max_streams=cfg.max_streams, keeps_up=keeps_up, progress=bar.update)
-            row.update(engine_id=engine_id, decode_ceiling=ceiling)
+            bare = fps_decode.decode_ceiling(result["stages"].get("decode", []), clip.name, ("none",))
+            row.update(engine_id=engine_id, decode_ceiling=ceiling, decode_only=bare)
             result["end_to_end"].append(row)
             _save(cfg, result)
     finally:
@@ -266,6 +280,11 @@ def run(cfg: FpsConfig, argv: list[str]) -> dict:
     from benchmarks.media import make_clips
     from stream.engines import EngineError, resolve_device
 
+    if cfg.torch_threads:
+        import torch
+
+        # OpenMP workers spin-wait: on cores shared with other processes fewer threads can be faster.
+        torch.set_num_threads(cfg.torch_threads)
     try:
         device = resolve_device(cfg.device)
     except EngineError as e:

@@ -33,7 +33,7 @@ def _passes(one_pass: Callable[[], int], seconds: float) -> dict:
             return {"frames": frames, "seconds": round(elapsed, 3), "fps": rate(frames, elapsed)}
 
 
-def pyav_pass(path: str, thread_type: str, output: str) -> int:
+def pyav_pass(path: str, thread_type: str, output: str, limit: int = 0) -> int:
     import av
 
     with av.open(path) as container:
@@ -44,10 +44,12 @@ def pyav_pass(path: str, thread_type: str, output: str) -> int:
             if output == "rgb24":
                 vf.to_ndarray(format="rgb24")
             n += 1
+            if n == limit:
+                break
         return n
 
 
-def opencv_pass(path: str, output: str = "bgr24") -> int:
+def opencv_pass(path: str, output: str = "bgr24", limit: int = 0) -> int:
     import cv2
 
     cap = cv2.VideoCapture(path)
@@ -59,11 +61,13 @@ def opencv_pass(path: str, output: str = "bgr24") -> int:
         if not ok:
             break
         n += 1
+        if n == limit:
+            break
     cap.release()
     return n
 
 
-def stream_source_pass(path: str) -> int:
+def stream_source_pass(path: str, limit: int = 0) -> int:
     """The runtime's real file source (stream.sources), as replay uses it."""
     from stream.sources import open_source
 
@@ -71,6 +75,8 @@ def stream_source_pass(path: str) -> int:
     with open_source(path) as src:
         for _ in src:
             n += 1
+            if n == limit:
+                break
     return n
 
 
@@ -88,18 +94,20 @@ def decode_cases(quick: bool) -> list[tuple[str, str, str]]:
     return cases
 
 
-def bench_decode(clips: Iterable[Clip], seconds: float, quick: bool = False, progress=None) -> list[dict]:
+def bench_decode(clips: Iterable[Clip], seconds: float, quick: bool = False, progress=None,
+                 limit: int = 0) -> list[dict]:
+    """Frames/s of each reader on each clip; ``limit`` > 0 cuts each pass to that many frames."""
     rows = []
     cases = decode_cases(quick)
     for clip in clips:
         for reader, threads, output in cases:
             path = str(clip.path)
             if reader == "pyav":
-                fn = partial(pyav_pass, path, threads, output)
+                fn = partial(pyav_pass, path, threads, output, limit)
             elif reader == "opencv":
-                fn = partial(opencv_pass, path, output)
+                fn = partial(opencv_pass, path, output, limit)
             else:
-                fn = partial(stream_source_pass, path)
+                fn = partial(stream_source_pass, path, limit)
             row = {"clip": clip.name, "codec": clip.codec, "resolution": clip.resolution,
                    "reader": reader, "threads": threads, "output": output}
             try:
@@ -114,7 +122,8 @@ def bench_decode(clips: Iterable[Clip], seconds: float, quick: bool = False, pro
     return rows
 
 
-def decode_ceiling(rows: list[dict], clip: str) -> dict | None:
-    """The fastest way to get RGB/BGR arrays out of ``clip``: the replay ceiling."""
-    best = [r for r in rows if r.get("clip") == clip and r.get("output") in ("rgb24", "bgr24") and r.get("fps")]
+def decode_ceiling(rows: list[dict], clip: str, outputs=("rgb24", "bgr24")) -> dict | None:
+    """The fastest way to get RGB/BGR arrays out of ``clip``: the replay ceiling (with
+    ``outputs=("none",)``: the fastest bare decode, no pixel conversion)."""
+    best = [r for r in rows if r.get("clip") == clip and r.get("output") in outputs and r.get("fps")]
     return max(best, key=lambda r: r["fps"], default=None)

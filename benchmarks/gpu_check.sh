@@ -80,7 +80,7 @@ step e2e-$BIG-$SIZE_L 110 "${FPS[@]}" --backbone "$BIG" --input-size "$SIZE_L" -
 step fps-$BIG-$SIZE_S 50 "${FPS[@]}" --backbone "$BIG" --input-size "$SIZE_S" --sections inference \
   --batches "$BATCHES" "${STAGES[@]}" --json "$OUT/fps-$BIG-$SIZE_S.json" --markdown "$OUT/fps-$BIG-$SIZE_S.md"
 step fps-compact-stages 80 "${FPS[@]}" "${MODEL[@]}" --input-size "$SIZE_S" "${FLAGS[@]}" \
-  --sections decode,preprocess,inference,smoothing --batches "$BATCHES" "${STAGES[@]}" \
+  --sections decode,preprocess,inference,smoothing --decode-frames 60 --batches "$BATCHES" "${STAGES[@]}" \
   --json "$OUT/fps-compact-stages.json" --markdown "$OUT/fps-compact-stages.md"
 step e2e-compact 70 "${FPS[@]}" "${MODEL[@]}" --input-size "$SIZE_S" --sections e2e "${FLAGS[@]}" \
   --e2e-clips 1080p-h264 --max-streams "$STREAMS" --json "$OUT/e2e-compact.json" --markdown "$OUT/e2e-compact.md"

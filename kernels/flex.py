@@ -38,7 +38,7 @@ def flex_available(device: torch.device | str, needs_grad: bool) -> bool:
 @functools.lru_cache(maxsize=None)
 def _compiled(device_type: str):
     flex_attention, _ = _flex()
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(flex_attention)   # default dynamism: one recompile covers new lengths
 
 
 def _sorted_flex(q, k, v, q_labels, k_labels, scale, compiled: bool):

@@ -23,6 +23,9 @@ from kernels.fastexp import fexp
 from kernels.labels import sorted_call
 
 _FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+# float32 constants: a float64 literal in a select would promote the whole loop to float64
+# (and fexp to libm's scalar exp); in float64 kernels they widen exactly.
+_NEG_INF, _ZERO = np.float32(-np.inf), np.float32(0.0)
 BLOCK_Q = 128
 BLOCK_K = 256
 
@@ -60,7 +63,7 @@ def _forward(q, k, v, ql, kl, scale, out, lse, bq, bk):
                 li = ql[g, q0 + i]
                 mx = m[i]
                 for j in range(e - s):       # branch-free, so LLVM vectorises it
-                    x = p[i, j] * scale if klt[j] == li else -np.inf
+                    x = p[i, j] * scale if klt[j] == li else _NEG_INF
                     p[i, j] = x
                     mx = max(mx, x)
                 if li < 0 or mx == -np.inf:   # nothing allowed in this tile (yet): row adds 0
@@ -71,7 +74,7 @@ def _forward(q, k, v, ql, kl, scale, out, lse, bq, bk):
                 acc[i, :] *= alpha
                 row = l[i] * 0
                 for j in range(e - s):
-                    x = fexp(p[i, j] - mx) if klt[j] == li else 0.0
+                    x = fexp(p[i, j] - mx) if klt[j] == li else _ZERO
                     p[i, j] = x
                     row += x
                 l[i] += row
@@ -122,7 +125,7 @@ def _backward(q, k, v, dout, ql, kl, lse, delta, scale, dq_part, dk, dv, bq, bk)
                     lse_i = lse[g, h, r + i]
                     delta_i = delta[g, h, r + i]
                     for j in range(m):       # branch-free, so LLVM vectorises it
-                        x = fexp(p[i, j] * scale - lse_i) if klt[j] == li else 0.0
+                        x = fexp(p[i, j] * scale - lse_i) if klt[j] == li else _ZERO
                         p[i, j] = x
                         dp[i, j] = x * (dp[i, j] - delta_i)
                 dvt += np.dot(p.T, dot_)

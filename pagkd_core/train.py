@@ -95,6 +95,9 @@ def seed_everything(seed: int) -> None:
 
 def validate(model: LesionNet, data: FoldData, modality: str, cfg: Config, device) -> dict:
     val = data.images("val", modality)
+    if not len(val):
+        raise ValueError(f"the validation split of fold {data.fold} has no {modality} images; raise "
+                         f"data.val_fraction or add data (model selection never uses the test fold)")
     probs, labels = predict(model, val, device, batch_size=max(cfg.optim.batch_size, 32))
     m = classification_metrics(labels, probs)
     m["loss"] = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)))

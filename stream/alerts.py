@@ -80,7 +80,8 @@ class AlertState:
 
 
 class AlertMachine:
-    """Feed ``update(smoothed_probs, t)`` once per frame; ``configure(**changes)`` at any time."""
+    """Feed ``update(smoothed_probs, t)`` once per frame (``t`` in seconds; without it only
+    ``min_frames`` applies); ``configure(**changes)`` at any time, from any thread."""
 
     def __init__(self, cfg: AlertConfig | None = None, **overrides):
         self.cfg = replace(cfg or AlertConfig(), **overrides)

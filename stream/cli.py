@@ -52,6 +52,9 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", help="capture size, e.g. 1920x1080 (devices)")
     p.add_argument("--fps", type=float, help="capture rate (devices) or image-folder rate")
     p.add_argument("--pixel-format", help="capture pixel format, e.g. mjpeg, yuyv422 (devices)")
+    p.add_argument("--decode-threading", default="auto", choices=["auto", "slice", "frame"],
+                   help="live decoding: slice threads (auto, no delay) or frame threads (more throughput, "
+                        "threads-1 frames of delay)")
     p.add_argument("--stats", help="write the run summary (latency percentiles, drops) to this JSON file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary table")
 
@@ -90,7 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Sources first: a wrong path fails in a second, before the engine is built.
         for i, spec in enumerate(args.sources):
             sources.append(open_source(spec, realtime=cfg.realtime, stream_id=str(i), loop=args.loop,
-                                       size=args.size, fps=args.fps, pixel_format=args.pixel_format))
+                                       size=args.size, fps=args.fps, pixel_format=args.pixel_format,
+                                       threading=args.decode_threading))
         from stream.pipeline import Pipeline  # torch loads here, once the sources are known to open
 
         pipe = Pipeline(cfg)

@@ -9,7 +9,8 @@
 Threads and queues (each bounded, each stage timed into ``pipe.stats``):
   ingest (one per stream): next frame -> preprocess -> batcher.submit. At most ``inflight``
       frames per stream are between source and result; for a live source the reader thread
-      keeps only the newest frame meanwhile, so lag cannot build up, and drops are counted.
+      keeps only the newest frame meanwhile, so lag cannot build up, and drops are counted;
+      a file replayed as fast as possible is decoded a few frames ahead in its own thread.
   batcher (stream.batching): collects up to ``batch`` frames or ``max_wait_ms`` -> engine.infer.
   post: softmax -> smoother -> alert machine -> prediction log, overlay, recorder, callbacks.
   pass-through (live sources only, in the reader thread): every frame is annotated with the
@@ -20,9 +21,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -62,7 +63,6 @@ class _Stream:
     taken: int = 0
     done: bool = False
     error: str | None = None
-    problems: list = field(default_factory=list)
 
 
 class Pipeline:
@@ -135,7 +135,7 @@ class Pipeline:
         return sid
 
     # -- control -------------------------------------------------------------------------
-    def start(self) -> "Pipeline":
+    def start(self) -> Pipeline:
         if self._started:
             return self
         if not self.streams:
@@ -237,7 +237,7 @@ class Pipeline:
             pass
         return self.stop()
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -27,7 +27,7 @@ class ContentArea:
     shape: str  # round | octagon | rect
     fill: float  # field area / box area (round ~0.79, octagon ~0.9, rect 1)
 
-    def close_to(self, other: "ContentArea", tol_px: float) -> bool:
+    def close_to(self, other: ContentArea, tol_px: float) -> bool:
         return max(abs(a - b) for a, b in zip(self.box, other.box)) <= tol_px
 
 

@@ -39,7 +39,7 @@ class Smoother:
                              f"it takes {sorted(type(self).params)}")
         new = {**self.params, **params}
         self._check(new)
-        with getattr(self, "_lock", threading.Lock()):
+        with self._lock:
             self.params = new
             self._on_params()
 
@@ -132,6 +132,8 @@ class HMMFilter(Smoother):
     def _update(self, p):
         k = p.size
         prior = np.full(k, 1 / k) if self.params["prior"] is None else np.asarray(self.params["prior"], float)
+        if prior.shape != (k,):
+            raise ValueError(f"hmm prior has {prior.size} entries for {k} classes")
         lik = np.clip(p, _EPS, 1) ** (1 / self.params["temperature"]) / prior
         predicted = prior if self._state is None else self._transition(k).T @ self._state
         post = predicted * lik

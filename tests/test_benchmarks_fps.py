@@ -88,8 +88,8 @@ def test_naive_paced_lag_grows_when_too_slow_and_not_when_fast(clip):
     rule = KeepUp(max_p99_ms=1000)
     fast = naive_paced(_FixedCost(0.002), [str(clip.path)], fps=30, frames_per_stream=12)
     assert fast["processed"] == 12 and fast["never_reached"] == 0 and rule(fast), fast
-    slow = naive_paced(_FixedCost(0.2), [str(clip.path)], fps=30, frames_per_stream=12)
-    # 200 ms per 33 ms frame: each frame waits for the backlog, ~170 ms more than the one before;
+    slow = naive_paced(_FixedCost(0.3), [str(clip.path)], fps=30, frames_per_stream=12)
+    # 300 ms per 33 ms frame: each frame waits for the backlog, ~270 ms more than the one before;
     # the loop gives up on the frames it would reach only after twice the feed's duration.
     assert slow["never_reached"] > 0 and slow["latency"]["max_ms"] > 1000 and not rule(slow), slow
 
@@ -123,7 +123,7 @@ def test_quick_run_writes_every_section(tmp_path):
     model = [] if BUNDLED.is_file() else ["--backbone", "mobilenetv3_small_100", "--input-size", "96"]
     cmd = [sys.executable, "-m", "benchmarks.fps", "--quick", "--json", str(out), "--media-dir",
            str(tmp_path / "media"), "--model-cache", str(tmp_path / "models"), *model]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "## End to end" in proc.stdout and "## Targets" in proc.stdout
     r = json.loads(out.read_text())
@@ -168,5 +168,5 @@ def test_quick_run_writes_every_section(tmp_path):
     conc = e2e["concurrent"]
     for who in ("pipeline", "naive"):
         assert conc[who]["runs"] and conc[who]["max_streams_keeping_up"] in (0, 1, 2)
-        assert [run["streams"] for run in conc[who]["runs"]][0] == 1
+        assert conc[who]["runs"][0]["streams"] == 1
     assert any("replay / naive" in t["target"] for t in r["targets"])

@@ -94,3 +94,10 @@ def test_par_respects_image_edges():
 def test_par_rejects_bad_options():
     with pytest.raises(ValueError, match="dilations"):
         PAR(dilations=(0, 1))
+
+
+def test_gradcam_refuses_no_grad_mode():
+    f = torch.randn(1, 2, 2, 2, requires_grad=True)
+    logits = linear_head(f, torch.ones(2, 2))
+    with torch.no_grad(), pytest.raises(RuntimeError, match="no_grad"):
+        grad_cam(f, logits, torch.tensor([0]))

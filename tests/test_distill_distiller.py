@@ -58,9 +58,13 @@ def test_every_method_gives_finite_named_losses(method):
     torch.manual_seed(0)
     student, _, s, t = make_views()
     cfg = config(method=method, pairing="true" if method == "add" else "random")
-    out = build_distiller(cfg, K, C_S, C_T)(s, t, student)
+    distiller = build_distiller(cfg, K, C_S, C_T)
+    out = distiller(s, t, student)
     assert set(out) == set(METHODS[method][0])
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.values())
+    if "den" in out:
+        assert set(distiller.diagnostics) == {"lesion_wli", "lesion_nbi", "ambiguous", "den_coverage"}
+        assert all(0 <= v.item() <= 1 for v in distiller.diagnostics.values())
 
 
 @pytest.mark.parametrize("level", ["group", "image"])
@@ -163,3 +167,15 @@ def test_create_graph_cam_changes_nothing_after_discretising():
         grads = [p.grad.flatten() for p in (*student.body.parameters(), *student.proj.parameters())]
         results.append((loss.detach(), torch.cat(grads)))
     torch.testing.assert_close(results[0], results[1])
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_den_teacher_stop_gradient_option(detach):
+    torch.manual_seed(6)
+    student, _, s, t = make_views()
+    distiller = build_distiller(config(method="den", den_detach_teacher=detach), K, C_S, C_T)
+    assert distiller.teacher_proj.weight.requires_grad is not detach   # den alone: fixed projection
+    distiller(s, t, student)["den"].backward()
+    got = distiller.teacher_proj.weight.grad
+    assert (got is None) if detach else (got.abs().sum() > 0)
+    assert student.proj.weight.grad.abs().sum() > 0

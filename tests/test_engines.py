@@ -279,3 +279,29 @@ def test_int8_command_on_an_image_folder(student, tmp_path):
     assert rep["calib_frames"] == 16 and rep["top1_agreement"] >= 0.9 and "auc_drop" in rep
     assert json.loads(out.with_suffix(".json").read_text()) == rep  # the sidecar auto selection reads
     assert int8.main(["--model", str(student), "--calib", str(tmp_path / "nothing")]) == 2
+
+
+def test_calibration_frames_from_a_video(student, tmp_path):
+    """Frames of a real H.264 file, through the runtime's preprocessor, as calibration data."""
+    from fractions import Fraction
+
+    import av
+
+    from stream.engines.int8 import calibration_frames
+    imgs, _ = toy_images(30, seed=4)
+    path = tmp_path / "calib.mp4"
+    with av.open(str(path), "w") as box:
+        s = box.add_stream("libx264", rate=Fraction(30, 1))
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        for i, img in enumerate(imgs):
+            rgb = np.zeros((96, 128, 3), np.uint8)
+            rgb[16:80, 32:96] = img.transpose(1, 2, 0)  # the picture inside a black border
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            box.mux(s.encode(frame))
+        box.mux(s.encode())
+    meta = ModelSource.from_path(student).meta
+    frames = calibration_frames(path, meta, count=8)
+    assert frames.shape == (8, 3, SIZE, SIZE) and frames.dtype == np.float32
+    # the black border is cropped away: no frame is dominated by black (normalised black ~ -2)
+    assert (frames.mean(axis=(1, 2, 3)) > -1.0).all()

@@ -16,7 +16,6 @@ from test_kernels_training import assert_same_step, gkd_den_step
 
 pytest.importorskip("triton")
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-inner = pytest.mark.skipif(not INTERPRETED, reason="runs inside test_interpreted_suite's subprocess")
 
 CASES = [  # (G, H, Lq, Lk, D, pattern): several tiles, ragged tails, each label pattern
     (2, 2, 70, 90, 16, "random"), (1, 1, 130, 20, 32, "alternating"), (1, 2, 33, 65, 24, "one_label"),
@@ -33,32 +32,29 @@ def test_interpreted_suite():
     assert f"{len(CASES) + 3} passed" in proc.stdout, proc.stdout[-500:]   # every inner test ran
 
 
-@inner
-@pytest.mark.parametrize("case", CASES)
-def test_triton_matches_reference(case):
-    G, H, Lq, Lk, D, pattern = case
-    args = make_case(G, H, Lq, Lk, D, pattern, seed=sum(case[:5]))
-    ref, got = run("reference", *args), run("triton", *args)
-    for name, a, b in zip(("out", "dq", "dk", "dv"), ref, got):
-        assert torch.isfinite(b).all(), f"triton {name} has NaN/inf"
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"triton {name} differs")
+if INTERPRETED:  # collected only inside the subprocess, where triton runs interpreted
+    @pytest.mark.parametrize("case", CASES)
+    def test_triton_matches_reference(case):
+        G, H, Lq, Lk, D, pattern = case
+        args = make_case(G, H, Lq, Lk, D, pattern, seed=sum(case[:5]))
+        ref, got = run("reference", *args), run("triton", *args)
+        for name, a, b in zip(("out", "dq", "dk", "dv"), ref, got):
+            assert torch.isfinite(b).all(), f"triton {name} has NaN/inf"
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"triton {name} differs")
 
 
-@inner
-def test_triton_half_precision():
-    q, k, v, ql, kl, _ = make_case(1, 2, 50, 70, 16, "random", seed=9)
-    out = kernels.srca(q.half(), k.half(), v.half(), ql, kl, impl="triton")
-    assert out.dtype == torch.float16
-    torch.testing.assert_close(out.float(), kernels.srca_reference(q, k, v, ql, kl), rtol=2e-2, atol=2e-2)
+    def test_triton_half_precision():
+        q, k, v, ql, kl, _ = make_case(1, 2, 50, 70, 16, "random", seed=9)
+        out = kernels.srca(q.half(), k.half(), v.half(), ql, kl, impl="triton")
+        assert out.dtype == torch.float16
+        torch.testing.assert_close(out.float(), kernels.srca_reference(q, k, v, ql, kl), rtol=2e-2, atol=2e-2)
 
 
-@inner
-def test_triton_training_step(monkeypatch):
-    ref = gkd_den_step(functools.partial(kernels.srca, impl="reference"), monkeypatch)
-    got = gkd_den_step(functools.partial(kernels.srca, impl="triton"), monkeypatch)
-    assert_same_step(got, ref, "triton")
+    def test_triton_training_step(monkeypatch):
+        ref = gkd_den_step(functools.partial(kernels.srca, impl="reference"), monkeypatch)
+        got = gkd_den_step(functools.partial(kernels.srca, impl="triton"), monkeypatch)
+        assert_same_step(got, ref, "triton")
 
 
-@inner
-def test_auto_never_picks_the_interpreter_on_cpu():
-    assert kernels.choose_impl("cpu", torch.float32, needs_grad=True) != "triton"
+    def test_auto_never_picks_the_interpreter_on_cpu():
+        assert kernels.choose_impl("cpu", torch.float32, needs_grad=True) != "triton"

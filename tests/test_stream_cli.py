@@ -76,7 +76,7 @@ def test_damaged_file_exits_nonzero_after_logging_the_good_frames(student, tmp_p
 
 def test_unopenable_source_is_one_line_and_nonzero(tmp_path):
     out = subprocess.run([sys.executable, "-m", "stream", "run", str(tmp_path / "missing.mp4")],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == cli.EXIT_USAGE
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing.mp4" in lines[0] and "no such file" in lines[0]

@@ -2,7 +2,7 @@
 several streams on one engine, preprocessing, crash-safe recording."""
 from __future__ import annotations
 
-import json
+import itertools
 import os
 import signal
 import socket
@@ -99,7 +99,7 @@ def test_replay_analyses_every_frame_in_order(engine, tmp_path):
 def test_two_streams_share_one_engine(engine, tmp_path):
     a = write_video(tmp_path / "a.mp4", n=30, w=W, h=H)
     b = write_video(tmp_path / "b.mkv", n=20, w=200, h=150, field="octagon")
-    pipe, summary, recs = run(engine, tmp_path, a, b, batch=4)
+    _, summary, recs = run(engine, tmp_path, a, b, batch=4)
     per = {s: [r["frame"] for r in recs if r["stream"] == s] for s in ("0", "1")}
     assert per == {"0": list(range(30)), "1": list(range(20))}
     assert summary["streams"]["1"]["analysed"] == 20
@@ -112,7 +112,7 @@ def test_frame_size_change_mid_stream(engine, tmp_path):
     b = write_video(tmp_path / "b.ts", n=15, w=320, h=240, field="octagon")
     both = tmp_path / "both.ts"
     both.write_bytes(a.read_bytes() + b.read_bytes())
-    pipe, summary, recs = run(engine, tmp_path, both, record=str(tmp_path / "rec.mp4"))
+    pipe, _, recs = run(engine, tmp_path, both, record=str(tmp_path / "rec.mp4"))
     assert len(recs) >= 28 and not any("Error" in (e or "") for e in pipe.errors())
     tracker = pipe.pre.trackers["0"]
     assert tracker.changes >= 2 and tracker.area.box[2] > W  # re-detected on the larger frames
@@ -127,7 +127,7 @@ def test_corrupt_file_logs_frames_before_the_damage(engine, tmp_path):
     data[mid:mid + 3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(bytes(data))
-    pipe, summary, recs = run(engine, tmp_path, bad)
+    pipe, _, recs = run(engine, tmp_path, bad)
     assert len(recs) >= 20 and [r["frame"] for r in recs] == list(range(len(recs)))
     errors = pipe.errors()
     assert errors and "bad.mp4" in errors[0] and "\n" not in errors[0]
@@ -259,7 +259,7 @@ def test_live_stream_killed_and_restarted_reconnects(engine, tmp_path):
     assert before > 5 and summary["frames"] > before + 10, (before, summary["frames"])
     assert s["reconnects"] >= 1 and s["error"] is None
     recs = read_predictions(tmp_path / "p.jsonl")
-    assert all(b["frame"] > a["frame"] and b["pts"] > a["pts"] for a, b in zip(recs, recs[1:]))
+    assert all(b["frame"] > a["frame"] and b["pts"] > a["pts"] for a, b in itertools.pairwise(recs))
 
 
 # -- recording -------------------------------------------------------------------------------

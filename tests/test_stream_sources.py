@@ -186,3 +186,12 @@ def test_http_network_stream(tmp_path):
         sender.wait()
     assert frames[-1].rgb.shape == (120, 160, 3)
     assert [f.index for f in frames] == sorted(f.index for f in frames)
+
+
+def test_capture_goes_through_pyav_v4l2(tmp_path):
+    """No capture device in CI: a regular file opened as a v4l2 device must fail cleanly in
+    FFmpeg's v4l2 input (which shows the v4l2 path is wired and its errors are one line)."""
+    fake = write_video(tmp_path / "not_a_device.mp4", n=2)
+    with pytest.raises(SourceError) as e:
+        open_source(f"v4l2:{fake}", size="640x480", fps=30, pixel_format="mjpeg")
+    assert "capture" in str(e.value) and "\n" not in str(e.value)

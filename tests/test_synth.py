@@ -64,6 +64,13 @@ def test_layout_and_manifest_agree(tmp_path, paired_fraction):
         assert sorted(int(r["view"]) for r in rows if r["lesion_id"] == lid) == sorted([0, 1] * len(mods))
 
 
+def test_rerun_into_the_same_folder_keeps_layout_and_manifest_in_step(tmp_path):
+    _images(tmp_path, paired_fraction=1.0)
+    manifest = _images(tmp_path, paired_fraction=0.0, seed=5)
+    listed = {r["path"] for r in _rows(manifest)}
+    assert listed == {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")}
+
+
 def test_images_show_the_requested_modality_colours(tmp_path):
     import cv2
     rows = _rows(_images(tmp_path, paired_fraction=1.0))
@@ -144,5 +151,14 @@ def test_unwritable_output_folder_is_reported(tmp_path, capsys):
 
 def test_module_entry_point_exits_nonzero_without_traceback():
     r = subprocess.run([sys.executable, "-m", "pagkd_core.synth", "images", "--out", "/tmp/x", "--lesions-per-class",
-                        "-3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        "-3"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_calibrate_runs_end_to_end_on_a_tiny_set(tmp_path):
+    import json
+    assert main(["calibrate", "--out", str(tmp_path), "--lesions-per-class", "4", "--views", "1", "--size", "32",
+                 "--steps", "2", "--batch-size", "4", "--threads", "1", "--no-progress"]) == 0
+    result = json.loads((tmp_path / "calibration.json").read_text())
+    assert result["synthetic"] and set(result["auc"]) == {"NBI", "WLI"}
+    assert all(0.0 <= v <= 1.0 for v in result["auc"].values())

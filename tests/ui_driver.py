@@ -45,15 +45,15 @@ CHROMIUM_FLAGS = [
 ]
 
 PROBE_JS = """
-(() => {
-  const img = document.querySelector('#live-img');
+(sel) => {
   const cv = document.createElement('canvas'); cv.width = 128; cv.height = 8;
   const ctx = cv.getContext('2d', {willReadFrequently: true});
   const st = {shown: [], last: -1, run: true, ticks: 0};
   function tick() {
     if (!st.run) return;
     st.ticks++;
-    if (img && img.naturalWidth >= 128) {
+    const img = document.querySelector(sel);  // re-queried: a framework may swap the element
+    if (img && img.complete && img.naturalWidth >= 128) {
       ctx.drawImage(img, 0, 0, 128, 8, 0, 0, 128, 8);
       const d = ctx.getImageData(0, 4, 128, 1).data;   // the cells' middle row
       let seq = 0;
@@ -67,7 +67,7 @@ PROBE_JS = """
     stop: () => { st.run = false; return {shown: st.shown, ticks: st.ticks}; },
     peek: () => ({n: st.shown.length, last: st.last, ticks: st.ticks}),
   };
-})();
+}
 """
 
 
@@ -118,7 +118,7 @@ class AppProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -151,9 +151,11 @@ def browser(viewport=(1400, 1000)):
             ctx.close()
 
 
-def measure_display(page, app: AppProcess, seconds: float) -> dict:
-    """Displayed fps and arrival->display delay (ms) over `seconds`, via the frame marker."""
-    page.evaluate(PROBE_JS)
+def measure_display(page, app, seconds: float, selector: str = "#live-img") -> dict:
+    """Displayed fps and arrival->display delay (ms) over `seconds`, via the frame marker.
+
+    `app.trace()` -> {"marker": bool, "frames": [{"seq", "arrival"}, ...]} (wall-clock seconds)."""
+    page.evaluate(PROBE_JS, selector)
     time.sleep(seconds)
     res = page.evaluate("window.__uiProbe.stop()")
     trace = app.trace()

@@ -1,4 +1,4 @@
-"""Lesion-level (patient-level when known) k-fold splits, stratified by class, saved as JSON.
+"""Lesion-level (patient-level when known) k-fold splits, stratified, saved as JSON.
 
 Every image of a patient (both modalities) lands in the same fold, so no lesion is seen in
 training and test. The validation split, used for model selection, is carved out of the
@@ -18,15 +18,19 @@ from pagkd_core.data.layouts import DataError, Sample
 
 def make_folds(samples: list[Sample], k: int, val_fraction: float, seed: int) -> dict:
     patient_cls: dict[str, Counter] = {}
+    patient_mod: dict[str, set] = {}
     for s in samples:
         patient_cls.setdefault(s.patient, Counter())[s.cls] += 1
+        patient_mod.setdefault(s.patient, set()).add(s.modality)
     if len(patient_cls) < k:
         raise DataError(f"{len(patient_cls)} patients/lesions cannot make {k} folds; lower data.folds")
     rng = np.random.default_rng(seed)
-    by_class: dict[str, list[str]] = {}
+    # Strata: (main class, which modalities the patient has), so that every fold and every
+    # validation split gets WLI and NBI images of each class whenever the data allow it.
+    by_class: dict[tuple, list[str]] = {}
     for p in sorted(patient_cls):
-        by_class.setdefault(patient_cls[p].most_common(1)[0][0], []).append(p)
-    # Deal each class's patients round-robin into folds (from a random fold), so classes spread evenly.
+        by_class.setdefault((patient_cls[p].most_common(1)[0][0], "+".join(sorted(patient_mod[p]))), []).append(p)
+    # Deal each stratum's patients round-robin into folds (from a random fold), so strata spread evenly.
     fold_of: dict[str, int] = {}
     for cls in sorted(by_class):
         members = [by_class[cls][i] for i in rng.permutation(len(by_class[cls]))]

@@ -35,6 +35,7 @@ class Distiller(nn.Module):
                  student_channels: int, teacher_channels: int):
         super().__init__()
         self.losses, self.level, self.num_classes = losses, level, num_classes
+        self.diagnostics: dict[str, torch.Tensor] = {}
         self.embed_dim = dim = int(getattr(cfg, "embed_dim", 128))
         if {"pro", "den"} & set(losses):
             # [C]: the teacher side gets its own trainable 1x1 projection, on detached features.
@@ -95,7 +96,12 @@ class Distiller(nn.Module):
             out["pro"] = self.pro(s_emb, t_emb, groups)
         if "den" in self.losses:
             t_den = t_emb.detach() if self.den_detach_teacher else t_emb
-            out["den"] = self.den(s_emb, t_den, self.token_labels(student), self.token_labels(teacher), groups)
+            s_tok, t_tok = self.token_labels(student), self.token_labels(teacher)
+            out["den"] = self.den(s_emb, t_den, s_tok, t_tok, groups)
+            # For logging (detached, no device sync here): CAM label mix and SRCA coverage.
+            self.diagnostics = {"lesion_wli": (s_tok == 1).float().mean(), "lesion_nbi": (t_tok == 1).float().mean(),
+                                "ambiguous": torch.cat([s_tok, t_tok]).eq(-1).float().mean(),
+                                "den_coverage": self.den.coverage}
         return out
 
 

@@ -49,13 +49,14 @@ def consistency(recon: torch.Tensor, orig: torch.Tensor, rows: torch.Tensor, kin
 
 
 class GKDDen(nn.Module):
-    def __init__(self, dim: int = 128, heads: int = 1, loss: str = "l2"):
+    def __init__(self, dim: int = 128, heads: int = 1, loss: str = "l2", srca_impl: str = "auto"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"GKD-Den: embedding dim {dim} is not divisible by den_heads={heads}")
         if loss not in LOSSES:
             raise ValueError(f"unknown GKD-Den loss {loss!r}; use one of {LOSSES}")
-        self.heads, self.loss = heads, loss
+        self.heads, self.loss, self.srca_impl = heads, loss, srca_impl
+        self.coverage = torch.zeros(())   # share of real query tokens that had an allowed key
         # One set of projections serves both directions, as in A = softmax(R + (F W_q)(F' W_k)^T).
         self.w_q = nn.Linear(dim, dim, bias=False)
         self.w_k = nn.Linear(dim, dim, bias=False)
@@ -68,7 +69,7 @@ class GKDDen(nn.Module):
     def reconstruct(self, queries, q_labels, keys, k_labels) -> torch.Tensor:
         """Queries (G, Lq, d) rebuilt from keys (G, Lk, d) under the relation mask -> (G, Lq, d)."""
         out = kernels.srca(self._split(self.w_q(queries)), self._split(self.w_k(keys)),
-                           self._split(self.w_v(keys)), q_labels, k_labels)
+                           self._split(self.w_v(keys)), q_labels, k_labels, impl=self.srca_impl)
         return out.transpose(1, 2).reshape(queries.shape)
 
     def forward(self, s_emb: torch.Tensor, t_emb: torch.Tensor, s_labels: torch.Tensor,
@@ -76,13 +77,16 @@ class GKDDen(nn.Module):
         """Embeddings (B, d, h, w) of each side, token labels (B, h*w), groups -> scalar loss."""
         both = groups.both()
         if not both:
+            self.coverage = torch.zeros((), device=s_emb.device)
             return (s_emb.sum() + t_emb.sum()) * 0.0
         s_sets = [groups.student[g] for g in both]
         t_sets = [groups.teacher[g] for g in both]
-        f_w, _, _ = pack_tokens(s_emb, s_sets)
-        f_n, _, _ = pack_tokens(t_emb, t_sets)
+        f_w, _, real_w = pack_tokens(s_emb, s_sets)
+        f_n, _, real_n = pack_tokens(t_emb, t_sets)
         l_w, l_n = pack_labels(s_labels, s_sets), pack_labels(t_labels, t_sets)
+        rows_w, rows_n = has_key(l_w, l_n), has_key(l_n, l_w)
+        self.coverage = (rows_w.sum() + rows_n.sum()).float().detach() / (real_w.sum() + real_n.sum())
         nbi_to_wli = self.reconstruct(f_w, l_w, f_n, l_n)
         wli_to_nbi = self.reconstruct(f_n, l_n, f_w, l_w)
-        return 0.5 * (consistency(nbi_to_wli, f_w, has_key(l_w, l_n), self.loss)
-                      + consistency(wli_to_nbi, f_n, has_key(l_n, l_w), self.loss))
+        return 0.5 * (consistency(nbi_to_wli, f_w, rows_w, self.loss)
+                      + consistency(wli_to_nbi, f_n, rows_n, self.loss))

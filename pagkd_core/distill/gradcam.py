@@ -14,6 +14,8 @@ def grad_cam(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
     create_graph=True makes the map differentiable in the weights too ([C]); the forward
     graph is always kept, because the trainer back-propagates through the logits afterwards.
     """
+    if not torch.is_grad_enabled():
+        raise RuntimeError("Grad-CAM differentiates the logits: call the distiller outside torch.no_grad()")
     if not features.requires_grad:
         raise ValueError("Grad-CAM needs features that require grad; for the frozen teacher pass "
                          "features.detach().requires_grad_() and logits = classify(features)")

@@ -9,5 +9,16 @@ from .config import CLASSES, DEFAULT_CLASSES, MODALITIES, Difficulty, ImageConfi
 from .dataset import MANIFEST_COLUMNS, generate_images
 from .video import TRUTH_COLUMNS, iter_procedure_frames, write_video
 
-__all__ = ["CLASSES", "DEFAULT_CLASSES", "MODALITIES", "Difficulty", "ImageConfig", "VideoConfig",
-           "MANIFEST_COLUMNS", "TRUTH_COLUMNS", "generate_images", "iter_procedure_frames", "write_video"]
+__all__ = [
+           "CLASSES",
+           "DEFAULT_CLASSES",
+           "MANIFEST_COLUMNS",
+           "MODALITIES",
+           "TRUTH_COLUMNS",
+           "Difficulty",
+           "ImageConfig",
+           "VideoConfig",
+           "generate_images",
+           "iter_procedure_frames",
+           "write_video",
+]

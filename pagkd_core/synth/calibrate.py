@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pagkd_core.config import ConfigError
+
 from .config import ImageConfig, load
+from .dataset import validate
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_net(name: str, num_classes: int):
     """`tinycnn` (5 conv blocks, ~0.1 M parameters) or a timm model, randomly initialised."""
-    import torch.nn as nn
+    from torch import nn
     if name != "tinycnn":
         import timm
         return timm.create_model(name, pretrained=False, num_classes=num_classes)
@@ -57,7 +60,7 @@ def render_set(cfg: ImageConfig, progress: bool, workers: int):
 
     from tqdm import tqdm
 
-    from .dataset import _init_worker, lesion_views, plan
+    from .dataset import _init_worker, plan
     jobs = plan(cfg)
     out = []
     args = [(cfg, j) for j in jobs]
@@ -116,9 +119,20 @@ def train_eval(x_tr, y_tr, x_te, y_te, a, num_classes: int, progress: bool) -> f
 
 def calibrate(a) -> dict:
     import torch
+    threads = torch.get_num_threads()
     torch.set_num_threads(a.threads)
+    try:
+        return _calibrate(a)
+    finally:
+        torch.set_num_threads(threads)       # callers (tests) share the process
+
+
+def _calibrate(a) -> dict:
     cfg = load(ImageConfig, a.config, a.overrides, out=a.out, seed=a.seed, classes=a.classes, size=a.size,
                lesions_per_class=a.lesions_per_class, views=a.views, paired_fraction=1.0)
+    validate(cfg)
+    if a.steps < 1 or a.batch_size < 1 or not 0 < a.test_fraction < 1:
+        raise ConfigError("--steps and --batch-size must be positive and --test-fraction in (0, 1)")
     t0 = time.time()
     imgs, labels, lesions, mods = render_set(cfg, not a.no_progress, a.workers)
     t_render = time.time() - t0
@@ -127,11 +141,11 @@ def calibrate(a) -> dict:
     test = set()
     for c in range(len(cfg.classes)):
         ids = np.unique(lesions[labels == c])
-        test |= set(rng.choice(ids, int(round(a.test_fraction * len(ids))), replace=False).tolist())
+        test |= set(rng.choice(ids, round(a.test_fraction * len(ids)), replace=False).tolist())
     is_test = np.isin(lesions, list(test))
     result = {"synthetic": True, "difficulty": vars(cfg.difficulty), "classes": cfg.classes, "size": a.size,
-              "lesions_per_class": a.lesions_per_class, "views": a.views, "model": a.model, "steps": a.steps, "batch_size": a.batch_size,
-              "test_lesions": len(test), "render_s": round(t_render, 1), "auc": {}, "train_s": {}}
+              "lesions_per_class": a.lesions_per_class, "views": a.views, "model": a.model,
+              "steps": a.steps, "batch_size": a.batch_size, "test_lesions": len(test), "render_s": round(t_render, 1), "auc": {}, "train_s": {}}
     for m in a.modalities.split(","):
         sel = mods == m
         t1 = time.time()

@@ -71,7 +71,7 @@ def _video_cfg(a) -> VideoConfig:
             w, h = (int(v) for v in a.size.lower().split("x"))
         except ValueError:
             raise ConfigError(f"--size must look like 1280x720 (got {a.size!r})") from None
-        size = dict(width=w, height=h)
+        size = {"width": w, "height": h}
     cfg = load(VideoConfig, a.config, a.overrides, seed=a.seed, classes=a.classes, fps=a.fps, seconds=a.seconds,
                modality=a.modality, crf=a.crf, render_scale=a.render_scale, **size)
     if not (16 <= cfg.width <= 1920 and 16 <= cfg.height <= 1080) or cfg.width % 2 or cfg.height % 2:

@@ -89,6 +89,8 @@ def load(cls, path: str | Path | None = None, overrides: list[str] | None = None
     _apply(cfg, {k: v for k, v in values.items() if v is not None})
     _apply(cfg, parse_overrides(overrides or []))
     cfg.classes = check_classes(cfg.classes)
+    if getattr(cfg, "modality", "WLI") not in MODALITIES:
+        raise ConfigError(f"modality '{cfg.modality}' is not one of {', '.join(MODALITIES)}")
     if getattr(cfg, "border", "random") not in BORDERS:
         raise ConfigError(f"border '{cfg.border}' is not one of {', '.join(BORDERS)}")
     return cfg

@@ -38,7 +38,7 @@ def plan(cfg: ImageConfig) -> list[Job]:
     jobs = []
     n = cfg.lesions_per_class
     for c, cls in enumerate(cfg.classes):
-        n_paired = int(round(cfg.paired_fraction * n))
+        n_paired = round(cfg.paired_fraction * n)
         order = rng.permutation(n)
         for k in range(n):
             rank = int(np.nonzero(order == k)[0][0])
@@ -100,6 +100,19 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(f"cannot write to output folder {folder}: {e.strerror or e}; choose another --out") from None
 
 
+def _remove_previous(root: Path) -> None:
+    """Delete the images an earlier run listed in root/manifest.csv (and nothing else), so the
+    new manifest and the folder agree."""
+    old = root / "manifest.csv"
+    if old.is_file():
+        with open(old, newline="") as fh:
+            for row in csv.DictReader(fh):
+                p = root / row.get("path", "")
+                if p.suffix == ".png" and p.is_file():
+                    p.unlink()
+        old.unlink()
+
+
 def validate(cfg: ImageConfig) -> None:
     if cfg.lesions_per_class < 1:
         raise ConfigError(f"--lesions-per-class must be at least 1 (got {cfg.lesions_per_class})")
@@ -120,6 +133,7 @@ def generate_images(cfg: ImageConfig, progress: bool = True) -> Path:
     validate(cfg)
     root = Path(cfg.out)
     check_writable(root)
+    _remove_previous(root)
     jobs = plan(cfg)
     rows: list[tuple] = []
     bar = tqdm(total=len(jobs), disable=not progress, unit="lesion", desc="synthetic images")

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .config import ImageConfig, VideoConfig
 from .dataset import Job, lesion_views
 from .video import iter_procedure_frames
@@ -46,7 +44,7 @@ def video_figure(path: Path, seed: int = 0, times=(1.0, 4.5, 6.5, 9.0, 12.0, 16.
     import matplotlib.pyplot as plt
 
     cfg = VideoConfig(seed=seed, seconds=max(times) + 0.1)
-    want = {int(round(t * cfg.fps)) for t in times}
+    want = {round(t * cfg.fps) for t in times}
     picked = []
     for rgb, truth in iter_procedure_frames(cfg):
         if truth["frame"] in want:

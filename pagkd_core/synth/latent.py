@@ -24,23 +24,24 @@ N_PATIENT = 14
 # Class evidence (NICE). (low, high) uniform ranges; parameters absent here are class-free.
 _CLASS_PARAMS = {
     # type 1: colour like the mucosa, isolated lacy vessels, uniform small dots
-    "hyperplastic": dict(spacing=(0.10, 0.14), pit_r=(0.16, 0.24), stretch=(1.0, 1.25), warp=(0.0, 0.08),
-                         jitter=(0.15, 0.4), presence=(0.95, 1.0), net_w=(0.03, 0.06), net_s=(0.0, 0.2),
-                         net_cont=(0.2, 0.5), lacy=(0.3, 0.8), brown=(0.0, 0.2), red=(-0.1, 0.1),
-                         pit_b=(0.5, 0.8)),
+    "hyperplastic": {
+        "spacing": (0.10, 0.14), "pit_r": (0.16, 0.24), "stretch": (1.0, 1.25), "warp": (0.0, 0.08),
+        "jitter": (0.15, 0.4), "presence": (0.95, 1.0), "net_w": (0.03, 0.06), "net_s": (0.0, 0.2),
+        "net_cont": (0.2, 0.5), "lacy": (0.3, 0.8), "brown": (0.0, 0.2), "red": (-0.1, 0.1), "pit_b": (0.5, 0.8)},
     # type 2: browner, thick brown vessels around oval / tubular / branched white structures
-    "adenoma": dict(spacing=(0.13, 0.19), pit_r=(0.28, 0.40), stretch=(1.7, 3.0), warp=(0.05, 0.3),
-                    jitter=(0.3, 0.6), presence=(0.9, 1.0), net_w=(0.09, 0.16), net_s=(0.6, 1.0),
-                    net_cont=(0.75, 1.0), lacy=(0.0, 0.2), brown=(0.45, 0.85), red=(0.05, 0.3),
-                    pit_b=(0.6, 1.0)),
+    "adenoma": {
+        "spacing": (0.13, 0.19), "pit_r": (0.28, 0.40), "stretch": (1.7, 3.0), "warp": (0.05, 0.3),
+        "jitter": (0.3, 0.6), "presence": (0.9, 1.0), "net_w": (0.09, 0.16), "net_s": (0.6, 1.0),
+        "net_cont": (0.75, 1.0), "lacy": (0.0, 0.2), "brown": (0.45, 0.85), "red": (0.05, 0.3), "pit_b": (0.6, 1.0)},
     # type 3: disrupted or missing pattern, irregular thick vessels, dark
-    "adenocarcinoma": dict(spacing=(0.12, 0.22), pit_r=(0.2, 0.4), stretch=(1.0, 2.5), warp=(0.3, 0.7),
-                           jitter=(0.8, 1.0), presence=(0.1, 0.5), net_w=(0.12, 0.24), net_s=(0.7, 1.0),
-                           net_cont=(0.3, 0.6), lacy=(0.0, 0.3), brown=(0.7, 1.0), red=(0.2, 0.4),
-                           pit_b=(0.2, 0.6)),
+    "adenocarcinoma": {
+        "spacing": (0.12, 0.22), "pit_r": (0.2, 0.4), "stretch": (1.0, 2.5), "warp": (0.3, 0.7),
+        "jitter": (0.8, 1.0), "presence": (0.1, 0.5), "net_w": (0.12, 0.24), "net_s": (0.7, 1.0),
+        "net_cont": (0.3, 0.6), "lacy": (0.0, 0.3), "brown": (0.7, 1.0), "red": (0.2, 0.4), "pit_b": (0.2, 0.6)},
 }
-_INDEX = dict(spacing=SPACING, pit_r=PIT_R, stretch=STRETCH, warp=WARP, jitter=JITTER, presence=PRESENCE,
-              net_w=NET_W, net_s=NET_S, net_cont=NET_CONT, lacy=LACY, brown=BROWN, red=RED, pit_b=PIT_B)
+_INDEX = {"spacing": SPACING, "pit_r": PIT_R, "stretch": STRETCH, "warp": WARP, "jitter": JITTER,
+          "presence": PRESENCE, "net_w": NET_W, "net_s": NET_S, "net_cont": NET_CONT, "lacy": LACY,
+          "brown": BROWN, "red": RED, "pit_b": PIT_B}
 
 
 @dataclass

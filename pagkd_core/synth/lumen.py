@@ -15,8 +15,23 @@ from numba import njit, prange
 
 from . import latent as L
 from .noise import smoothstep
-from .surface import (M_BROWN, M_DEEP, M_GLOSS, M_HEIGHT, M_LIGHT, M_MASK, M_PIT, M_RED, M_TEX, M_UPP, M_VESSEL,
-                      N_MAPS, NORMAL_SPACING, lesion_pattern, lesion_shape, mucosa, normal_pattern)
+from .surface import (
+    M_BROWN,
+    M_DEEP,
+    M_GLOSS,
+    M_HEIGHT,
+    M_LIGHT,
+    M_MASK,
+    M_PIT,
+    M_RED,
+    M_UPP,
+    M_VESSEL,
+    NORMAL_SPACING,
+    lesion_pattern,
+    lesion_shape,
+    mucosa,
+    normal_pattern,
+)
 
 LESION_SCALE = 4.0
 Z_PERIOD = 4.8              # atlas repeats along the tube (3 haustral folds)
@@ -31,8 +46,8 @@ def _bake(bp, out):
     N_Z, N_ANGLE = out.shape[1], out.shape[2]
     bseed = int(bp[L.B_SEED])
     circ = 2.0 * math.pi * LESION_SCALE
-    pu = int(round(circ / NORMAL_SPACING))
-    pv = int(round(Z_PERIOD * LESION_SCALE / NORMAL_SPACING))
+    pu = int(round(circ / NORMAL_SPACING))  # noqa: RUF046 (numba)
+    pv = int(round(Z_PERIOD * LESION_SCALE / NORMAL_SPACING))  # noqa: RUF046 (numba)
     su = pu * NORMAL_SPACING / circ                  # snap so the pit lattice tiles exactly
     sv = pv * NORMAL_SPACING / (Z_PERIOD * LESION_SCALE)
     for j in prange(N_Z):

@@ -128,5 +128,5 @@ def worley2(u, v, seed, jitter, period_u=0, period_v=0):
 @njit(cache=True, inline="always")
 def smoothstep(e0, e1, x):
     t = (x - e0) / (e1 - e0)
-    t = 0.0 if t < 0.0 else (1.0 if t > 1.0 else t)
+    t = 0.0 if t < 0.0 else (min(t, 1.0))
     return t * t * (3.0 - 2.0 * t)

@@ -7,8 +7,24 @@ from numba import njit, prange
 from . import latent as L
 from .config import Difficulty
 from .shade import camera, overlay_text, shade
-from .surface import M_BROWN, M_DEEP, M_GLOSS, M_HEIGHT, M_LIGHT, M_MASK, M_PIT, M_RED, M_TEX, M_UPP, M_VESSEL, N_MAPS
-from .surface import lesion_pattern, lesion_shape, mucosa, normal_pattern
+from .surface import (
+    M_BROWN,
+    M_DEEP,
+    M_GLOSS,
+    M_HEIGHT,
+    M_LIGHT,
+    M_MASK,
+    M_PIT,
+    M_RED,
+    M_TEX,
+    M_UPP,
+    M_VESSEL,
+    N_MAPS,
+    lesion_pattern,
+    lesion_shape,
+    mucosa,
+    normal_pattern,
+)
 
 
 @njit(cache=True, parallel=True)

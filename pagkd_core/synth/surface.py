@@ -11,7 +11,7 @@ import math
 from numba import njit
 
 from . import latent as L
-from .noise import fbm2, fbm3, ridge3, smoothstep, value2, value3, worley2  # noqa: F401
+from .noise import fbm2, fbm3, ridge3, smoothstep, value2, value3, worley2
 
 # physical map channels written by the renderers and read by the shader
 (M_HEIGHT, M_TEX, M_DEEP, M_PIT, M_VESSEL, M_MASK, M_BROWN, M_RED, M_LIGHT, M_UPP, M_GLOSS) = range(11)

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 
 from . import latent as L
 from .config import VideoConfig
-from .lumen import LESION_SCALE, bake_atlas, tube_maps
+from .lumen import bake_atlas, tube_maps
 from .noise import smoothstep
 from .shade import field_mask, overlay_text, shade
 from .surface import N_MAPS
@@ -102,7 +102,7 @@ def _motion_blur(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
     k = np.zeros((n | 1, n | 1), np.float32)
     c = (n | 1) // 2
     ex, ey = dx / math.hypot(dx, dy), dy / math.hypot(dx, dy)
-    cv2.line(k, (int(round(c - ex * c)), int(round(c - ey * c))), (int(round(c + ex * c)), int(round(c + ey * c))), 1.0)
+    cv2.line(k, (round(c - ex * c), round(c - ey * c)), (round(c + ex * c), round(c + ey * c)), 1.0)
     return cv2.filter2D(img, -1, k / k.sum())
 
 
@@ -119,7 +119,7 @@ def iter_procedure_frames(cfg: VideoConfig) -> Iterator[tuple[np.ndarray, dict]]
     field_lo = field_mask(hr, wr, cfg.border)[..., 0] > 0.5
     mask_hi = (field_mask(H, W, cfg.border) * 255).astype(np.uint8)
     mask_hi = np.repeat(mask_hi, 3, axis=2)
-    n_frames = int(round(cfg.seconds * cfg.fps)) if cfg.seconds > 0 else None
+    n_frames = round(cfg.seconds * cfg.fps) if cfg.seconds > 0 else None
     dt, f, prev_fwd = 1.0 / cfg.fps, 0, None
     while n_frames is None or f < n_frames:
         t = f * dt
@@ -162,8 +162,8 @@ def iter_procedure_frames(cfg: VideoConfig) -> Iterator[tuple[np.ndarray, dict]]
             sx, sy = W / wr, H / hr
             truth.update(lesion_visible=1, lesion_id=near[best][0].lesion_id, **{"class": near[best][0].cls},
                          x0=int(cols.min() * sx), y0=int(rows.min() * sy),
-                         x1=min(W - 1, int(math.ceil((cols.max() + 1) * sx)) - 1),
-                         y1=min(H - 1, int(math.ceil((rows.max() + 1) * sy)) - 1))
+                         x1=min(W - 1, math.ceil((cols.max() + 1) * sx) - 1),
+                         y1=min(H - 1, math.ceil((rows.max() + 1) * sy) - 1))
         if cfg.text:
             s = int(t)
             overlay_text(out, ["SYNTHETIC", f"{cfg.modality}  {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"])
@@ -171,27 +171,48 @@ def iter_procedure_frames(cfg: VideoConfig) -> Iterator[tuple[np.ndarray, dict]]
         f += 1
 
 
+class H264Writer:
+    """Minimal PyAV H.264 writer: `write(rgb)` per frame, pts = frame index in 1/fps units."""
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: int, crf: int = 23):
+        import av
+        self.box = av.open(str(path), "w")
+        self.stream = self.box.add_stream("libx264", rate=Fraction(fps, 1))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.stream.codec_context.time_base = Fraction(1, fps)
+        self.stream.options = {"crf": str(crf), "preset": "veryfast", "g": str(2 * fps)}
+        self.fps, self.n = fps, 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        import av
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts, frame.time_base = self.n, Fraction(1, self.fps)
+        self.box.mux(self.stream.encode(frame))
+        self.n += 1
+
+    def close(self) -> None:
+        self.box.mux(self.stream.encode())
+        self.box.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def write_video(cfg: VideoConfig, path: str | Path, progress: bool = True) -> tuple[Path, Path]:
     """Write `path` (.mp4, H.264) and its `<stem>.truth.csv`; returns both paths."""
-    import av
     from tqdm import tqdm
 
     path = Path(path)
-    truth_path = path.with_suffix("").with_suffix(".truth.csv") if path.suffix else Path(str(path) + ".truth.csv")
-    n = int(round(cfg.seconds * cfg.fps))
-    with av.open(str(path), "w") as box, open(truth_path, "w", newline="") as fh:
-        stream = box.add_stream("libx264", rate=Fraction(cfg.fps, 1))
-        stream.width, stream.height, stream.pix_fmt = cfg.width, cfg.height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, cfg.fps)
-        stream.options = {"crf": str(cfg.crf), "preset": "veryfast", "g": str(2 * cfg.fps)}
+    truth_path = path.with_suffix(".truth.csv")
+    n = round(cfg.seconds * cfg.fps)
+    with H264Writer(path, cfg.width, cfg.height, cfg.fps, cfg.crf) as out, open(truth_path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(TRUTH_COLUMNS)
         for rgb, truth in tqdm(iter_procedure_frames(cfg), total=n, disable=not progress, unit="frame",
                                desc=f"video {path.name}"):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = truth["frame"]
-            frame.time_base = Fraction(1, cfg.fps)
-            box.mux(stream.encode(frame))
+            out.write(rgb)
             writer.writerow(["" if truth[c] is None else truth[c] for c in TRUTH_COLUMNS])
-        box.mux(stream.encode())
     return path, truth_path

@@ -134,9 +134,12 @@ def export_onnx(model, input_size: tuple[int, int], out: Path, opset: int = 17) 
     if input_size[0] == input_size[1]:
         from pagkd_core.export import export_onnx as core_export
         tmp = out.with_name(out.name + f".{os.getpid()}.tmp.onnx")
-        core_export(model, tmp, int(input_size[0]))
-        os.replace(tmp, out)  # atomic: a concurrent reader never sees half a file
-        return out
+        try:
+            core_export(model, tmp, int(input_size[0]))
+            os.replace(tmp, out)  # atomic: a concurrent reader never sees half a file
+            return out
+        except ImportError:  # the dynamo exporter needs onnxscript, absent on some GPU hosts
+            pass
     import warnings
 
     import torch

@@ -70,6 +70,10 @@ class OrtEngine(Engine):
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(self.onnx_path), sess_options=session_options(threads, graph_opt),
                                             providers=providers)
+        if cuda and "CUDAExecutionProvider" not in self.session.get_providers():
+            # onnxruntime silently falls back to the CPU when its CUDA/cuDNN libraries do not load
+            raise EngineError("onnxruntime's CUDA provider failed to load (CUDA/cuDNN version mismatch?); "
+                              "use --engine torch on this GPU")
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 

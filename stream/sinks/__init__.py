@@ -4,5 +4,12 @@ from stream.sinks.predictions import PredictionLog, read_predictions
 from stream.sinks.record import Recorder
 from stream.sinks.stats import LatencyStats
 
-__all__ = ["Annotation", "PassThroughOverlay", "draw_overlay", "PredictionLog", "read_predictions",
-           "Recorder", "LatencyStats"]
+__all__ = [
+           "Annotation",
+           "LatencyStats",
+           "PassThroughOverlay",
+           "PredictionLog",
+           "Recorder",
+           "draw_overlay",
+           "read_predictions",
+]

@@ -98,7 +98,7 @@ class Recorder:
             # continue one frame after the last one instead of breaking the muxer.
             self._offset = self._last_t + 1.0 / self.fps - t
         self._last_t = t + self._offset
-        vf.pts = int(round(self._last_t / _TIME_BASE))
+        vf.pts = round(self._last_t / _TIME_BASE)
         vf.time_base = _TIME_BASE
         for packet in s.encode(vf):
             self._container.mux(packet)

@@ -23,8 +23,15 @@ from stream.sources.live import LatestFrameReader
 from stream.sources.network import SCHEMES, open_network
 from stream.sources.synthetic import open_synthetic
 
-__all__ = ["Source", "SourceError", "SourceInfo", "LatestFrameReader", "open_source", "demo_video",
-           "source_kind"]
+__all__ = [
+    "LatestFrameReader",
+    "Source",
+    "SourceError",
+    "SourceInfo",
+    "demo_video",
+    "open_source",
+    "source_kind",
+]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -43,7 +50,7 @@ def source_kind(spec: str) -> str:
         return "synthetic"
     if spec == "demo":
         return "file"
-    if spec.startswith("/dev/video") or spec.startswith("v4l2:"):
+    if spec.startswith(("/dev/video", "v4l2:")):
         return "capture"
     if urlparse(spec).scheme in SCHEMES:
         return "network"
@@ -55,7 +62,8 @@ def source_kind(spec: str) -> str:
 def open_source(spec: str, *, realtime: bool | None = None, stream_id: str = "0", speed: float = 1.0,
                 loop: bool = False, deinterlace: str = "auto", size: str | None = None,
                 fps: float | None = None, pixel_format: str | None = None, options: dict | None = None,
-                give_up_after: float | None = None, synthetic: dict | None = None) -> Source:
+                give_up_after: float | None = None, synthetic: dict | None = None,
+                threading: str = "auto") -> Source:
     """Open whatever ``spec`` names. ``realtime``: pace recorded input at its own rate and read
     it like a live feed (default: on for devices and network streams, off for files and
     folders, which then yield every frame). Raises :class:`SourceError` with a one-line message."""
@@ -63,9 +71,10 @@ def open_source(spec: str, *, realtime: bool | None = None, stream_id: str = "0"
     kind = source_kind(spec)
     if kind == "capture":
         return open_capture(spec.removeprefix("v4l2:"), size=size, fps=fps, pixel_format=pixel_format,
-                            stream_id=stream_id, give_up_after=give_up_after)
+                            stream_id=stream_id, give_up_after=give_up_after, threading=threading)
     if kind == "network":
-        return open_network(spec, options=options, stream_id=stream_id, give_up_after=give_up_after)
+        return open_network(spec, options=options, stream_id=stream_id, give_up_after=give_up_after,
+                            threading=threading)
     if kind == "synthetic":
         # "synthetic:seconds=10,seed=3,width=640,height=480" sets generator options inline.
         from stream.smoothing import parse_spec

@@ -25,7 +25,7 @@ def capture_options(size: str | None = None, fps: float | None = None,
 
 
 def open_capture(device: str, *, size: str | None = None, fps: float | None = None,
-                 pixel_format: str | None = None, stream_id: str = "0",
+                 pixel_format: str | None = None, stream_id: str = "0", threading: str = "auto",
                  give_up_after: float | None = None) -> Source:
     if not os.path.exists(device):
         raise SourceError(f"cannot open capture device {device!r}: it does not exist "
@@ -34,7 +34,7 @@ def open_capture(device: str, *, size: str | None = None, fps: float | None = No
 
     def reopen() -> Source:
         return AVSource(device, kind="capture", format="v4l2", options=opts, timeout=(5.0, 2.0),
-                        live=True, stream_id=stream_id)
+                        live=True, threading=threading, stream_id=stream_id)
 
     # The first open happens here so that a bad device fails at once with a clear message;
     # later failures (cable pulled, device reset) reconnect in the reader thread.

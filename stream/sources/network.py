@@ -29,7 +29,7 @@ def network_options(url: str, extra: dict | None = None) -> dict[str, str]:
 
 
 def open_network(url: str, *, options: dict | None = None, open_timeout: float = 10.0,
-                 read_timeout: float = 2.0, stream_id: str = "0",
+                 read_timeout: float = 2.0, stream_id: str = "0", threading: str = "auto",
                  give_up_after: float | None = None) -> Source:
     scheme = urlparse(url).scheme
     if scheme not in SCHEMES:
@@ -39,6 +39,6 @@ def open_network(url: str, *, options: dict | None = None, open_timeout: float =
     def reopen() -> Source:
         # read_timeout turns a silent sender into an error, which the reader answers by reconnecting.
         return AVSource(url, kind="network", options=opts, timeout=(open_timeout, read_timeout),
-                        live=True, stream_id=stream_id)
+                        live=True, threading=threading, stream_id=stream_id)
 
     return LatestFrameReader(reopen(), reopen, give_up_after=give_up_after)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from stream.frame import Frame
 from stream.sources.base import Source, SourceError, SourceInfo

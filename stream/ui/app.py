@@ -100,7 +100,9 @@ def default_model() -> Path:
 
     path = bundled_model()
     if not path.is_file():
-        raise FileNotFoundError(f"the bundled model {path} is missing; reinstall the package or pass --model PATH")
+        raise FileNotFoundError(
+            f"the bundled model {path} is missing; reinstall the package or pass --model PATH"
+        )
     return path
 
 
@@ -153,9 +155,9 @@ class AppContext:
         return run_replay(self.engine, self.base, self.runner.controls, probe, labels, out_dir, progress)
 
     def close(self) -> None:
+        self.files.close()  # first: nothing of a session may outlive the app, however the rest ends
         self.runner.close()
         self.engine.close()
-        self.files.close()
 
 
 def build_app(cfg: UIConfig):

@@ -61,6 +61,8 @@ def stats_html(s: dict) -> str:
         ("latency p99 (ms)", "latency_p99_ms", f"{s['latency_p99_ms']:.1f}"),
         ("frames not analysed (newest-frame policy)", "dropped_source", s["dropped_source"]),
         ("frames dropped (display)", "dropped_display", s["dropped_display"]),
+        ("JPEG encode p50 (ms)", "encode_ms", f"{s.get('encode_ms', 0.0):.1f}"),
+        ("live-view pages open", "viewers", s.get("viewers", 0)),
         ("frames processed", "frames", s["frames"]),
         ("alert frames", "alert_frames", s.get("alert_frames", 0)),
         ("engine", "engine", f"{s['engine']} {s.get('precision', '')}".strip()),

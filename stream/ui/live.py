@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 BOUNDARY = "frame"
 MARKER_BITS = 16
 MARKER_CELL = 8  # one 8x8 JPEG block per bit: survives quality-80 compression intact
+IDLE_INTERVAL = 1.0  # s between encodes while no page is watching
 
 
 @dataclass
@@ -62,6 +63,7 @@ class FrameHub:
         self.encode_ms = collections.deque(maxlen=256)
         self.trace = collections.deque(maxlen=trace_len)  # (seq, index, arrival, encoded)
         self.latest: Encoded | None = None
+        self.viewers = 0  # open MJPEG streams (only touched on the event loop)
         self._slot = None
         self._seq = 0
         self._cv = threading.Condition()
@@ -95,6 +97,9 @@ class FrameHub:
                     return
                 rgb, index, arrival = self._slot
                 self._slot = None
+            idle = self.latest is not None and time.time() - self.latest.encoded < IDLE_INTERVAL
+            if self.viewers == 0 and idle:
+                continue  # nobody watching: one picture a second keeps /live/frame.jpg fresh
             t0 = time.perf_counter()
             seq = self._seq + 1
             bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a new array: the marker never touches the caller's
@@ -143,16 +148,20 @@ class FrameHub:
     async def mjpeg(self):
         """Async generator of multipart parts; Starlette cancels it when the page goes away."""
         last = 0
-        while True:
-            f = await self.next_frame(last)
-            if f is None:
-                continue  # source paused or switching: keep the connection open
-            last = f.seq
-            head = (
-                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(f.jpeg)}\r\n"
-                f"X-Frame-Seq: {f.seq}\r\nX-Frame-Index: {f.index}\r\nX-Arrival: {f.arrival:.6f}\r\n\r\n"
-            )
-            yield head.encode() + f.jpeg + b"\r\n"
+        self.viewers += 1
+        try:
+            while True:
+                f = await self.next_frame(last)
+                if f is None:
+                    continue  # source paused or switching: keep the connection open
+                last = f.seq
+                head = (
+                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(f.jpeg)}\r\n"
+                    f"X-Frame-Seq: {f.seq}\r\nX-Frame-Index: {f.index}\r\nX-Arrival: {f.arrival:.6f}\r\n\r\n"
+                )
+                yield head.encode() + f.jpeg + b"\r\n"
+        finally:
+            self.viewers -= 1
 
 
 def authorised(request: Request) -> bool:

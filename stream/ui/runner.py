@@ -123,10 +123,16 @@ class LiveRunner:
             src: Source = LatestFrameReader(push)  # live semantics: newest frame, pass-through overlay
         else:
             src = self.open_source(spec)  # raises SourceError with a one-line message
-        pipe = Pipeline(self._config(), engine=self.engine)
-        pipe.result_callbacks.append(lambda r, p=pipe: self._on_result(p, r))
-        pipe.display_callbacks.append(lambda f, rgb, p=pipe: self._on_display(p, f, rgb))
-        pipe.add_stream(src, stream_id="live")
+        try:
+            pipe = Pipeline(self._config(), engine=self.engine)
+            pipe.result_callbacks.append(lambda r, p=pipe: self._on_result(p, r))
+            pipe.display_callbacks.append(lambda f, rgb, p=pipe: self._on_display(p, f, rgb))
+            pipe.add_stream(src, stream_id="live")
+        except BaseException:
+            src.close()
+            raise
+        if self.paused:
+            pipe.pause()
         with self._lock:
             old, self._pipe, self._push, self.spec = self._pipe, pipe, push, spec
             self.history.clear()
@@ -134,8 +140,6 @@ class LiveRunner:
             self.processed, self.last = 0, {}
             self.in_rate, self.out_rate = Rate(), Rate()
         pipe.start()
-        if self.paused:
-            pipe.pause()
         if old is not None:
             threading.Thread(target=old.stop, name="stop-old-source", daemon=True).start()
 
@@ -221,6 +225,8 @@ class LiveRunner:
             "latency_p99_ms": float(np.percentile(lat, 99)),
             "dropped_source": int(c.get("dropped", 0)),
             "dropped_display": int(self.hub.dropped),
+            "encode_ms": float(np.median(self.hub.encode_ms)) if self.hub.encode_ms else 0.0,
+            "viewers": int(self.hub.viewers),
             "frames": self.processed,
             "engine": eng.get("engine", "?"),
             "precision": eng.get("precision", ""),

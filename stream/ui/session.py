@@ -142,10 +142,14 @@ class SessionFiles:
             return d
 
     def adopt(self, session: str, upload: str | Path) -> Path:
-        """Move an uploaded file out of Gradio's cache into the session's folder."""
+        """Move an uploaded file out of Gradio's cache into the session's folder (the page keeps
+        naming the cache path, so a second run of the same upload finds it here)."""
         src = Path(upload)
         dst = self.dir(session) / src.name
-        shutil.move(str(src), dst)
+        if src.is_file():
+            shutil.move(str(src), dst)
+        elif not dst.is_file():
+            raise UploadError(f"{src.name}: the upload is gone (page reloaded?); upload it again")
         return dst
 
     def drop(self, session: str) -> None:

@@ -1,0 +1,40 @@
+"""benchmarks.kernels: its correctness check, dispatch order and memory probe are real."""
+import torch
+
+from benchmarks.kernels import Case, cam_labels, cpu_peak, dispatch_order, table, time_case
+
+
+def test_time_case_checks_every_cpu_impl_and_orders_them():
+    result = time_case(Case(1, 2, 300, D=16), ["reference", "numba"], "cpu", repeats=1)
+    assert not result["failed"]
+    assert all(err < 1e-4 for err in result["max_rel_error"].values()), result["max_rel_error"]
+    row = {"case": {"L": 1600, "dtype": "float32"}, "case_name": "x", "peak_bytes": {}, **result}
+    order = dispatch_order([row], ["reference", "numba"])
+    assert sorted(order) == ["numba", "reference"]
+    assert order[0] == min(result["seconds"], key=result["seconds"].get)
+    assert "| x |" in table([row], ["reference", "numba"], "cpu")
+
+
+def test_broken_impl_is_reported_and_left_out_of_dispatch(monkeypatch):
+    import kernels.op
+    monkeypatch.setitem(kernels.op.IMPLS, "numba", lambda *a, **k: torch.full((1, 1, 64, 16), float("nan")))
+    result = time_case(Case(1, 1, 64, D=16), ["reference", "numba"], "cpu", repeats=1)
+    row = {"case": {"L": 64, "dtype": "float32"}, **result}
+    assert dispatch_order([row], ["reference", "numba"]) == ["reference"]
+
+
+def test_cam_labels_have_all_three_kinds():
+    labels = cam_labels(2, 1600, torch.Generator().manual_seed(0))
+    counts = torch.bincount(labels.flatten() + 1, minlength=3)
+    assert labels.shape == (2, 1600) and (counts > 100).all()
+
+
+def test_peak_memory_linear_for_numba_quadratic_for_reference():
+    """Peak RSS of one forward+backward in a fresh process, at L and 4L."""
+    small, large = Case(1, 1, 1024, D=64, labels="dense"), Case(1, 1, 4096, D=64, labels="dense")
+    ref = [cpu_peak(c, "reference") for c in (small, large)]
+    fused = [cpu_peak(c, "numba") for c in (small, large)]
+    assert None not in ref + fused
+    assert ref[1] / ref[0] > 8, ref            # L^2: 16x expected
+    assert fused[1] < ref[1] / 8, (fused, ref)
+    assert fused[1] / max(fused[0], 1) < 6, fused   # linear: 4x expected
