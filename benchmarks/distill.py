@@ -7,6 +7,7 @@ Per fold: one NBI teacher, then one student per row. Metrics come from the poole
 predictions (AUC with a lesion-bootstrap 95% interval) and per fold (mean and spread).
 Interrupted runs continue where they stopped (each stage resumes from its last epoch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,25 +27,42 @@ import torch
 from pagkd_core.config import load_config
 from pagkd_core.data import prepare
 from pagkd_core.evaluate import pooled_predictions, summarise
-from pagkd_core.train import stage_dir, train_stage
+from pagkd_core.train import train_stage
 
 # name -> (table label, distill overrides, needs true pairs)
 ROWS: dict[str, tuple[str, dict, bool]] = {
     "wli_only": ("WLI-only (cross-entropy)", {"method": "none"}, False),
-    "logit_kd": ("Logit KD, paired data", {"method": "kd", "pairing": "true"}, True),
-    "add": ("Image-level dense (ADD-style), paired data", {"method": "add", "level": "image", "pairing": "true"}, True),
-    "img_pro": ("Image-level Pro", {"method": "pro", "level": "image"}, False),
-    "img_den": ("Image-level Den", {"method": "den", "level": "image"}, False),
-    "img_both": ("Image-level Pro + Den", {"method": "pro+den", "level": "image"}, False),
+    "pagkd": ("PaGKD (GKD-Pro + GKD-Den)", {"method": "pro+den", "level": "group"}, False),
     "gkd_pro": ("GKD-Pro only", {"method": "pro", "level": "group"}, False),
     "gkd_den": ("GKD-Den only", {"method": "den", "level": "group"}, False),
-    "pagkd": ("PaGKD (GKD-Pro + GKD-Den)", {"method": "pro+den", "level": "group"}, False),
+    "logit_kd": ("Logit KD, paired data", {"method": "kd", "pairing": "true"}, True),
+    "add": (
+        "Image-level dense (ADD-style), paired data",
+        {"method": "add", "level": "image", "pairing": "true"},
+        True,
+    ),
+    "img_both": ("Image-level Pro + Den", {"method": "pro+den", "level": "image"}, False),
+    "img_pro": ("Image-level Pro", {"method": "pro", "level": "image"}, False),
+    "img_den": ("Image-level Den", {"method": "den", "level": "image"}, False),
 }
-DATA = {"full": ["--size", "128", "--lesions-per-class", "30", "--views", "3", "--seed", "7"],
-        "quick": ["--size", "48", "--lesions-per-class", "6", "--views", "2", "--seed", "7"]}
-QUICK = ["data.image_size=32", "data.folds=2", "optim.epochs=1", "optim.steps_per_epoch=1", "optim.batch_size=4",
-         "teacher_optim.epochs=1", "teacher_optim.steps_per_epoch=1", "teacher_optim.batch_size=4",
-         "distill.warmup_epochs=0", "distill.n_queries=4", "distill.par_iters=2", "run.progress=false"]
+DATA = {
+    "full": ["--size", "128", "--lesions-per-class", "30", "--views", "3", "--seed", "7"],
+    "quick": ["--size", "48", "--lesions-per-class", "6", "--views", "2", "--seed", "7"],
+}
+QUICK = [
+    "data.image_size=32",
+    "data.folds=2",
+    "optim.epochs=1",
+    "optim.steps_per_epoch=1",
+    "optim.batch_size=4",
+    "teacher_optim.epochs=1",
+    "teacher_optim.steps_per_epoch=1",
+    "teacher_optim.batch_size=4",
+    "distill.warmup_epochs=0",
+    "distill.n_queries=4",
+    "distill.par_iters=2",
+    "run.progress=false",
+]
 
 
 def ensure_data(root: Path, quick: bool) -> None:
@@ -71,9 +89,17 @@ def row_result(cfg, stage: str, n_boot: int, data) -> dict:
     s = summarise(pooled_predictions(cfg, stage, data=data), n_boot=n_boot, seed=cfg.run.seed)
     aucs = [m["auc"] for m in s["per_fold"].values()]
     mean, half = interval(aucs)
-    return {"auc": s["metrics"]["auc"], "auc_ci": s["ci95"]["auc"], "acc": s["metrics"]["accuracy"],
-            "f1": s["metrics"]["f1"], "fold_auc": aucs, "fold_mean": mean, "fold_half": half,
-            "n_images": s["n_images"], "n_lesions": s["n_lesions"]}
+    return {
+        "auc": s["metrics"]["auc"],
+        "auc_ci": s["ci95"]["auc"],
+        "acc": s["metrics"]["accuracy"],
+        "f1": s["metrics"]["f1"],
+        "fold_auc": aucs,
+        "fold_mean": mean,
+        "fold_half": half,
+        "n_images": s["n_images"],
+        "n_lesions": s["n_lesions"],
+    }
 
 
 def pct(x: float) -> str:
@@ -81,16 +107,23 @@ def pct(x: float) -> str:
 
 
 def markdown(results: dict, meta: dict) -> str:
-    lines = ["| Method | needs paired data | AUC pooled [95% CI] | AUC per fold: mean ± 95% t | Acc | F1 |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| Method | needs paired data | AUC pooled [95% CI] | AUC per fold: mean ± 95% t | Acc | F1 |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         ci = f"{pct(r['auc'])} [{pct(r['auc_ci'][0])}, {pct(r['auc_ci'][1])}]"
         fold = f"{pct(r['fold_mean'])} ± {pct(r['fold_half'])}"
-        lines.append(f"| {r['label']} | {'yes' if r['paired'] else 'no'} | {ci} | {fold} | {pct(r['acc'])} | "
-                     f"{pct(r['f1'])} |")
-    lines += ["", f"SYNTHETIC data; {meta['folds']}-fold lesion-level CV, predictions pooled over folds; "
-              f"the NBI teacher row is tested on NBI images, all others on WLI. "
-              f"Command: `{meta['command']}`; {meta['machine']}; wall time {meta['minutes']:.1f} min."]
+        lines.append(
+            f"| {r['label']} | {'yes' if r['paired'] else 'no'} | {ci} | {fold} | {pct(r['acc'])} | "
+            f"{pct(r['f1'])} |"
+        )
+    lines += [
+        "",
+        f"SYNTHETIC data; {meta['folds']}-fold lesion-level CV, predictions pooled over folds; "
+        f"the NBI teacher row is tested on NBI images, all others on WLI. "
+        f"Command: `{meta['command']}`; {meta['machine']}; wall time {meta['minutes']:.1f} min.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -117,26 +150,49 @@ def main(argv: list[str] | None = None) -> int:
     base = [f"data.root={root}", f"run.out_dir={out}", *(QUICK if args.quick else []), *args.overrides]
     cfg = load_config(args.config, base)
     n_boot = 50 if args.quick else args.n_boot
-    data = prepare(cfg, cfg.run.out_dir, progress=False)     # decoded once, shared by every run
-    for fold in range(cfg.data.folds):
-        fcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=fold))
-        print(f"fold {fold + 1}/{cfg.data.folds}: teacher", flush=True)
+    data = prepare(cfg, cfg.run.out_dir, progress=False)  # decoded once, shared by every run
+    meta = {
+        "command": "python -m benchmarks.distill " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"2-core CPU dev machine ({platform.machine()}, {torch.get_num_threads()} torch threads), "
+        f"torch {torch.__version__}",
+        "folds": cfg.data.folds,
+        "config": cfg.to_dict(),
+        "synthetic": True,
+    }
+    folds = [
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=f)) for f in range(cfg.data.folds)
+    ]
+    for fcfg in folds:
+        print(f"fold {fcfg.data.fold + 1}/{cfg.data.folds}: teacher", flush=True)
         train_stage(fcfg, "teacher", resume=True, data=data)
-        for name in rows:
-            d = dataclasses.replace(fcfg.distill, **ROWS[name][1])
-            print(f"fold {fold + 1}/{cfg.data.folds}: {name}", flush=True)
-            train_stage(dataclasses.replace(fcfg, distill=d), "student", resume=True, name=name, data=data)
-    results = {"nbi_teacher": {"label": "NBI teacher (tested on NBI)", "paired": False,
-                               **row_result(cfg, "teacher", n_boot, data)}}
+    results = {
+        "nbi_teacher": {
+            "label": "NBI teacher (tested on NBI)",
+            "paired": False,
+            **row_result(cfg, "teacher", n_boot, data),
+        }
+    }
+    # Row by row over all folds, writing the table after each: an interrupted run still reports
+    # its finished rows, and a rerun resumes the rest.
     for name in rows:
+        for fcfg in folds:
+            print(f"fold {fcfg.data.fold + 1}/{cfg.data.folds}: {name}", flush=True)
+            train_stage(
+                dataclasses.replace(fcfg, distill=dataclasses.replace(fcfg.distill, **ROWS[name][1])),
+                "student",
+                resume=True,
+                name=name,
+                data=data,
+            )
         rcfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, **ROWS[name][1]))
-        results[name] = {"label": ROWS[name][0], "paired": ROWS[name][2], **row_result(rcfg, name, n_boot, data)}
-    meta = {"command": "python -m benchmarks.distill " + shlex.join(argv if argv is not None else sys.argv[1:]),
-            "machine": f"{torch.get_num_threads()}-thread CPU ({platform.machine()}), torch {torch.__version__}",
-            "folds": cfg.data.folds, "minutes": (time.time() - t0) / 60, "config": cfg.to_dict(),
-            "synthetic": True}
-    (out / "table.md").write_text(markdown(results, meta))
-    (out / "results.json").write_text(json.dumps({"rows": results, "meta": meta}, indent=1) + "\n")
+        results[name] = {
+            "label": ROWS[name][0],
+            "paired": ROWS[name][2],
+            **row_result(rcfg, name, n_boot, data),
+        }
+        meta["minutes"] = (time.time() - t0) / 60
+        (out / "table.md").write_text(markdown(results, meta))
+        (out / "results.json").write_text(json.dumps({"rows": results, "meta": meta}, indent=1) + "\n")
     print(markdown(results, meta))
     return 0
 

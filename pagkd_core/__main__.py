@@ -1,4 +1,5 @@
 """`python -m pagkd_core ...` (see pagkd_core/cli.py)."""
+
 import sys
 
 from pagkd_core.cli import main

@@ -4,6 +4,7 @@ everything else (epoch, history, optimizer hyper-parameters, numpy/python RNG) i
 A checkpoint is written at the end of every epoch, atomically (write then rename), so a run
 killed at any moment resumes from its last finished epoch and reproduces the uninterrupted run.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, pystate, pygauss = random.getstate()
-    return tensors, {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-                     "python": [version, list(pystate), pygauss]}
+    return tensors, {
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "python": [version, list(pystate), pygauss],
+    }
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -45,8 +48,11 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 def save_weights(path: str | Path, modules: dict[str, nn.Module]) -> None:
     path = Path(path)
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
-               for name, m in modules.items() for k, v in m.state_dict().items()}
+    tensors = {
+        f"{name}.{k}": v.detach().cpu().contiguous()
+        for name, m in modules.items()
+        for k, v in m.state_dict().items()
+    }
     _atomic_write(path, lambda p: save_file(tensors, str(p)))
 
 
@@ -58,20 +64,25 @@ def load_weights(path: str | Path, modules: dict[str, nn.Module], tensors: dict 
         tensors = load_file(str(path))
     for name, m in modules.items():
         prefix = name + "."
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             m.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(f"{path}: '{name}' does not match the configured model "
-                             f"({str(e).splitlines()[0]})") from None
+            raise ValueError(
+                f"{path}: '{name}' does not match the configured model ({str(e).splitlines()[0]})"
+            ) from None
 
 
-def save_checkpoint(path_stem: str | Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-                    state: dict) -> None:
+def save_checkpoint(
+    path_stem: str | Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict
+) -> None:
     """<stem>.safetensors + <stem>.json; `state` is JSON-able (epoch, history, config, ...)."""
     stem = Path(path_stem)
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
-               for name, m in modules.items() for k, v in m.state_dict().items()}
+    tensors = {
+        f"{name}.{k}": v.detach().cpu().contiguous()
+        for name, m in modules.items()
+        for k, v in m.state_dict().items()
+    }
     opt = optimizer.state_dict()
     for pid, st in opt["state"].items():
         for k, v in st.items():
@@ -83,8 +94,9 @@ def save_checkpoint(path_stem: str | Path, modules: dict[str, nn.Module], optimi
     _atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))
 
 
-def load_checkpoint(path_stem: str | Path, modules: dict[str, nn.Module],
-                    optimizer: torch.optim.Optimizer) -> dict:
+def load_checkpoint(
+    path_stem: str | Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer
+) -> dict:
     """Restores modules, optimizer and RNG in place; returns the JSON state."""
     stem = Path(path_stem)
     meta = json.loads(stem.with_suffix(".json").read_text())

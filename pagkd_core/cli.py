@@ -3,6 +3,7 @@
 Every training command takes `--config FILE` and any number of `--set section.key=value`.
 Errors in the input are one line on stderr with a non-zero exit (set PAGKD_DEBUG=1 for a traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,14 @@ from pagkd_core.config import Config, ConfigError, load_config
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (configs/paper.yaml, configs/synthetic_small.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.epochs=3 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.epochs=3 (repeatable)",
+    )
 
 
 def _folds(cfg: Config, args) -> list[int]:
@@ -42,12 +49,14 @@ def cmd_train(args, argv: list[str]) -> int:
         fcfg = _for_fold(cfg, fold)
         best = train_stage(fcfg, stage, resume=args.resume, name=args.name)
         out = stage_dir(fcfg, "teacher" if stage == "teacher" else args.name)
-        if out.is_dir():   # rank 0 records how to reproduce the run (export copies it)
+        if out.is_dir():  # rank 0 records how to reproduce the run (export copies it)
             (out / "command.txt").write_text("python -m pagkd_core " + shlex.join(argv) + "\n")
         if best:
             v = best["val"]
-            print(f"fold {fold}: best epoch {best['epoch']}  val AUC {v['auc']:.4f}  acc {v['accuracy']:.4f}  "
-                  f"-> {out}")
+            print(
+                f"fold {fold}: best epoch {best['epoch']}  val AUC {v['auc']:.4f}  acc {v['accuracy']:.4f}  "
+                f"-> {out}"
+            )
     return 0
 
 
@@ -76,29 +85,45 @@ def cmd_export(args, argv) -> int:
     src = stage_dir(cfg, args.name)
     best = src / "best.json"
     if not best.is_file():
-        raise FileNotFoundError(f"no trained student in {src} (expected best.json); run `python -m pagkd_core train`")
+        raise FileNotFoundError(
+            f"no trained student in {src} (expected best.json); run `python -m pagkd_core train`"
+        )
     info = json.loads(best.read_text())
     model = model_from_config(cfg.student, len(info["class_names"]), cfg.distill.embed_dim, pretrained=False)
     load_weights(src / "best.safetensors", {"model": model})
-    metrics = {"validation": {k: info["val"][k] for k in ("auc", "accuracy", "f1", "n")}, "epoch": info["epoch"]}
+    metrics = {
+        "validation": {k: info["val"][k] for k in ("auc", "accuracy", "f1", "n")},
+        "epoch": info["epoch"],
+    }
     if args.report:
         metrics["test_pooled"] = json.loads(Path(args.report).read_text())["metrics"]
     recorded = ([stage_dir(cfg, "teacher") / "command.txt"] if cfg.distill.method != "none" else []) + [
-        src / "command.txt"]
+        src / "command.txt"
+    ]
     commands = [p.read_text().strip() for p in recorded if p.is_file()]
     train_command = args.train_command or " && ".join(commands)
-    meta = export_student(model, args.out, class_names=info["class_names"], input_size=cfg.data.image_size,
-                          config_hash=cfg.hash(), metrics=metrics, train_command=train_command,
-                          fp16=args.fp16, onnx=not args.no_onnx,
-                          extra={"distill_method": cfg.distill.method, "fold": cfg.data.fold})
+    meta = export_student(
+        model,
+        args.out,
+        class_names=info["class_names"],
+        input_size=cfg.data.image_size,
+        config_hash=cfg.hash(),
+        metrics=metrics,
+        train_command=train_command,
+        fp16=args.fp16,
+        onnx=not args.no_onnx,
+        extra={"distill_method": cfg.distill.method, "fold": cfg.data.fold},
+    )
     if not args.no_onnx:
         from pagkd_core.export import load_student
 
         loaded, _ = load_student(args.out)
         diff = check_onnx(loaded, Path(args.out).with_suffix(".onnx"), cfg.data.image_size)
         print(f"ONNX checked with onnxruntime: max |logit diff| {diff:.2e}")
-    print(f"exported {meta['backbone']} student -> {Path(args.out).with_suffix('.safetensors')} (+ .json"
-          f"{', .onnx' if not args.no_onnx else ''})")
+    print(
+        f"exported {meta['backbone']} student -> {Path(args.out).with_suffix('.safetensors')} (+ .json"
+        f"{', .onnx' if not args.no_onnx else ''})"
+    )
     return 0
 
 
@@ -111,8 +136,10 @@ def cmd_synth(argv) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pagkd_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, helptext in (("train-teacher", "stage 1: train the NBI teacher"),
-                           ("train", "stage 2: train the WLI student (distiller from distill.method)")):
+    for name, helptext in (
+        ("train-teacher", "stage 1: train the NBI teacher"),
+        ("train", "stage 2: train the WLI student (distiller from distill.method)"),
+    ):
         p = sub.add_parser(name, help=helptext)
         _common(p)
         p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch")
@@ -137,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="evaluate's report.json whose pooled test metrics go into the metadata")
     p.add_argument("--train-command", help="reproduce command to record (default: the recorded ones)")
     p.set_defaults(func=cmd_export)
-    for name in ("synth-images", "synth-video"):   # parsed by pagkd_core.synth (see main)
+    for name in ("synth-images", "synth-video"):  # parsed by pagkd_core.synth (see main)
         sub.add_parser(name, help=f"synthetic data: see `python -m pagkd_core {name} --help`", add_help=False)
     return parser
 

@@ -3,6 +3,7 @@
 One `Config` describes a whole experiment (data, both networks, both optimisation stages,
 the distiller); every command reads the same object so a run can be repeated from its JSON.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,44 +20,44 @@ import yaml
 @dataclass
 class DataConfig:
     root: str = "data/synthetic"
-    layout: str = "auto"                # auto | generic | piccolo | cpc
+    layout: str = "auto"  # auto | generic | piccolo | cpc
     classes: list[str] = field(default_factory=list)  # empty: inferred (canonical order first)
-    csv: str = ""                       # PICCOLO metadata CSV (';'-separated); default: root/*.csv
-    csv_lesion_col: str = ""            # empty: guessed from the header (e.g. "lesion")
-    csv_class_col: str = ""             # empty: guessed (e.g. "histology")
-    csv_patient_col: str = ""           # empty: guessed (e.g. "patient"), optional
+    csv: str = ""  # PICCOLO metadata CSV (';'-separated); default: root/*.csv
+    csv_lesion_col: str = ""  # empty: guessed from the header (e.g. "lesion")
+    csv_class_col: str = ""  # empty: guessed (e.g. "histology")
+    csv_patient_col: str = ""  # empty: guessed (e.g. "patient"), optional
     image_size: int = 448
     folds: int = 5
     fold: int = 0
-    val_fraction: float = 0.2           # of the training folds' lesions, for model selection
+    val_fraction: float = 0.2  # of the training folds' lesions, for model selection
     split_seed: int = 0
     augment: bool = True
-    cache: bool = True                  # keep resized uint8 images in memory (small datasets)
+    cache: bool = True  # keep resized uint8 images in memory (small datasets)
     workers: int = 0
 
 
 @dataclass
 class ModelConfig:
     backbone: str = "resnet50"
-    pretrained: str = ""                # local .safetensors with timm backbone weights
-    output_stride: int = 32             # 16 or 8: denser last feature map (timm dilation), for small inputs
+    pretrained: str = ""  # local .safetensors with timm backbone weights
+    output_stride: int = 32  # 16 or 8: denser last feature map (timm dilation), for small inputs
 
 
 @dataclass
 class OptimConfig:
     epochs: int = 200
-    batch_size: int = 24                # student: (WLI, NBI) couples per step; teacher: NBI images
+    batch_size: int = 24  # student: (WLI, NBI) couples per step; teacher: NBI images
     lr: float = 1e-4
     weight_decay: float = 1e-8
-    steps_per_epoch: int = 0            # 0: one pass over the training images
+    steps_per_epoch: int = 0  # 0: one pass over the training images
 
 
 @dataclass
 class DistillConfig:
-    method: str = "pro+den"             # none | pro | den | pro+den | kd | add
-    level: str = "group"                # group | image
-    pairing: str = "random"             # random (PaGKD, unpaired) | true (paired lesions only)
-    embed_dim: int = 128                # d: student 1x1 embedding and teacher-side projection
+    method: str = "pro+den"  # none | pro | den | pro+den | kd | add
+    level: str = "group"  # group | image
+    pairing: str = "random"  # random (PaGKD, unpaired) | true (paired lesions only)
+    embed_dim: int = 128  # d: student 1x1 embedding and teacher-side projection
     n_queries: int = 12
     blocks: int = 1
     heads: int = 4
@@ -73,17 +74,17 @@ class DistillConfig:
     par_dilations: tuple[int, ...] = (1, 2, 4, 8)
     use_par: bool = True
     den_heads: int = 1
-    den_loss: str = "l2"                # l2 | cosine
+    den_loss: str = "l2"  # l2 | cosine
     qformer_self_attention: bool = True  # [P] self- then cross-attention; False = [C] cross only
     max_group_images: int = 64
 
 
 @dataclass
 class RunConfig:
-    out_dir: str = "runs/default"       # fold k writes to <out_dir>/fold<k>/{teacher,student}
+    out_dir: str = "runs/default"  # fold k writes to <out_dir>/fold<k>/{teacher,student}
     seed: int = 0
-    device: str = "cpu"                 # cpu | cuda | auto
-    threads: int = 0                    # torch intra-op threads; 0 = torch default
+    device: str = "cpu"  # cpu | cuda | auto
+    threads: int = 0  # torch intra-op threads; 0 = torch default
     progress: bool = True
 
 

@@ -7,6 +7,7 @@ class-balanced batches (every class in every local batch, which the group losses
 the objective (student + distiller) is wrapped in DistributedDataParallel. Rank 0 validates
 and writes checkpoints; NCCL on CUDA, gloo on CPU (how the tests run it: 2 CPU processes).
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,9 @@ def wrap(module: nn.Module, d: Dist) -> nn.Module:
     if not d.enabled:
         return module
     # Distillation parts are idle during warm-up and unused by some methods.
-    return DistributedDataParallel(module, device_ids=[d.device.index] if d.device.type == "cuda" else None,
-                                   find_unused_parameters=True)
+    return DistributedDataParallel(
+        module, device_ids=[d.device.index] if d.device.type == "cuda" else None, find_unused_parameters=True
+    )
 
 
 def barrier(d: Dist) -> None:
@@ -81,7 +83,9 @@ def check_in_sync(module: nn.Module, d: Dist) -> None:
     """Raise if the ranks' copies of `module` diverged (DDP keeps them bit-identical)."""
     if not d.enabled:
         return
-    total = torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().reshape(1).to(d.device)
+    total = (
+        torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().reshape(1).to(d.device)
+    )
     gathered = [torch.zeros_like(total) for _ in range(d.world)]
     dist.all_gather(gathered, total)
     if any(not torch.equal(g, gathered[0]) for g in gathered):

@@ -2,6 +2,7 @@
 predictions of all folds are pooled and the metrics computed once, with bootstrap intervals
 over lesions.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,9 @@ log = logging.getLogger("pagkd_core.evaluate")
 
 
 @torch.no_grad()
-def predict(model: LesionNet, images: ImageSet, device="cpu", batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: LesionNet, images: ImageSet, device="cpu", batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities (N, K) and labels (N,) on un-augmented images."""
     was_training = model.training
     model.eval()
@@ -32,11 +35,19 @@ def predict(model: LesionNet, images: ImageSet, device="cpu", batch_size: int = 
         probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
     model.train(was_training)
     k = model.num_classes
-    return (torch.cat(probs).numpy() if probs else np.zeros((0, k))), np.asarray(images.labels, dtype=np.int64)
+    return (torch.cat(probs).numpy() if probs else np.zeros((0, k))), np.asarray(
+        images.labels, dtype=np.int64
+    )
 
 
-def pooled_predictions(cfg: Config, stage: str = "student", folds: list[int] | None = None,
-                       modality: str | None = None, device: str = "cpu", data=None) -> dict:
+def pooled_predictions(
+    cfg: Config,
+    stage: str = "student",
+    folds: list[int] | None = None,
+    modality: str | None = None,
+    device: str = "cpu",
+    data=None,
+) -> dict:
     """Run every fold's best checkpoint of `stage` on its test fold. Teacher: NBI, else WLI."""
     from pagkd_core.train import stage_dir
 
@@ -44,12 +55,17 @@ def pooled_predictions(cfg: Config, stage: str = "student", folds: list[int] | N
     data = data or prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress)
     folds = list(range(cfg.data.folds)) if folds is None else folds
     spec = cfg.teacher if stage == "teacher" else cfg.student
-    ckpts = {f: stage_dir(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=f)), stage)
-             / "best.safetensors" for f in folds}
+    ckpts = {
+        f: stage_dir(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=f)), stage)
+        / "best.safetensors"
+        for f in folds
+    }
     missing = [str(p) for p in ckpts.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} fold checkpoint(s) missing, first: {missing[0]}; train those "
-                                f"folds or pass --folds with the trained ones")
+        raise FileNotFoundError(
+            f"{len(missing)} fold checkpoint(s) missing, first: {missing[0]}; train those "
+            f"folds or pass --folds with the trained ones"
+        )
     rows = {"probs": [], "labels": [], "lesions": [], "folds": [], "paths": []}
     for f in folds:
         model = model_from_config(spec, len(data.class_names), cfg.distill.embed_dim, pretrained=False)
@@ -61,9 +77,17 @@ def pooled_predictions(cfg: Config, stage: str = "student", folds: list[int] | N
         rows["lesions"] += [s.lesion for s in test.samples]
         rows["folds"] += [f] * len(test)
         rows["paths"] += [s.path for s in test.samples]
-    return {"probs": np.concatenate(rows["probs"]), "labels": np.concatenate(rows["labels"]),
-            "lesions": rows["lesions"], "folds": rows["folds"], "paths": rows["paths"],
-            "class_names": data.class_names, "modality": modality, "stage": stage, "fold_list": folds}
+    return {
+        "probs": np.concatenate(rows["probs"]),
+        "labels": np.concatenate(rows["labels"]),
+        "lesions": rows["lesions"],
+        "folds": rows["folds"],
+        "paths": rows["paths"],
+        "class_names": data.class_names,
+        "modality": modality,
+        "stage": stage,
+        "fold_list": folds,
+    }
 
 
 def summarise(pred: dict, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -74,9 +98,17 @@ def summarise(pred: dict, n_boot: int = 1000, seed: int = 0) -> dict:
     for f in pred["fold_list"]:
         sel = folds == f
         per_fold[str(f)] = classification_metrics(pred["labels"][sel], pred["probs"][sel])
-    return {"metrics": m, "ci95": ci, "per_fold": per_fold, "n_images": int(len(pred["labels"])),
-            "n_lesions": len(set(pred["lesions"])), "class_names": pred["class_names"],
-            "modality": pred["modality"], "stage": pred["stage"], "bootstrap": {"n": n_boot, "unit": "lesion"}}
+    return {
+        "metrics": m,
+        "ci95": ci,
+        "per_fold": per_fold,
+        "n_images": int(len(pred["labels"])),
+        "n_lesions": len(set(pred["lesions"])),
+        "class_names": pred["class_names"],
+        "modality": pred["modality"],
+        "stage": pred["stage"],
+        "bootstrap": {"n": n_boot, "unit": "lesion"},
+    }
 
 
 def write_predictions(pred: dict, path: Path) -> None:
@@ -84,12 +116,24 @@ def write_predictions(pred: dict, path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(["path", "lesion", "fold", "label", *[f"p_{c}" for c in pred["class_names"]]])
         for i, p in enumerate(pred["probs"]):
-            w.writerow([pred["paths"][i], pred["lesions"][i], pred["folds"][i], int(pred["labels"][i]),
-                        *[f"{v:.6f}" for v in p]])
+            w.writerow(
+                [
+                    pred["paths"][i],
+                    pred["lesions"][i],
+                    pred["folds"][i],
+                    int(pred["labels"][i]),
+                    *[f"{v:.6f}" for v in p],
+                ]
+            )
 
 
-def evaluate(cfg: Config, stage: str = "student", folds: list[int] | None = None, out: str | Path | None = None,
-             n_boot: int = 1000) -> dict:
+def evaluate(
+    cfg: Config,
+    stage: str = "student",
+    folds: list[int] | None = None,
+    out: str | Path | None = None,
+    n_boot: int = 1000,
+) -> dict:
     """Pool, summarise and write report.{json,md}, confusion.png, roc.png, predictions.csv."""
     from pagkd_core.report import write_report
 

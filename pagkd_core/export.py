@@ -3,6 +3,7 @@
 Format `pagkd-student/1` (docs/architecture.md). Loading never unpickles: weights come from
 safetensors, metadata from JSON. fp16 storage halves the file; loading casts back to fp32.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,20 @@ from pagkd_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pagkd_core.models import LesionNet, build_model
 
 FORMAT = "pagkd-student/1"
-_META_KEYS = ("format", "backbone", "num_classes", "class_names", "input_size", "mean", "std",
-              "embed_dim", "config_hash", "metrics", "train_command", "synthetic")
+_META_KEYS = (
+    "format",
+    "backbone",
+    "num_classes",
+    "class_names",
+    "input_size",
+    "mean",
+    "std",
+    "embed_dim",
+    "config_hash",
+    "metrics",
+    "train_command",
+    "synthetic",
+)
 
 
 def _stem(path: str | Path) -> Path:
@@ -27,26 +40,48 @@ def _stem(path: str | Path) -> Path:
     return p.with_suffix("") if p.suffix in (".json", ".safetensors", ".onnx") else p
 
 
-def export_student(model: LesionNet, stem: str | Path, *, class_names: list[str], input_size: int,
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD, config_hash: str = "", metrics: dict | None = None,
-                   train_command: str = "", synthetic: bool = True, fp16: bool = False,
-                   onnx: bool = True, extra: dict | None = None) -> dict:
+def export_student(
+    model: LesionNet,
+    stem: str | Path,
+    *,
+    class_names: list[str],
+    input_size: int,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    config_hash: str = "",
+    metrics: dict | None = None,
+    train_command: str = "",
+    synthetic: bool = True,
+    fp16: bool = False,
+    onnx: bool = True,
+    extra: dict | None = None,
+) -> dict:
     """Write the student alone; returns the metadata (with the written file names)."""
     if len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names for a {model.num_classes}-class model")
     stem = _stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if fp16 else torch.float32
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(stem.with_suffix(".safetensors")), metadata={"format": FORMAT})
-    os.chmod(stem.with_suffix(".safetensors"), 0o644)   # safetensors creates 0600; the file is shipped
+    os.chmod(stem.with_suffix(".safetensors"), 0o644)  # safetensors creates 0600; the file is shipped
     meta = {
-        "format": FORMAT, "backbone": model.backbone_name, "num_classes": model.num_classes,
-        "class_names": list(class_names), "input_size": [int(input_size), int(input_size)],
-        "mean": [float(m) for m in mean], "std": [float(s) for s in std], "embed_dim": model.embed_dim,
-        "config_hash": config_hash, "metrics": metrics or {}, "train_command": train_command,
-        "synthetic": bool(synthetic), "weights_dtype": str(dtype).removeprefix("torch."),
+        "format": FORMAT,
+        "backbone": model.backbone_name,
+        "num_classes": model.num_classes,
+        "class_names": list(class_names),
+        "input_size": [int(input_size), int(input_size)],
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "embed_dim": model.embed_dim,
+        "config_hash": config_hash,
+        "metrics": metrics or {},
+        "train_command": train_command,
+        "synthetic": bool(synthetic),
+        "weights_dtype": str(dtype).removeprefix("torch."),
         "output_stride": model.output_stride,
         **(extra or {}),
     }
@@ -60,14 +95,17 @@ def export_student(model: LesionNet, stem: str | Path, *, class_names: list[str]
     return meta
 
 
-def load_student(path: str | Path, device: str | torch.device = "cpu",
-                 meta: dict | None = None) -> tuple[LesionNet, dict]:
+def load_student(
+    path: str | Path, device: str | torch.device = "cpu", meta: dict | None = None
+) -> tuple[LesionNet, dict]:
     """`path`: the .json, the .safetensors or the stem. Returns (model in eval mode, metadata)."""
     stem = _stem(path)
     if meta is None:
         js = stem.with_suffix(".json")
         if not js.is_file():
-            raise FileNotFoundError(f"student metadata not found: {js} (export writes <stem>.json next to the weights)")
+            raise FileNotFoundError(
+                f"student metadata not found: {js} (export writes <stem>.json next to the weights)"
+            )
         meta = json.loads(js.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{stem}.json: format {meta.get('format')!r} is not {FORMAT!r}")
@@ -77,14 +115,19 @@ def load_student(path: str | Path, device: str | torch.device = "cpu",
     weights = stem.with_suffix(".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"student weights not found: {weights}")
-    model = build_model(meta["backbone"], meta["num_classes"], meta["embed_dim"],
-                        output_stride=int(meta.get("output_stride", 32)))
+    model = build_model(
+        meta["backbone"],
+        meta["num_classes"],
+        meta["embed_dim"],
+        output_stride=int(meta.get("output_stride", 32)),
+    )
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights)).items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{weights} does not match backbone '{meta['backbone']}': "
-                         f"{str(e).splitlines()[0]}") from None
+        raise ValueError(
+            f"{weights} does not match backbone '{meta['backbone']}': {str(e).splitlines()[0]}"
+        ) from None
     return model.to(device).eval(), meta
 
 
@@ -95,14 +138,24 @@ def export_onnx(model: LesionNet, path: str | Path, input_size: int, opset: int 
     x = torch.randn(2, 3, input_size, input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=opset, dynamo=True, external_data=False, verbose=False)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     return path
 
 
-def check_onnx(model: LesionNet, path: str | Path, input_size: int, batch_sizes=(1, 3),
-               atol: float = 1e-4) -> float:
+def check_onnx(
+    model: LesionNet, path: str | Path, input_size: int, batch_sizes=(1, 3), atol: float = 1e-4
+) -> float:
     """Run the ONNX file in onnxruntime at several batch sizes; return the max |diff| to torch."""
     import onnxruntime as ort
 

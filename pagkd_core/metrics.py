@@ -4,6 +4,7 @@ Macro averages over classes; specificity of class c = TN / (TN + FP) in one-vs-r
 one-vs-rest macro (binary: the usual AUC). The bootstrap resamples whole lesions (clusters) by
 default, since images of one lesion are not independent.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]
     k = probs.shape[1]
     pred = probs.argmax(1)
     labels = list(range(k))
-    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, average="macro", zero_division=0)
+    prec, rec, f1, _ = precision_recall_fscore_support(
+        y, pred, labels=labels, average="macro", zero_division=0
+    )
     cm = confusion_matrix(y, pred, labels=labels)
     fp = cm.sum(0) - np.diag(cm)
     tn = cm.sum() - cm.sum(0) - cm.sum(1) + np.diag(cm)
@@ -28,15 +31,22 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]
         spec = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
     present = np.unique(y)
     if len(present) < k:
-        auc = math.nan        # one-vs-rest AUC needs positives and negatives of every class
+        auc = math.nan  # one-vs-rest AUC needs positives and negatives of every class
     elif k == 2:
         auc = roc_auc_score(y, probs[:, 1])
     else:
-        auc = roc_auc_score(y, probs / probs.sum(1, keepdims=True), multi_class="ovr", average="macro",
-                            labels=labels)
-    return {"accuracy": float(accuracy_score(y, pred)), "precision": float(prec), "recall": float(rec),
-            "specificity": float(np.nanmean(spec)) if np.isfinite(spec).any() else math.nan,
-            "f1": float(f1), "auc": float(auc), "n": int(len(y))}
+        auc = roc_auc_score(
+            y, probs / probs.sum(1, keepdims=True), multi_class="ovr", average="macro", labels=labels
+        )
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "precision": float(prec),
+        "recall": float(rec),
+        "specificity": float(np.nanmean(spec)) if np.isfinite(spec).any() else math.nan,
+        "f1": float(f1),
+        "auc": float(auc),
+        "n": int(len(y)),
+    }
 
 
 def _auc(y: np.ndarray, probs: np.ndarray) -> float:
@@ -45,7 +55,7 @@ def _auc(y: np.ndarray, probs: np.ndarray) -> float:
         return math.nan
     if k == 2:
         return float(roc_auc_score(y, probs[:, 1]))
-    return float(np.mean([roc_auc_score(y == c, probs[:, c]) for c in range(k)]))   # = sklearn "ovr" macro
+    return float(np.mean([roc_auc_score(y == c, probs[:, c]) for c in range(k)]))  # = sklearn "ovr" macro
 
 
 def fast_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -60,9 +70,14 @@ def fast_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
         tn, fp = cm.sum() - col - row + tp, col - tp
         spec = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
-    return {"accuracy": float(tp.sum() / cm.sum()), "precision": float(prec.mean()), "recall": float(rec.mean()),
-            "specificity": float(np.nanmean(spec)) if np.isfinite(spec).any() else math.nan,
-            "f1": float(f1.mean()), "auc": _auc(y, probs)}
+    return {
+        "accuracy": float(tp.sum() / cm.sum()),
+        "precision": float(prec.mean()),
+        "recall": float(rec.mean()),
+        "specificity": float(np.nanmean(spec)) if np.isfinite(spec).any() else math.nan,
+        "f1": float(f1.mean()),
+        "auc": _auc(y, probs),
+    }
 
 
 def bootstrap_ci(y, probs, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -80,5 +95,7 @@ def bootstrap_ci(y, probs, groups=None, n_boot: int = 1000, seed: int = 0, level
             if math.isfinite(m[name]):
                 draws[name].append(m[name])
     a = (1 - level) / 2 * 100
-    return {name: ([float(np.percentile(v, a)), float(np.percentile(v, 100 - a))] if v else [math.nan, math.nan])
-            for name, v in draws.items()}
+    return {
+        name: ([float(np.percentile(v, a)), float(np.percentile(v, 100 - a))] if v else [math.nan, math.nan])
+        for name, v in draws.items()
+    }

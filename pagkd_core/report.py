@@ -1,4 +1,5 @@
 """Evaluation report: JSON + Markdown + confusion-matrix and ROC figures (PNG)."""
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ def fmt(value: float, ci: list[float] | None = None, pct: bool = True) -> str:
 
 def plot_confusion(labels, probs, class_names, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -42,6 +44,7 @@ def plot_confusion(labels, probs, class_names, path: Path, title: str) -> None:
 
 def plot_roc(labels, probs, class_names, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -54,7 +57,7 @@ def plot_roc(labels, probs, class_names, path: Path, title: str) -> None:
         fpr, tpr, _ = roc_curve(pos.astype(int), probs[:, c])
         ax.plot(fpr, tpr, label=f"{name} vs rest")
         if len(class_names) == 2:
-            break                  # binary: the two one-vs-rest curves are mirror images
+            break  # binary: the two one-vs-rest curves are mirror images
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
@@ -67,11 +70,19 @@ def plot_roc(labels, probs, class_names, path: Path, title: str) -> None:
 
 def markdown(summary: dict, title: str) -> str:
     m, ci = summary["metrics"], summary["ci95"]
-    lines = [f"# Evaluation: {title}", "", SYNTHETIC_NOTE, "",
-             f"Pooled predictions of {len(summary['per_fold'])} fold(s): {summary['n_images']} {summary['modality']} "
-             f"images of {summary['n_lesions']} lesions. Classes: {', '.join(summary['class_names'])}. "
-             f"95% intervals: bootstrap over lesions ({summary['bootstrap']['n']} resamples).", "",
-             "| metric | value (%) [95% CI] |", "|---|---|"]
+    lines = [
+        f"# Evaluation: {title}",
+        "",
+        SYNTHETIC_NOTE,
+        "",
+        f"Pooled predictions of {len(summary['per_fold'])} fold(s): {summary['n_images']} "
+        f"{summary['modality']} images of {summary['n_lesions']} lesions. "
+        f"Classes: {', '.join(summary['class_names'])}. "
+        f"95% intervals: bootstrap over lesions ({summary['bootstrap']['n']} resamples).",
+        "",
+        "| metric | value (%) [95% CI] |",
+        "|---|---|",
+    ]
     for name in ("accuracy", "precision", "recall", "specificity", "f1", "auc"):
         lines.append(f"| {name} | {fmt(m[name], ci[name])} |")
     lines += ["", "Per fold (not pooled):", "", "| fold | n | accuracy | AUC |", "|---|---|---|---|"]

@@ -6,6 +6,7 @@ Layout: <run.out_dir>/splits.json, <run.out_dir>/fold<k>/teacher/, <run.out_dir>
 each stage folder holding last.{safetensors,json} (resume), best.{safetensors,json} (selected on
 the validation split) and config.json.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,7 +55,7 @@ class StudentObjective(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.teacher is not None:
-            self.teacher.eval()        # frozen: its BatchNorm statistics must not move either
+            self.teacher.eval()  # frozen: its BatchNorm statistics must not move either
         return self
 
     def forward(self, wli, nbi, y, distill_on: bool) -> dict[str, torch.Tensor]:
@@ -67,24 +68,40 @@ class StudentObjective(nn.Module):
             return out
         with torch.no_grad():
             t_feats = self.teacher.forward_features(nbi)
-        t_feats = t_feats.detach().requires_grad_()      # Grad-CAM differentiates the teacher's head
+        t_feats = t_feats.detach().requires_grad_()  # Grad-CAM differentiates the teacher's head
         t_logits = self.teacher.classify(t_feats)
-        out.update(self.distiller(Views(wli, feats, logits, y), Views(nbi, t_feats, t_logits, y), self.student))
+        out.update(
+            self.distiller(Views(wli, feats, logits, y), Views(nbi, t_feats, t_logits, y), self.student)
+        )
         return out
 
 
 def loss_weights(cfg: Config) -> dict[str, float]:
-    return {"ce": 1.0, "pro": cfg.distill.pro_weight, "den": cfg.distill.den_weight, "kd": cfg.distill.kd_weight}
+    return {
+        "ce": 1.0,
+        "pro": cfg.distill.pro_weight,
+        "den": cfg.distill.den_weight,
+        "kd": cfg.distill.kd_weight,
+    }
 
 
 def stage_dir(cfg: Config, stage: str) -> Path:
     return Path(cfg.run.out_dir) / f"fold{cfg.data.fold}" / stage
 
 
-def _without_epochs(d: dict) -> dict:
-    """Resuming may extend a run (more epochs); anything else must match the original config."""
-    return {k: ({kk: vv for kk, vv in v.items() if kk != "epochs"} if isinstance(v, dict) else v)
-            for k, v in d.items()}
+def resume_key(config: dict, stage: str) -> str:
+    """What must not change when a run is resumed: the settings that shape this stage's weights.
+    Epochs may grow (extending a run); paths, threads and progress bars may change; the teacher
+    ignores the student's settings (one teacher serves every student row of a benchmark)."""
+    config = json.loads(json.dumps(config))   # a copy, with tuples as lists
+    keep = ("data", "teacher", "teacher_optim") if stage == "teacher" else tuple(config)
+    key = {k: v for k, v in config.items() if k in keep and k != "run"}
+    key["seed"] = config["run"]["seed"]
+    for section in key.values():
+        if isinstance(section, dict):
+            for volatile in ("epochs", "root", "workers", "cache", "csv", "fold"):
+                section.pop(volatile, None)
+    return json.dumps(key, sort_keys=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -96,8 +113,10 @@ def seed_everything(seed: int) -> None:
 def validate(model: LesionNet, data: FoldData, modality: str, cfg: Config, device) -> dict:
     val = data.images("val", modality)
     if not len(val):
-        raise ValueError(f"the validation split of fold {data.fold} has no {modality} images; raise "
-                         f"data.val_fraction or add data (model selection never uses the test fold)")
+        raise ValueError(
+            f"the validation split of fold {data.fold} has no {modality} images; raise "
+            f"data.val_fraction or add data (model selection never uses the test fold)"
+        )
     probs, labels = predict(model, val, device, batch_size=max(cfg.optim.batch_size, 32))
     m = classification_metrics(labels, probs)
     m["loss"] = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)))
@@ -123,8 +142,10 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
             teacher = model_from_config(cfg.teacher, k, cfg.distill.embed_dim, pretrained=False)
             teacher_ckpt = stage_dir(cfg, "teacher") / "best.safetensors"
             if not teacher_ckpt.is_file():
-                raise FileNotFoundError(f"teacher checkpoint not found: {teacher_ckpt}; run "
-                                        f"`python -m pagkd_core train-teacher` with the same config first")
+                raise FileNotFoundError(
+                    f"teacher checkpoint not found: {teacher_ckpt}; run "
+                    f"`python -m pagkd_core train-teacher` with the same config first"
+                )
             load_weights(teacher_ckpt, {"model": teacher})
             distiller = build_distiller(cfg.distill, k, model.channels, teacher.channels)
             modules["distiller"] = distiller
@@ -132,13 +153,24 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
         primary = data.images("train", "WLI", train=True)
         partner = data.images("train", "NBI", train=True) if distiller is not None else None
         pairing = cfg.distill.pairing
-    loader = couple_loader(primary, partner, k, optim.batch_size, pairing=pairing, steps=optim.steps_per_epoch,
-                           seed=cfg.run.seed, workers=cfg.data.workers, rank=d.rank, world=d.world)
+    loader = couple_loader(
+        primary,
+        partner,
+        k,
+        optim.batch_size,
+        pairing=pairing,
+        steps=optim.steps_per_epoch,
+        seed=cfg.run.seed,
+        workers=cfg.data.workers,
+        rank=d.rank,
+        world=d.world,
+    )
     return model, objective.to(d.device), modules, optim, loader
 
 
-def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "student",
-                data: FoldData | None = None) -> dict:
+def train_stage(
+    cfg: Config, stage: str, resume: bool = False, name: str = "student", data: FoldData | None = None
+) -> dict:
     """Train the teacher (stage='teacher') or a student; returns the best validation metrics.
     `data`: an already prepared dataset (its images stay cached), e.g. when running many stages."""
     d = ddp.init(cfg.run.device)
@@ -153,13 +185,23 @@ def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "stud
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
     modality = "NBI" if stage == "teacher" else "WLI"
-    state = {"epoch": 0, "best": None, "history": [], "config": cfg.to_dict(), "config_hash": cfg.hash(),
-             "class_names": data.class_names, "stage": stage, "world_size": d.world}
+    state = {
+        "epoch": 0,
+        "best": None,
+        "history": [],
+        "config": cfg.to_dict(),
+        "config_hash": cfg.hash(),
+        "class_names": data.class_names,
+        "stage": stage,
+        "world_size": d.world,
+    }
     if (out / "last.json").is_file():
         if not resume:
-            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or change run.out_dir")
+            raise FileExistsError(
+                f"{out} already holds a run; pass --resume to continue it or change run.out_dir"
+            )
         state = load_checkpoint(out / "last", modules, optimizer)
-        if state["config_hash"] != cfg.hash() and _without_epochs(state["config"]) != _without_epochs(cfg.to_dict()):
+        if resume_key(state["config"], stage) != resume_key(cfg.to_dict(), stage):
             raise ValueError(f"{out}: the config differs from the run being resumed; use the original config")
         log.info("resuming %s at epoch %d", out, state["epoch"])
     if d.main:
@@ -171,14 +213,19 @@ def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "stud
         distill_on = epoch >= cfg.distill.warmup_epochs
         objective.train()
         sums, t0 = {}, time.time()
-        bar = tqdm(loader, desc=f"{out.name} epoch {epoch + 1}/{optim.epochs}", leave=False,
-                   disable=not (cfg.run.progress and d.main))
+        bar = tqdm(
+            loader,
+            desc=f"{out.name} epoch {epoch + 1}/{optim.epochs}",
+            leave=False,
+            disable=not (cfg.run.progress and d.main),
+        )
         for x, partner, y in bar:
             losses = step_fn(x.to(d.device), partner.to(d.device), y.to(d.device), distill_on)
             loss = sum(weights[k] * v for k, v in losses.items())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}: "
-                                         f"{ {k: float(v) for k, v in losses.items()} }")
+                raise FloatingPointError(
+                    f"non-finite loss at epoch {epoch + 1}: { {k: float(v) for k, v in losses.items()} }"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -187,19 +234,32 @@ def train_stage(cfg: Config, stage: str, resume: bool = False, name: str = "stud
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         if d.main:
             val = validate(model, data, modality, cfg, d.device)
-            record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 2), "val": val,
-                      "train": {k: v / max(len(loader), 1) for k, v in sums.items()}}
+            record = {
+                "epoch": epoch + 1,
+                "seconds": round(time.time() - t0, 2),
+                "val": val,
+                "train": {k: v / max(len(loader), 1) for k, v in sums.items()},
+            }
             state["history"].append(record)
             best = state["best"]
             if best is None or (val["score"], -val["loss"]) > (best["val"]["score"], -best["val"]["loss"]):
                 state["best"] = record
                 save_weights(out / "best.safetensors", {"model": model})
-                (out / "best.json").write_text(json.dumps(dict(record, class_names=data.class_names,
-                                                               config_hash=cfg.hash()), indent=1) + "\n")
+                (out / "best.json").write_text(
+                    json.dumps(dict(record, class_names=data.class_names, config_hash=cfg.hash()), indent=1)
+                    + "\n"
+                )
             state["epoch"] = epoch + 1
             save_checkpoint(out / "last", modules, optimizer, state)
-            log.info("%s epoch %d/%d train %s val auc %.3f acc %.3f", out.name, epoch + 1, optim.epochs,
-                     {k: round(v, 4) for k, v in record["train"].items()}, val["auc"], val["accuracy"])
+            log.info(
+                "%s epoch %d/%d train %s val auc %.3f acc %.3f",
+                out.name,
+                epoch + 1,
+                optim.epochs,
+                {k: round(v, 4) for k, v in record["train"].items()},
+                val["auc"],
+                val["accuracy"],
+            )
         ddp.barrier(d)
     ddp.check_in_sync(model, d)
     ddp.cleanup(d)

@@ -46,7 +46,7 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record-raw", help="raw video, same formats")
     p.add_argument("--predictions", help="per-frame JSONL log")
     p.add_argument("--max-frames", type=int, help="stop after this many analysed frames per stream")
-    p.add_argument("--threads", type=int, help="CPU engine intra-op threads (with --device cpu)")
+    p.add_argument("--threads", type=int, help="CPU engine intra-op threads (default: half the cores)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--loop", action="store_true", help="replay files in a loop")
     p.add_argument("--size", help="capture size, e.g. 1920x1080 (devices)")

@@ -39,7 +39,7 @@ class PipelineConfig:
     record_raw: str = ""            # raw video, same formats
     predictions: str = ""           # per-frame JSONL log
     max_frames: int = 0             # per stream; 0 = until the source ends
-    threads: int = 0                # CPU engine intra-op threads (torch, onnxruntime); 0 = default
+    threads: int = 0                # CPU engine intra-op threads (torch, onnxruntime); 0 = half the cores
 
     def alert_params(self) -> dict:
         return {k: getattr(self, k) for k in ("threshold", "hysteresis", "uncertain_low", "min_frames",

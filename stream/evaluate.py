@@ -103,6 +103,22 @@ def write_log(path: Path, probs: np.ndarray, truth: Truth, class_names: list[str
                                     "classes": class_names}) + "\n")
 
 
+def check_cache_owner(cache: Path, source) -> None:
+    """Raw probabilities belong to one model: refuse a cache another model wrote (a stale cache
+    would silently score the wrong model). Logs without the marker (e.g. a replay's own
+    prediction log) are taken as they are."""
+    marker = cache / "model.json"
+    mine = {"model": source.name, "weights_hash": source.weights_hash()}
+    if marker.is_file():
+        theirs = json.loads(marker.read_text())
+        if theirs.get("weights_hash") != mine["weights_hash"]:
+            raise ValueError(f"{cache} holds raw probabilities of another model ({theirs.get('model')}); "
+                             f"empty it or pass another --predictions-dir")
+    elif not any(cache.glob("*.jsonl")):  # a fresh cache: claim it for this model
+        cache.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(mine) + "\n")
+
+
 # -- settings -> outcomes ------------------------------------------------------------------
 def apply_setting(name: str, truth: Truth, times: np.ndarray, probs: np.ndarray, spec: str,
                   base: AlertConfig) -> tuple[Outcome, np.ndarray]:
@@ -213,7 +229,7 @@ def _evaluate(args, argv: list[str]) -> int:
     videos = find_videos(args.videos)
     from stream.config import bundled_model
     from stream.engines import ModelSource, build_engine
-    model = args.model or str(bundled_model())
+    model = args.model or os.path.relpath(bundled_model())  # relative: the report is committed
     source = ModelSource.from_path(model)
     class_names = list(source.meta["class_names"])
     base = AlertConfig(class_names=tuple(class_names), threshold=args.threshold, hysteresis=args.hysteresis,
@@ -221,6 +237,8 @@ def _evaluate(args, argv: list[str]) -> int:
                        min_duration_s=args.min_duration_s,
                        alert_classes=tuple(args.alert_classes.split(",")) if args.alert_classes else None)
     out_dir = Path(args.out)
+    if args.predictions_dir:
+        check_cache_owner(Path(args.predictions_dir), source)
     engine, t_infer, frames_inferred, problems = None, 0.0, 0, []
     per_video: dict[str, dict] = {}
     outcomes: dict[str, list[Outcome]] = {s: [] for s in settings}

@@ -18,6 +18,7 @@ Threads and queues (each bounded, each stage timed into ``pipe.stats``):
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -73,8 +74,12 @@ class Pipeline:
         if engine is None:
             from stream.engines import build_engine, resolve_device
 
+            # On CPU the engine gets half the cores by default: decoding and preprocessing run
+            # beside it, and extra intra-op threads only spin (measured: docs/stream.md).
             # Thread counts are a CPU notion; the CUDA engines take none.
-            threads = {"threads": cfg.threads} if cfg.threads and resolve_device(cfg.device) == "cpu" else {}
+            threads = {}
+            if resolve_device(cfg.device) == "cpu":
+                threads = {"threads": cfg.threads or max(1, (os.cpu_count() or 2) // 2)}
             engine = build_engine(cfg.engine, cfg.model or bundled_model(), device=cfg.device,
                                   max_batch=cfg.batch, precision=cfg.precision, **threads)
         self.engine = engine

@@ -1,4 +1,5 @@
 """Data: layouts, bad input, lesion-level splits, the coupling sampler."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,8 +20,17 @@ from pagkd_core.data.splits import make_folds
 
 
 def cfg_for(root, out, *extra):
-    return load_config(None, [f"data.root={root}", f"run.out_dir={out}", "data.image_size=32", "data.folds=3",
-                              "run.progress=false", *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"run.out_dir={out}",
+            "data.image_size=32",
+            "data.folds=3",
+            "run.progress=false",
+            *extra,
+        ],
+    )
 
 
 def test_generic_with_and_without_manifest(tmp_path):
@@ -28,11 +38,11 @@ def test_generic_with_and_without_manifest(tmp_path):
     _, with_manifest = scan(cfg_for(root, tmp_path).data)
     (root / "manifest.csv").unlink()
     _, without = scan(cfg_for(root, tmp_path).data)
-    key = lambda s: (s.path, s.cls, s.modality, s.lesion)   # noqa: E731
+    key = lambda s: (s.path, s.cls, s.modality, s.lesion)  # noqa: E731
     assert sorted(map(key, with_manifest)) == sorted(map(key, without))
     assert {s.modality for s in without} == {"WLI", "NBI"}
     data = prepare(cfg_for(root, tmp_path / "run"), tmp_path / "run", progress=False)
-    assert data.class_names == list(CLASSES)   # canonical order, not alphabetical
+    assert data.class_names == list(CLASSES)  # canonical order, not alphabetical
 
 
 def test_splits_are_disjoint_by_lesion_and_patient(tmp_path):
@@ -61,6 +71,7 @@ def test_splits_are_disjoint_by_lesion_and_patient(tmp_path):
 
 def test_patient_grouping_keeps_patients_together():
     from pagkd_core.data.layouts import Sample
+
     samples = [Sample(f"/x/{i}.png", CLASSES[i % 2], "WLI", f"L{i}", f"P{i // 3}") for i in range(30)]
     splits = make_folds(samples, 5, 0.2, seed=1)
     for fold in splits["folds"]:
@@ -70,7 +81,7 @@ def test_patient_grouping_keeps_patients_together():
 
 @pytest.mark.parametrize("world", [1, 2])
 def test_sampler_every_class_every_batch_and_redrawn(world):
-    labels = np.array([0] * 20 + [1] * 3 + [2] * 7)          # imbalanced, small class 1
+    labels = np.array([0] * 20 + [1] * 3 + [2] * 7)  # imbalanced, small class 1
     partner = np.array([0] * 4 + [1] * 9 + [2] * 2)
     batches = {}
     for rank in range(world):
@@ -114,13 +125,14 @@ def test_couple_loader_shapes(tmp_path):
     wli, nbi = data.images("train", "WLI", train=True), data.images("train", "NBI", train=True)
     x, p, y = next(iter(couple_loader(wli, nbi, 2, 4, steps=1)))
     assert x.shape == p.shape == (4, 3, 32, 32) and sorted(y.tolist()) == [0, 0, 1, 1]
-    assert abs(float(x.mean())) < 3                       # normalised, not 0..255
+    assert abs(float(x.mean())) < 3  # normalised, not 0..255
     x, p, y = next(iter(couple_loader(wli, nbi, 2, 4, steps=1, pairing="true")))
     x, p, y = next(iter(couple_loader(wli, None, 2, 4, steps=1)))
     assert p.numel() == 0
 
 
 # ---- bad input -------------------------------------------------------------------------------
+
 
 def test_mixed_modes_and_sizes_are_converted(tmp_path):
     rng = np.random.default_rng(0)
@@ -180,12 +192,16 @@ def test_wrong_manifest_and_piccolo_csv(tmp_path):
     for lesion, cls in ((1, 0), (2, 1), (3, 0), (4, 1)):
         for m in ("WLI", "NBI"):
             Image.fromarray(lesion_image(cls, m, rng)).save(pic / m / f"{lesion:03d}_VP1_frame{lesion}.png")
-    (pic / "meta.csv").write_text("Lesion ID;Patient;Histology\n1;a;Hyperplasia\n2;a;Adenoma\n3;b;hyperplastic\n"
-                                  "4;c;ADENOMA\n")
+    (pic / "meta.csv").write_text(
+        "Lesion ID;Patient;Histology\n1;a;Hyperplasia\n2;a;Adenoma\n3;b;hyperplastic\n4;c;ADENOMA\n"
+    )
     layout, samples = scan(cfg_for(pic, tmp_path).data)
     assert layout == "piccolo" and len(samples) == 8
-    assert {(s.lesion, s.cls, s.patient) for s in samples} >= {("1", "hyperplastic", "a"), ("2", "adenoma", "a")}
-    (pic / "meta.csv").write_text("Lesion ID,Histology\n1,Adenoma\n")   # comma-separated: wrong format
+    assert {(s.lesion, s.cls, s.patient) for s in samples} >= {
+        ("1", "hyperplastic", "a"),
+        ("2", "adenoma", "a"),
+    }
+    (pic / "meta.csv").write_text("Lesion ID,Histology\n1,Adenoma\n")  # comma-separated: wrong format
     with pytest.raises(DataError, match="meta.csv: found 1 column.*';'-separated"):
         scan(cfg_for(pic, tmp_path).data)
 
@@ -198,13 +214,17 @@ def test_cpc_paired_layout_pairs_twins(tmp_path):
             (root / mod / cls_dir).mkdir(parents=True)
             for lesion in range(4):
                 for frame in range(2):
-                    Image.fromarray(lesion_image(c, m, rng)).save(root / mod / cls_dir / f"{lesion}-{frame}.png")
+                    Image.fromarray(lesion_image(c, m, rng)).save(
+                        root / mod / cls_dir / f"{lesion}-{frame}.png"
+                    )
     cfg = cfg_for(root, tmp_path / "run", "data.folds=2")
     data = prepare(cfg, tmp_path / "run", progress=False)
     assert data.layout == "cpc" and data.class_names == ["hyperplastic", "adenoma"]
     from pagkd_core.data import true_partners
+
     wli, nbi = data.images("train", "WLI"), data.images("train", "NBI")
     for i, js in enumerate(true_partners(wli, nbi)):
         assert len(js) == 1
-        assert Path(nbi.samples[js[0]].path).relative_to(root / "NBI") == \
-            Path(wli.samples[i].path).relative_to(root / "White_light")
+        assert Path(nbi.samples[js[0]].path).relative_to(root / "NBI") == Path(
+            wli.samples[i].path
+        ).relative_to(root / "White_light")

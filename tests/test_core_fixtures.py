@@ -2,6 +2,7 @@
 
 Class 0 ('hyperplastic') is a smooth blob, class 1 ('adenoma') a striped one; NBI renders the
 same lesion greener. Enough signal that a few steps of training move the loss."""
+
 from __future__ import annotations
 
 import csv
@@ -11,11 +12,25 @@ import numpy as np
 from PIL import Image
 
 CLASSES = ("hyperplastic", "adenoma")
-TINY = ["data.image_size=32", "data.folds=2", "data.val_fraction=0.34", "data.cache=true",
-        "student.backbone=resnet10t", "teacher.backbone=resnet10t", "optim.epochs=2", "optim.batch_size=4",
-        "optim.steps_per_epoch=2", "teacher_optim.epochs=1", "teacher_optim.batch_size=4",
-        "teacher_optim.steps_per_epoch=2", "run.progress=false", "distill.warmup_epochs=0",
-        "distill.n_queries=4", "distill.par_iters=2", "run.threads=1"]
+TINY = [
+    "data.image_size=32",
+    "data.folds=2",
+    "data.val_fraction=0.34",
+    "data.cache=true",
+    "student.backbone=resnet10t",
+    "teacher.backbone=resnet10t",
+    "optim.epochs=2",
+    "optim.batch_size=4",
+    "optim.steps_per_epoch=2",
+    "teacher_optim.epochs=1",
+    "teacher_optim.batch_size=4",
+    "teacher_optim.steps_per_epoch=2",
+    "run.progress=false",
+    "distill.warmup_epochs=0",
+    "distill.n_queries=4",
+    "distill.par_iters=2",
+    "run.threads=1",
+]
 
 
 def lesion_image(cls: int, modality: str, rng: np.random.Generator, size: int = 40) -> np.ndarray:
@@ -28,8 +43,14 @@ def lesion_image(cls: int, modality: str, rng: np.random.Generator, size: int = 
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def make_generic(root: Path, lesions_per_class: int = 6, views: int = 2, seed: int = 0,
-                 manifest: bool = True, paired_every: int = 2) -> Path:
+def make_generic(
+    root: Path,
+    lesions_per_class: int = 6,
+    views: int = 2,
+    seed: int = 0,
+    manifest: bool = True,
+    paired_every: int = 2,
+) -> Path:
     """<root>/<WLI|NBI>/<class>/<lesion>_<n>.png (+ manifest.csv). Every `paired_every`-th lesion
     has both modalities; the others alternate between WLI only and NBI only."""
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
 """Metrics against scikit-learn on random data; bootstrap intervals; pooled evaluation report."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ def test_metrics_match_sklearn(k):
         # specificity of class c = recall of "not c"
         spec = np.mean([recall_score(y != c, pred != c) for c in range(k)])
         assert m["specificity"] == pytest.approx(spec)
-        fast = fast_metrics(y, probs)      # the bootstrap's path gives the same numbers
+        fast = fast_metrics(y, probs)  # the bootstrap's path gives the same numbers
         assert all(fast[n] == pytest.approx(m[n]) for n in fast)
 
 
@@ -44,10 +45,12 @@ def test_auc_undefined_when_a_class_is_missing():
 
 def test_bootstrap_interval_contains_estimate_and_shrinks():
     rng = np.random.default_rng(0)
+
     def sample(n):
         y = rng.integers(0, 2, n)
         p1 = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, n), 0, 1)
         return y, np.stack([1 - p1, p1], 1)
+
     y, p = sample(100)
     ci = bootstrap_ci(y, p, n_boot=200)
     m = classification_metrics(y, p)
@@ -55,17 +58,37 @@ def test_bootstrap_interval_contains_estimate_and_shrinks():
     y2, p2 = sample(1000)
     ci2 = bootstrap_ci(y2, p2, n_boot=200)
     assert ci2["auc"][1] - ci2["auc"][0] < ci["auc"][1] - ci["auc"][0]
-    groups = np.repeat(np.arange(50), 2)   # clustered: intervals from 50 lesions, not 100 images
+    groups = np.repeat(np.arange(50), 2)  # clustered: intervals from 50 lesions, not 100 images
     assert bootstrap_ci(y, p, groups, n_boot=50, seed=1) == bootstrap_ci(y, p, groups, n_boot=50, seed=1)
 
 
 def test_pooled_evaluation_report(tmp_path):
     root = make_generic(tmp_path / "data")
-    cfg = load_config(None, [*TINY, f"data.root={root}", f"run.out_dir={tmp_path / 'run'}",
-                             "distill.method=none", "optim.epochs=1"])
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            f"data.root={root}",
+            f"run.out_dir={tmp_path / 'run'}",
+            "distill.method=none",
+            "optim.epochs=1",
+        ],
+    )
     for fold in range(cfg.data.folds):
-        train_stage(load_config(None, [*TINY, f"data.root={root}", f"run.out_dir={tmp_path / 'run'}",
-                                       "distill.method=none", "optim.epochs=1", f"data.fold={fold}"]), "student")
+        train_stage(
+            load_config(
+                None,
+                [
+                    *TINY,
+                    f"data.root={root}",
+                    f"run.out_dir={tmp_path / 'run'}",
+                    "distill.method=none",
+                    "optim.epochs=1",
+                    f"data.fold={fold}",
+                ],
+            ),
+            "student",
+        )
     s = evaluate(cfg, "student", n_boot=50)
     n_wli = sum(1 for line in (root / "manifest.csv").read_text().splitlines()[1:] if ",WLI," in line)
     assert s["n_images"] == n_wli, "every WLI image is tested exactly once across the folds"

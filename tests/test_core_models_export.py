@@ -1,4 +1,5 @@
 """Models (timm by name, local pretrained weights) and the exported student round trip."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ def test_bad_backbone_and_pretrained_files(tmp_path):
         build_model("resnet10t", 2, pretrained=tmp_path / "missing.safetensors")
     src = build_model("resnet10t", 2)
     state = {k: v.contiguous() for k, v in src.backbone.state_dict().items()}
-    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)   # ImageNet head: ignored
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)  # ImageNet head: ignored
     save_file(state, str(tmp_path / "ok.safetensors"))
     m = build_model("resnet10t", 2, pretrained=tmp_path / "ok.safetensors")
     for k, v in src.backbone.state_dict().items():
@@ -50,9 +51,17 @@ def test_bad_backbone_and_pretrained_files(tmp_path):
 def test_export_round_trip_and_onnx(tmp_path, fp16, monkeypatch):
     torch.manual_seed(0)
     m = build_model("resnet10t" if not fp16 else "mobilenetv3_small_100", 2).eval()
-    meta = export_student(m, tmp_path / "student", class_names=["hyperplastic", "adenoma"], input_size=48,
-                          config_hash="abc", metrics={"auc": 0.5}, train_command="python -m pagkd_core train",
-                          fp16=fp16, onnx=not fp16)
+    meta = export_student(
+        m,
+        tmp_path / "student",
+        class_names=["hyperplastic", "adenoma"],
+        input_size=48,
+        config_hash="abc",
+        metrics={"auc": 0.5},
+        train_command="python -m pagkd_core train",
+        fp16=fp16,
+        onnx=not fp16,
+    )
     on_disk = json.loads((tmp_path / "student.json").read_text())
     assert on_disk == meta and on_disk["format"] == "pagkd-student/1" and on_disk["input_size"] == [48, 48]
     # loading must never unpickle

@@ -1,5 +1,6 @@
 """Trainer: gradients reach the student (and distiller) but never the frozen teacher; resume
 reproduces the uninterrupted run; same seed, same weights; input errors are one line."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,7 +38,7 @@ def test_gradient_reaches_student_and_distiller_not_teacher():
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 0, 1, 1])
     losses = obj(x, torch.randn(4, 3, 64, 64), y, True)
     assert set(losses) == {"ce", "pro", "den"}
-    for name in ("pro", "den"):      # each distillation loss alone reaches the student's backbone
+    for name in ("pro", "den"):  # each distillation loss alone reaches the student's backbone
         student.zero_grad()
         losses[name].backward(retain_graph=True)
         assert student.backbone.conv1[0].weight.grad.abs().sum() > 0, name
@@ -69,6 +70,7 @@ def test_teacher_student_resume_and_determinism(dataset, tmp_path):
     (tmp_path / "b" / "fold0").mkdir(parents=True)
     (tmp_path / "b" / "splits.json").write_text((tmp_path / "a" / "splits.json").read_text())
     import shutil
+
     shutil.copytree(stage_dir(cfg, "teacher"), stage_dir(cfg_b, "teacher"))
     import pagkd_core.train as T
 
@@ -76,7 +78,7 @@ def test_teacher_student_resume_and_determinism(dataset, tmp_path):
 
     def save_then_die(*a, **k):
         real_save(*a, **k)
-        raise KeyboardInterrupt      # killed right after epoch 1's checkpoint
+        raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
 
     T.save_checkpoint = save_then_die
     try:
@@ -87,19 +89,21 @@ def test_teacher_student_resume_and_determinism(dataset, tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         train_stage(cfg_b, "student")
     with pytest.raises(ValueError, match="config differs"):
-        train_stage(dataclasses.replace(cfg_b, optim=dataclasses.replace(cfg_b.optim, lr=0.5)), "student",
-                    resume=True)
+        train_stage(
+            dataclasses.replace(cfg_b, optim=dataclasses.replace(cfg_b.optim, lr=0.5)), "student", resume=True
+        )
     train_stage(cfg_b, "student", resume=True)
     resumed = _weights(stage_dir(cfg_b, "student") / "last.safetensors")
     hist_b = json.loads((stage_dir(cfg_b, "student") / "last.json").read_text())["history"]
     assert [h["train"] for h in hist_b] == [h["train"] for h in hist_full]
-    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full), \
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full), (
         "resume must reproduce the uninterrupted run exactly (same seed, CPU)"
+    )
 
 
 def test_wli_only_and_true_pairing_methods(dataset, tmp_path):
     cfg = tiny_cfg(dataset, tmp_path, "distill.method=none", "optim.epochs=1")
-    assert train_stage(cfg, "student")["epoch"] == 1        # no teacher needed
+    assert train_stage(cfg, "student")["epoch"] == 1  # no teacher needed
     with pytest.raises(FileNotFoundError, match="teacher checkpoint not found.*train-teacher"):
         train_stage(tiny_cfg(dataset, tmp_path / "x", "distill.method=kd", "optim.epochs=1"), "student")
 

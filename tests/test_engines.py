@@ -126,6 +126,8 @@ def test_auto_on_cpu_without_int8(student, tmp_path):
     with build_engine("auto", tmp_path / "toy.safetensors", device="cpu") as eng:
         assert (eng.name, eng.precision) == ("onnxruntime", "fp32")
     assert auto_candidates("cpu", ModelSource.from_path(tmp_path / "toy"))[0] == ("onnxruntime", {"precision": "fp32"})
+    with build_engine("auto", tmp_path / "toy.json", device="cpu", precision="bf16") as eng:
+        assert (eng.name, eng.precision) == ("torch", "bf16")  # a precision only torch runs
 
 
 def test_auto_falls_back_and_reports(student, monkeypatch):

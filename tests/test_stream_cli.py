@@ -98,3 +98,21 @@ def test_subcommands_delegate_with_their_own_arguments(monkeypatch, sub, module)
     monkeypatch.setitem(sys.modules, module, fake)
     assert cli.main([sub, "--x", "1", "videos/"]) == 0
     assert seen["argv"] == ["--x", "1", "videos/"]
+
+
+def test_yaml_config_with_flag_overrides(tmp_path):
+    from pathlib import Path
+
+    from pagkd_core.config import ConfigError
+    from stream.config import load_pipeline_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_pipeline_config(str(root / "configs" / "stream_live.yaml"), {"threshold": 0.9, "batch": None})
+    assert cfg.batch == 1 and cfg.min_duration_s == 0.2 and cfg.threshold == 0.9
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch: many\n")
+    with pytest.raises(ConfigError, match="batch"):
+        load_pipeline_config(str(bad))
+    bad.write_text("no_such_key: 1\n")
+    with pytest.raises(ConfigError, match="no_such_key"):
+        load_pipeline_config(str(bad))

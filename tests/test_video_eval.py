@@ -154,6 +154,10 @@ def test_evaluate_command_end_to_end(video, tmp_path):
     for s in rep["settings"]:
         for k, val in rep["pooled"][s].items():
             assert rep2["pooled"][s][k] == pytest.approx(val, abs=1e-5), (s, k)
+    # the cache belongs to this model: another model's evaluation refuses it
+    marker = cache / "model.json"
+    marker.write_text(json.dumps({"model": "other", "weights_hash": "0" * 16}))
+    assert main([*args[:-3], "--out", str(tmp_path / "third"), "-q", "--no-plots"]) == 2
 
 
 def test_evaluate_errors(tmp_path, capsys):

@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     marker = ["--frame-marker"] if a.what == "measure" else []
     with AppProcess("--source", a.source, *marker, *a.app_args.split()) as app:
         app.wait_ready()
-        with browser(viewport=(1280, 860)) as (_, page):
+        with browser(viewport=(1280, 1040)) as (_, page):
             open_live_page(page, app)
             if a.what == "screenshot":
                 time.sleep(a.seconds)

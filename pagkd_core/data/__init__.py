@@ -1,4 +1,5 @@
 """Data: layouts -> checked samples -> lesion-level folds -> datasets and the coupling sampler."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,9 +68,10 @@ def prepare(cfg, out_dir: str | Path, progress: bool = True) -> FoldData:
     samples = [s for s in samples if s.cls in classes]
     store = ImageStore(cfg.data.image_size, cfg.data.cache)
     samples = store.check(samples, progress)
-    classes = class_list(samples, classes, cfg.data.root)   # re-check: skipping may empty a class
-    splits = load_or_make_folds(Path(out_dir) / "splits.json", samples, cfg.data.folds,
-                                cfg.data.val_fraction, cfg.data.split_seed)
+    classes = class_list(samples, classes, cfg.data.root)  # re-check: skipping may empty a class
+    splits = load_or_make_folds(
+        Path(out_dir) / "splits.json", samples, cfg.data.folds, cfg.data.val_fraction, cfg.data.split_seed
+    )
     return FoldData(classes, layout, splits, cfg.data.fold, store, samples)
 
 
@@ -80,20 +82,54 @@ def true_partners(primary: ImageSet, partner: ImageSet) -> list[list[int]]:
         if s.twin:
             by_twin.setdefault(s.twin, []).append(j)
         by_lesion.setdefault(s.lesion, []).append(j)
-    return [by_twin.get(s.twin) or by_lesion.get(s.lesion, []) if s.twin else by_lesion.get(s.lesion, [])
-            for s in primary.samples]
+    return [
+        by_twin.get(s.twin) or by_lesion.get(s.lesion, []) if s.twin else by_lesion.get(s.lesion, [])
+        for s in primary.samples
+    ]
 
 
-def couple_loader(primary: ImageSet, partner: ImageSet | None, num_classes: int, batch_size: int, *,
-                  pairing: str = "random", steps: int = 0, seed: int = 0, workers: int = 0,
-                  rank: int = 0, world: int = 1) -> DataLoader:
+def couple_loader(
+    primary: ImageSet,
+    partner: ImageSet | None,
+    num_classes: int,
+    batch_size: int,
+    *,
+    pairing: str = "random",
+    steps: int = 0,
+    seed: int = 0,
+    workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
+) -> DataLoader:
     partners = true_partners(primary, partner) if partner is not None and pairing == "true" else None
-    sampler = CoupleBatchSampler(primary.labels, num_classes, batch_size,
-                                 partner_labels=None if partner is None else partner.labels,
-                                 partners=partners, steps=steps, seed=seed, rank=rank, world=world)
-    return DataLoader(CoupleSet(primary, partner), batch_sampler=sampler, num_workers=workers,
-                      persistent_workers=False)
+    sampler = CoupleBatchSampler(
+        primary.labels,
+        num_classes,
+        batch_size,
+        partner_labels=None if partner is None else partner.labels,
+        partners=partners,
+        steps=steps,
+        seed=seed,
+        rank=rank,
+        world=world,
+    )
+    return DataLoader(
+        CoupleSet(primary, partner), batch_sampler=sampler, num_workers=workers, persistent_workers=False
+    )
 
 
-__all__ = ["DataError", "ImageError", "ImageSet", "CoupleSet", "FoldData", "ImageStore", "Sample",
-           "CoupleBatchSampler", "prepare", "couple_loader", "read_image", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "DataError",
+    "ImageError",
+    "ImageSet",
+    "CoupleSet",
+    "FoldData",
+    "ImageStore",
+    "Sample",
+    "CoupleBatchSampler",
+    "prepare",
+    "couple_loader",
+    "read_image",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]

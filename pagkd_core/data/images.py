@@ -3,6 +3,7 @@
 Corrupt or unreadable files raise `ImageError` naming the file; `ImageStore.check` drops them
 from a dataset with a count in the log (skipping is safe: the sample simply is not used).
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ piccolo : images under <root> in WLI/NBI folders, file name <lesion>_..., plus a
           metadata CSV giving each lesion's histology (lesion id without leading zeros)
 cpc     : <root>/White_light/<class>/<lesion>-<frame>.<ext>, NBI twin at the same path under NBI/
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,12 +27,12 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    path: str          # absolute path
-    cls: str           # class name (label assigned once the class list is known)
-    modality: str      # WLI | NBI
+    path: str  # absolute path
+    cls: str  # class name (label assigned once the class list is known)
+    modality: str  # WLI | NBI
     lesion: str
-    patient: str       # = lesion when the patient is unknown
-    twin: str = ""     # same non-empty key in both modalities = a true (WLI, NBI) pair
+    patient: str  # = lesion when the patient is unknown
+    twin: str = ""  # same non-empty key in both modalities = a true (WLI, NBI) pair
 
 
 def canonical_class(name: str) -> str:
@@ -84,8 +85,10 @@ def read_manifest(manifest: Path) -> list[Sample]:
     header = list(rows[0].keys()) if rows else []
     missing = [c for c in need if c not in header]
     if missing:
-        raise DataError(f"{manifest}: missing column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'}); "
-                        f"expected path,lesion_id,class,modality[,view,paired,patient_id]")
+        raise DataError(
+            f"{manifest}: missing column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'}); "
+            f"expected path,lesion_id,class,modality[,view,paired,patient_id]"
+        )
     samples = []
     for i, r in enumerate(rows, start=2):
         modality = _MODALITY_DIRS.get(r["modality"].strip().lower())
@@ -94,13 +97,27 @@ def read_manifest(manifest: Path) -> list[Sample]:
         lesion = r["lesion_id"].strip()
         patient = (r.get("patient_id") or "").strip() or lesion
         twin = f"{lesion}/{r['view'].strip()}" if (r.get("view") or "").strip() else ""
-        samples.append(Sample(str((root / r["path"]).resolve()), canonical_class(r["class"]), modality,
-                              lesion, patient, twin))
+        samples.append(
+            Sample(
+                str((root / r["path"]).resolve()),
+                canonical_class(r["class"]),
+                modality,
+                lesion,
+                patient,
+                twin,
+            )
+        )
     return samples
 
 
-def _find_column(header: list[str], wanted: str, hints: tuple[str, ...], csv_path: Path, cfg_key: str,
-                 required: bool = True) -> str | None:
+def _find_column(
+    header: list[str],
+    wanted: str,
+    hints: tuple[str, ...],
+    csv_path: Path,
+    cfg_key: str,
+    required: bool = True,
+) -> str | None:
     if wanted:
         if wanted not in header:
             raise DataError(f"{csv_path}: no column '{wanted}' (found: {', '.join(header)})")
@@ -109,8 +126,10 @@ def _find_column(header: list[str], wanted: str, hints: tuple[str, ...], csv_pat
         if any(hint in h.lower() for hint in hints):
             return h
     if required:
-        raise DataError(f"{csv_path}: cannot find a {hints[0]} column (found: {', '.join(header)}); "
-                        f"is it ';'-separated? Name the column with data.{cfg_key}")
+        raise DataError(
+            f"{csv_path}: cannot find a {hints[0]} column (found: {', '.join(header)}); "
+            f"is it ';'-separated? Name the column with data.{cfg_key}"
+        )
     return None
 
 
@@ -119,8 +138,9 @@ def _lesion_key(s: str) -> str:
     return s.lstrip("0") or "0" if s.isdigit() else s
 
 
-def scan_piccolo(root: Path, csv_path: str = "", lesion_col: str = "", class_col: str = "",
-                 patient_col: str = "") -> list[Sample]:
+def scan_piccolo(
+    root: Path, csv_path: str = "", lesion_col: str = "", class_col: str = "", patient_col: str = ""
+) -> list[Sample]:
     if csv_path:
         meta = Path(csv_path)
     else:
@@ -134,8 +154,10 @@ def scan_piccolo(root: Path, csv_path: str = "", lesion_col: str = "", class_col
         rows = list(csv.DictReader(fh, delimiter=";"))
     header = [h for h in (rows[0].keys() if rows else []) if h is not None]
     if len(header) < 2:
-        raise DataError(f"{meta}: found {len(header)} column(s) ({', '.join(header) or 'empty file'}); the metadata "
-                        f"CSV must be ';'-separated with lesion id and histology columns")
+        raise DataError(
+            f"{meta}: found {len(header)} column(s) ({', '.join(header) or 'empty file'}); the metadata "
+            f"CSV must be ';'-separated with lesion id and histology columns"
+        )
     lcol = _find_column(header, lesion_col, ("lesion", "id"), meta, "csv_lesion_col")
     ccol = _find_column(header, class_col, ("histolog", "diagnos", "class"), meta, "csv_class_col")
     pcol = _find_column(header, patient_col, ("patient",), meta, "csv_patient_col", required=False)
@@ -159,8 +181,10 @@ def scan_piccolo(root: Path, csv_path: str = "", lesion_col: str = "", class_col
         cls, patient = lesions[key]
         samples.append(Sample(str(f.resolve()), cls, modality, key, patient or key))
     if no_modality:
-        raise DataError(f"{no_modality[0]}: cannot tell WLI from NBI; put images in folders named WLI/ and NBI/ "
-                        f"({len(no_modality)} such files)")
+        raise DataError(
+            f"{no_modality[0]}: cannot tell WLI from NBI; put images in folders named WLI/ and NBI/ "
+            f"({len(no_modality)} such files)"
+        )
     if unknown:
         log.warning("skipped %d image(s) whose lesion id is not in %s", unknown, meta)
     return samples
@@ -178,8 +202,16 @@ def scan_cpc(root: Path) -> list[Sample]:
             if len(rel.parts) < 2:
                 raise DataError(f"{f}: expected <modality>/<class>/<lesion>-<frame>.<ext>")
             lesion = f.stem.rsplit("-", 1)[0]
-            samples.append(Sample(str(f.resolve()), canonical_class(rel.parts[0]), modality, lesion, lesion,
-                                  twin=rel.with_suffix("").as_posix()))
+            samples.append(
+                Sample(
+                    str(f.resolve()),
+                    canonical_class(rel.parts[0]),
+                    modality,
+                    lesion,
+                    lesion,
+                    twin=rel.with_suffix("").as_posix(),
+                )
+            )
     return samples
 
 
@@ -189,20 +221,24 @@ def detect_layout(root: Path) -> str:
         return "generic"
     if "white_light" in names:
         return "cpc"
-    if any(n.endswith(".csv") for n in names):     # a metadata CSV next to WLI/NBI folders
+    if any(n.endswith(".csv") for n in names):  # a metadata CSV next to WLI/NBI folders
         return "piccolo"
     if {"wli", "nbi"} <= names:
         return "generic"
-    raise DataError(f"{root}: cannot tell the dataset layout (no manifest.csv, WLI/NBI, White_light/ or "
-                    f"metadata CSV); set data.layout")
+    raise DataError(
+        f"{root}: cannot tell the dataset layout (no manifest.csv, WLI/NBI, White_light/ or "
+        f"metadata CSV); set data.layout"
+    )
 
 
 def scan(cfg) -> tuple[str, list[Sample]]:
     """`cfg`: a DataConfig. Returns (layout, samples) before class filtering."""
     root = Path(cfg.root)
     if not root.is_dir():
-        raise DataError(f"data root not found: {root} (make synthetic data with "
-                        f"`python -m pagkd_core synth-images --out {root}`)")
+        raise DataError(
+            f"data root not found: {root} (make synthetic data with "
+            f"`python -m pagkd_core synth-images --out {root}`)"
+        )
     layout = detect_layout(root) if cfg.layout == "auto" else cfg.layout
     if layout == "generic":
         samples = scan_generic(root)
@@ -218,15 +254,20 @@ def class_list(samples: list[Sample], requested: list[str], root) -> list[str]:
     canonical names come first, then others alphabetically. A class in one modality only is an error."""
     per_mod = {m: {s.cls for s in samples if s.modality == m} for m in MODALITIES}
     present = per_mod["WLI"] | per_mod["NBI"]
-    wanted = [canonical_class(c) for c in requested] if requested else (
-        [c for c in CANONICAL_CLASSES if c in present] + sorted(present - set(CANONICAL_CLASSES)))
+    wanted = (
+        [canonical_class(c) for c in requested]
+        if requested
+        else ([c for c in CANONICAL_CLASSES if c in present] + sorted(present - set(CANONICAL_CLASSES)))
+    )
     for c in wanted:
         missing = [m for m in MODALITIES if c not in per_mod[m]]
         if len(missing) == 2:
             raise DataError(f"{root}: class '{c}' has no images (check data.classes and the class folders)")
         if missing:
-            raise DataError(f"{root}: class '{c}' has {MODALITIES[MODALITIES.index(missing[0]) - 1]} images "
-                            f"but no {missing[0]} images; add them or drop the class via data.classes")
+            raise DataError(
+                f"{root}: class '{c}' has {MODALITIES[MODALITIES.index(missing[0]) - 1]} images "
+                f"but no {missing[0]} images; add them or drop the class via data.classes"
+            )
     if len(wanted) < 2:
         raise DataError(f"{root}: need at least 2 classes with images, found {wanted or 'none'}")
     return wanted

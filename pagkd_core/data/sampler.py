@@ -8,6 +8,7 @@ concatenated random permutations (sampling with replacement across passes, so sm
 are oversampled); couples are therefore re-drawn every epoch. With `pairing="true"` the partner
 is a real pair: the same-view twin when known, else an image of the same lesion.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,9 +30,19 @@ class _Stream:
 
 
 class CoupleBatchSampler:
-    def __init__(self, labels, num_classes: int, batch_size: int, *, partner_labels=None,
-                 partners: list[list[int]] | None = None, steps: int = 0, seed: int = 0,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        labels,
+        num_classes: int,
+        batch_size: int,
+        *,
+        partner_labels=None,
+        partners: list[list[int]] | None = None,
+        steps: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         """`partners[i]`: candidate true partners of primary image i (pairing "true"); None = random."""
         self.labels = np.asarray(labels, dtype=np.int64)
         self.partner_labels = None if partner_labels is None else np.asarray(partner_labels, dtype=np.int64)
@@ -41,8 +52,9 @@ class CoupleBatchSampler:
         if batch_size < num_classes:
             raise ValueError(f"batch size {batch_size} cannot hold all {num_classes} classes; raise it")
         usable = [i for i in range(len(self.labels)) if partners is None or partners[i]]
-        self.pool = [np.array([i for i in usable if self.labels[i] == c], dtype=np.int64)
-                     for c in range(num_classes)]
+        self.pool = [
+            np.array([i for i in usable if self.labels[i] == c], dtype=np.int64) for c in range(num_classes)
+        ]
         for c, p in enumerate(self.pool):
             if not len(p):
                 what = "paired images" if partners is not None else "training images"
@@ -50,7 +62,7 @@ class CoupleBatchSampler:
             if self.partner_labels is not None and partners is None and not (self.partner_labels == c).any():
                 raise ValueError(f"class {c} has no partner-modality training images")
         total = steps or math.ceil(len(self.labels) / batch_size)
-        self.steps = math.ceil(total / world)     # per rank
+        self.steps = math.ceil(total / world)  # per rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -4,6 +4,7 @@ Every image of a patient (both modalities) lands in the same fold, so no lesion 
 training and test. The validation split, used for model selection, is carved out of the
 training folds; the test fold is never looked at while training.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def make_folds(samples: list[Sample], k: int, val_fraction: float, seed: int) ->
     # validation split gets WLI and NBI images of each class whenever the data allow it.
     by_class: dict[tuple, list[str]] = {}
     for p in sorted(patient_cls):
-        by_class.setdefault((patient_cls[p].most_common(1)[0][0], "+".join(sorted(patient_mod[p]))), []).append(p)
+        by_class.setdefault(
+            (patient_cls[p].most_common(1)[0][0], "+".join(sorted(patient_mod[p]))), []
+        ).append(p)
     # Deal each stratum's patients round-robin into folds (from a random fold), so strata spread evenly.
     fold_of: dict[str, int] = {}
     for cls in sorted(by_class):
@@ -47,12 +50,19 @@ def make_folds(samples: list[Sample], k: int, val_fraction: float, seed: int) ->
             n_val = min(max(n_val, 1 if len(pool) >= 2 else 0), len(pool) - 1) if pool else 0
             val += [pool[i] for i in sorted(rng.permutation(len(pool))[:n_val])]
         val_set = set(val)
-        folds.append({"train": [p for p in train if p not in val_set], "val": sorted(val_set),
-                      "test": sorted(p for p in fold_of if fold_of[p] == f)})
+        folds.append(
+            {
+                "train": [p for p in train if p not in val_set],
+                "val": sorted(val_set),
+                "test": sorted(p for p in fold_of if fold_of[p] == f),
+            }
+        )
     return {"unit": "patient", "k": k, "seed": seed, "val_fraction": val_fraction, "folds": folds}
 
 
-def load_or_make_folds(path: str | Path, samples: list[Sample], k: int, val_fraction: float, seed: int) -> dict:
+def load_or_make_folds(
+    path: str | Path, samples: list[Sample], k: int, val_fraction: float, seed: int
+) -> dict:
     """Reuse the split file if present (so a run can be repeated), else write a new one."""
     path = Path(path)
     patients = {s.patient for s in samples}
@@ -60,8 +70,10 @@ def load_or_make_folds(path: str | Path, samples: list[Sample], k: int, val_frac
         splits = json.loads(path.read_text())
         known = {p for f in splits.get("folds", [])[:1] for part in ("train", "val", "test") for p in f[part]}
         if splits.get("k") != k or patients - known:
-            raise DataError(f"{path} was made for other data or k (k={splits.get('k')}, "
-                            f"{len(patients - known)} unknown patients/lesions); delete it or change run.out_dir")
+            raise DataError(
+                f"{path} was made for other data or k (k={splits.get('k')}, "
+                f"{len(patients - known)} unknown patients/lesions); delete it or change run.out_dir"
+            )
         return splits
     splits = make_folds(samples, k, val_fraction, seed)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ Augmentation follows the method spec: rotation in [-180, 180] degrees, horizonta
 vertical flips, resize to the input size, then ImageNet mean/std normalisation. Random draws
 use torch's global RNG so a seeded run (and a resumed one) sees the same augmentations.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,9 @@ def resize_uint8(img: torch.Tensor, size: int) -> torch.Tensor:
     close to square after cropping the black border, and the paper resizes the same way)."""
     if img.shape[-2:] == (size, size):
         return img
-    out = F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True,
-                        align_corners=False)[0]
+    out = F.interpolate(
+        img[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )[0]
     return out.round().clamp(0, 255).to(torch.uint8)
 
 

@@ -174,6 +174,8 @@ def auto_candidates(device: str, source: ModelSource | None = None,
         if ort_has_cuda():
             cands.append(("onnxruntime", {}))
         return cands + [("torch", {})]
+    if precision not in ("auto", "fp32", "int8"):  # bf16 (fp16): only the torch engine runs them on CPU
+        return [("torch", {})]
     cands = []
     int8 = source.int8_onnx_path() if source is not None else None
     wants_int8 = precision == "int8" or (precision == "auto" and int8 is not None and int8_pays_off(int8))

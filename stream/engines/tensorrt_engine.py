@@ -124,9 +124,13 @@ class TensorRTEngine(Engine):
                                      workspace_size=int(workspace_gb * (1 << 30)), min_block_size=1)
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_path.with_name(self.cache_path.name + f".{os.getpid()}.tmp")
-        example = torch.zeros(self.profile.opt, device=self.device)
         try:
-            torch_tensorrt.save(trt, str(tmp), inputs=[example])
+            # the Input specs (not an example tensor) keep the saved program's batch dynamic;
+            # torch-tensorrt renamed `inputs` to `arg_inputs` along the way
+            try:
+                torch_tensorrt.save(trt, str(tmp), arg_inputs=inputs)
+            except TypeError:
+                torch_tensorrt.save(trt, str(tmp), inputs=inputs)
             os.replace(tmp, self.cache_path)
         except Exception as e:  # noqa: BLE001 - an unsavable engine still runs; it is rebuilt next time
             import warnings

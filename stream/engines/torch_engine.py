@@ -6,6 +6,7 @@ captured per batch size actually seen (at most ``max_batch`` of them).
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ class TorchEngine(Engine):
         self.cuda_graphs = bool(cuda_graphs)
         self._graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self._pinned: dict[tuple, torch.Tensor] = {}
+        self._lock = threading.Lock()
         if compile:
             self.precision = f"{precision}+compile"
         if cuda_graphs:
@@ -72,13 +74,16 @@ class TorchEngine(Engine):
         return x.to(self.device, non_blocking=True).to(dtype=self.dtype, memory_format=self.memory_format)
 
     def _run(self, batch: Any) -> np.ndarray:
-        x = self._to_input(batch)
-        if self.cuda_graphs:
-            out = self._replay(x)
-        else:
-            with torch.inference_mode():
-                out = self.forward(x)
-        return out.float().cpu().numpy()
+        # the pinned staging buffers and captured graphs are shared state: one call at a time
+        # (several pipelines may share one engine; the batcher alone never calls concurrently)
+        with self._lock:
+            x = self._to_input(batch)
+            if self.cuda_graphs:
+                out = self._replay(x)
+            else:
+                with torch.inference_mode():
+                    out = self.forward(x)
+            return out.float().cpu().numpy()
 
     # -- CUDA graphs -----------------------------------------------------------------------
     def _replay(self, x: torch.Tensor) -> torch.Tensor:

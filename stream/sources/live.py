@@ -57,7 +57,7 @@ class LatestFrameReader(Source):
                         # A reconnected stream restarts its clock: continue ours instead.
                         pts_offset = last_pts + self._frame_dur() - f.pts
                     first_of_session = False
-                    f.index = index
+                    f.index, f.stream_id = index, self.stream_id
                     if f.pts is not None:
                         f.pts += pts_offset
                         last_pts = f.pts

@@ -15,7 +15,8 @@ def network_options(url: str, extra: dict | None = None) -> dict[str, str]:
 
     ``nobuffer``/``low_delay`` stop the demuxer and decoder from holding frames back; a
     short probe starts the picture sooner (1 s of MPEG-TS is enough to find the codec
-    parameters); UDP gets a large socket FIFO that drops on overrun rather than failing.
+    parameters); UDP buffers absorb bursts (keyframes) but are too small to hide a decoder
+    that falls behind: on overrun packets are dropped rather than queued or failing.
     """
     scheme = urlparse(url).scheme
     opts = {"fflags": "nobuffer+discardcorrupt", "flags": "low_delay",
@@ -23,7 +24,9 @@ def network_options(url: str, extra: dict | None = None) -> dict[str, str]:
     if scheme in ("rtsp", "rtsps"):
         opts["rtsp_transport"] = "tcp"  # UDP RTP loses packets on busy networks: grey smears
     if scheme in ("udp", "rtp"):
-        opts.update({"fifo_size": "1000000", "overrun_nonfatal": "1", "buffer_size": "4194304"})
+        # Buffers bound the lag a slow decoder can build up (~1 MB socket + ~1 MB FIFO, about
+        # 2 s at 8 Mbit/s); beyond that packets are dropped instead of queued.
+        opts.update({"fifo_size": "5000", "overrun_nonfatal": "1", "buffer_size": "1048576"})
     opts.update(extra or {})
     return opts
 

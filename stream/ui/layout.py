@@ -23,6 +23,7 @@ CSS = """
              background: #e8eef4; color: #223;}
 #live-label.alert {background: #c62828; color: #fff;}
 #live-label.uncertain {background: #f9a825; color: #222;}
+#stats-table {width: 100%;}
 #stats-table td, #stats-table th {padding: 2px 10px; font-size: .9em;}
 #stats-table td {font-variant-numeric: tabular-nums; text-align: right;}
 .ui-error {color: #b71c1c; font-weight: 600;}
@@ -53,24 +54,23 @@ def label_html(s: dict) -> str:
 
 
 def stats_html(s: dict) -> str:
-    rows = [
-        ("source", "source", s["source"]),
+    cells = [
         ("input fps", "input_fps", f"{s['input_fps']:.1f}"),
         ("processed fps", "processed_fps", f"{s['processed_fps']:.1f}"),
         ("latency p50 (ms)", "latency_p50_ms", f"{s['latency_p50_ms']:.1f}"),
         ("latency p99 (ms)", "latency_p99_ms", f"{s['latency_p99_ms']:.1f}"),
-        ("frames not analysed (newest-frame policy)", "dropped_source", s["dropped_source"]),
-        ("frames dropped (display)", "dropped_display", s["dropped_display"]),
-        ("JPEG encode p50 (ms)", "encode_ms", f"{s.get('encode_ms', 0.0):.1f}"),
-        ("live-view pages open", "viewers", s.get("viewers", 0)),
+        ("not analysed (newest frame only)", "dropped_source", s["dropped_source"]),
+        ("dropped by the display", "dropped_display", s["dropped_display"]),
         ("frames processed", "frames", s["frames"]),
-        ("alert frames", "alert_frames", s.get("alert_frames", 0)),
+        ("alert frames (timeline)", "alert_frames", s.get("alert_frames", 0)),
         ("engine", "engine", f"{s['engine']} {s.get('precision', '')}".strip()),
         ("device", "device", s["device"]),
+        ("JPEG encode p50 (ms)", "encode_ms", f"{s.get('encode_ms', 0.0):.1f}"),
+        ("live-view pages open", "viewers", s.get("viewers", 0)),
     ]
-    body = "".join(
-        f'<tr><th>{k}</th><td data-k="{key}">{html.escape(str(v))}</td></tr>' for k, key, v in rows
-    )
+    td = [f'<th>{k}</th><td data-k="{key}">{html.escape(str(v))}</td>' for k, key, v in cells]
+    body = f'<tr><th>source</th><td data-k="source" colspan="3">{html.escape(str(s["source"]))}</td></tr>'
+    body += "".join(f"<tr>{a}{b}</tr>" for a, b in zip(td[::2], td[1::2]))
     err = f'<p class="ui-error" id="live-error">{html.escape(s["error"])}</p>' if s.get("error") else ""
     return f'<table id="stats-table">{body}</table>{err}'
 
@@ -88,6 +88,7 @@ def build_blocks(ctx) -> gr.Blocks:
                 gr.HTML(live_view_html())
                 label = gr.HTML(label_html({}))
                 plot = gr.Plot(label="timeline", elem_id="timeline")
+                stats = gr.HTML(elem_id="stats")
             with gr.Column(scale=2):
                 source = gr.Dropdown(
                     choices=ctx.source_choices,
@@ -140,7 +141,6 @@ def build_blocks(ctx) -> gr.Blocks:
                     label="Minimum alert duration (s)",
                     elem_id="min-dur",
                 )
-                stats = gr.HTML(elem_id="stats")
         with gr.Tab("Replay evaluation"):
             gr.Markdown(
                 f"Upload a video (max {human(cfg.max_upload_bytes)}; {', '.join(ctx.video_exts)}) "
