@@ -111,7 +111,7 @@ def markdown(results: dict, meta: dict) -> str:
         "| Method | needs paired data | AUC pooled [95% CI] | AUC per fold: mean ± 95% t | Acc | F1 |",
         "|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
+    for r in results.values():
         ci = f"{pct(r['auc'])} [{pct(r['auc_ci'][0])}, {pct(r['auc_ci'][1])}]"
         fold = f"{pct(r['fold_mean'])} ± {pct(r['fold_half'])}"
         lines.append(
@@ -120,9 +120,11 @@ def markdown(results: dict, meta: dict) -> str:
         )
     lines += [
         "",
-        f"SYNTHETIC data; {meta['folds']}-fold lesion-level CV, predictions pooled over folds; "
-        f"the NBI teacher row is tested on NBI images, all others on WLI. "
-        f"Command: `{meta['command']}`; {meta['machine']}; wall time {meta['minutes']:.1f} min.",
+        (
+            f"SYNTHETIC data; {meta['folds']}-fold lesion-level CV, predictions pooled over folds; "
+            f"the NBI teacher row is tested on NBI images, all others on WLI. "
+            f"Command: `{meta['command']}`; {meta['machine']}; wall time {meta['minutes']:.1f} min."
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -5,4 +5,4 @@ implementation measured on this kind of device (kernels/dispatch.json)."""
 from kernels.op import IMPLS, available_impls, choose_impl, srca
 from kernels.reference import relation_mask, srca_reference
 
-__all__ = ["srca", "srca_reference", "relation_mask", "IMPLS", "available_impls", "choose_impl"]
+__all__ = ["IMPLS", "available_impls", "choose_impl", "relation_mask", "srca", "srca_reference"]

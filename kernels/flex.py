@@ -35,7 +35,7 @@ def flex_available(device: torch.device | str, needs_grad: bool) -> bool:
     return not (needs_grad and torch.device(device).type == "cpu")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(device_type: str):
     flex_attention, _ = _flex()
     return torch.compile(flex_attention)   # default dynamism: one recompile covers new lengths

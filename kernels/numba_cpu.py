@@ -18,6 +18,7 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange
+from torch.autograd.function import once_differentiable
 
 from kernels.fastexp import fexp
 from kernels.labels import sorted_call
@@ -93,7 +94,7 @@ def _forward(q, k, v, ql, kl, scale, out, lse, bq, bk):
 def _backward(q, k, v, dout, ql, kl, lse, delta, scale, dq_part, dk, dv, bq, bk):
     """Parallel over (g, h, key chunk): each task owns its dK/dV rows outright and adds its
     dQ contributions to a private slice dq_part[chunk], so no two threads write one cell."""
-    G, H, Lq, D = q.shape
+    G, H, _, D = q.shape
     Lk = k.shape[2]
     chunks = dq_part.shape[0]
     for task in prange(G * H * chunks):
@@ -178,6 +179,7 @@ class _NumbaSRCA(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable        # no double backward: say so instead of returning zeros
     def backward(ctx, dout):
         q, k, v, out, lse, q_labels, k_labels = ctx.saved_tensors
         dout = dout.contiguous()

@@ -102,7 +102,7 @@ def summarise(pred: dict, n_boot: int = 1000, seed: int = 0) -> dict:
         "metrics": m,
         "ci95": ci,
         "per_fold": per_fold,
-        "n_images": int(len(pred["labels"])),
+        "n_images": len(pred["labels"]),
         "n_lesions": len(set(pred["lesions"])),
         "class_names": pred["class_names"],
         "modality": pred["modality"],

@@ -45,7 +45,7 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]
         "specificity": float(np.nanmean(spec)) if np.isfinite(spec).any() else math.nan,
         "f1": float(f1),
         "auc": float(auc),
-        "n": int(len(y)),
+        "n": len(y),
     }
 
 

@@ -75,10 +75,12 @@ def markdown(summary: dict, title: str) -> str:
         "",
         SYNTHETIC_NOTE,
         "",
-        f"Pooled predictions of {len(summary['per_fold'])} fold(s): {summary['n_images']} "
-        f"{summary['modality']} images of {summary['n_lesions']} lesions. "
-        f"Classes: {', '.join(summary['class_names'])}. "
-        f"95% intervals: bootstrap over lesions ({summary['bootstrap']['n']} resamples).",
+        (
+            f"Pooled predictions of {len(summary['per_fold'])} fold(s): {summary['n_images']} "
+            f"{summary['modality']} images of {summary['n_lesions']} lesions. "
+            f"Classes: {', '.join(summary['class_names'])}. "
+            f"95% intervals: bootstrap over lesions ({summary['bootstrap']['n']} resamples)."
+        ),
         "",
         "| metric | value (%) [95% CI] |",
         "|---|---|",

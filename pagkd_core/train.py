@@ -93,7 +93,7 @@ def resume_key(config: dict, stage: str) -> str:
     """What must not change when a run is resumed: the settings that shape this stage's weights.
     Epochs may grow (extending a run); paths, threads and progress bars may change; the teacher
     ignores the student's settings (one teacher serves every student row of a benchmark)."""
-    config = json.loads(json.dumps(config))   # a copy, with tuples as lists
+    config = json.loads(json.dumps(config))  # a copy, with tuples as lists
     keep = ("data", "teacher", "teacher_optim") if stage == "teacher" else tuple(config)
     key = {k: v for k, v in config.items() if k in keep and k != "run"}
     key["seed"] = config["run"]["seed"]
@@ -168,6 +168,30 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     return model, objective.to(d.device), modules, optim, loader
 
 
+def end_epoch(state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, steps, t0) -> None:
+    """Validate, keep the best model (validation split only), write the resumable checkpoint."""
+    val = validate(model, data, modality, cfg, next(model.parameters()).device)
+    train = {k: v / max(steps, 1) for k, v in sums.items()}
+    record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 2), "val": val, "train": train}
+    state["history"].append(record)
+    best = state["best"]
+    if best is None or (val["score"], -val["loss"]) > (best["val"]["score"], -best["val"]["loss"]):
+        state["best"] = record
+        save_weights(out / "best.safetensors", {"model": model})
+        best_json = dict(record, class_names=data.class_names, config_hash=cfg.hash())
+        (out / "best.json").write_text(json.dumps(best_json, indent=1) + "\n")
+    state["epoch"] = epoch + 1
+    save_checkpoint(out / "last", modules, optimizer, state)
+    log.info(
+        "%s epoch %d: train %s val AUC %.3f acc %.3f",
+        out.name,
+        epoch + 1,
+        {k: round(v, 4) for k, v in train.items()},
+        val["auc"],
+        val["accuracy"],
+    )
+
+
 def train_stage(
     cfg: Config, stage: str, resume: bool = False, name: str = "student", data: FoldData | None = None
 ) -> dict:
@@ -233,32 +257,8 @@ def train_stage(
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         if d.main:
-            val = validate(model, data, modality, cfg, d.device)
-            record = {
-                "epoch": epoch + 1,
-                "seconds": round(time.time() - t0, 2),
-                "val": val,
-                "train": {k: v / max(len(loader), 1) for k, v in sums.items()},
-            }
-            state["history"].append(record)
-            best = state["best"]
-            if best is None or (val["score"], -val["loss"]) > (best["val"]["score"], -best["val"]["loss"]):
-                state["best"] = record
-                save_weights(out / "best.safetensors", {"model": model})
-                (out / "best.json").write_text(
-                    json.dumps(dict(record, class_names=data.class_names, config_hash=cfg.hash()), indent=1)
-                    + "\n"
-                )
-            state["epoch"] = epoch + 1
-            save_checkpoint(out / "last", modules, optimizer, state)
-            log.info(
-                "%s epoch %d/%d train %s val auc %.3f acc %.3f",
-                out.name,
-                epoch + 1,
-                optim.epochs,
-                {k: round(v, 4) for k, v in record["train"].items()},
-                val["auc"],
-                val["accuracy"],
+            end_epoch(
+                state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, len(loader), t0
             )
         ddp.barrier(d)
     ddp.check_in_sync(model, d)

@@ -7,13 +7,20 @@
 
 Heavy modules (torch, PyAV) load on first use, so ``import stream`` stays cheap.
 """
+
 from __future__ import annotations
 
 import importlib
 
-_LAZY = {"Frame": "stream.frame", "open_source": "stream.sources", "SourceError": "stream.sources",
-         "Pipeline": "stream.pipeline", "Result": "stream.result", "PipelineConfig": "stream.config",
-         "Preprocessor": "stream.preprocess"}
+_LAZY = {
+    "Frame": "stream.frame",
+    "open_source": "stream.sources",
+    "SourceError": "stream.sources",
+    "Pipeline": "stream.pipeline",
+    "Result": "stream.result",
+    "PipelineConfig": "stream.config",
+    "Preprocessor": "stream.preprocess",
+}
 
 __all__ = list(_LAZY)
 

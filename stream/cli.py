@@ -6,8 +6,10 @@
     python -m stream run /dev/video0 --size 1920x1080 --fps 60 --pixel-format mjpeg
 
 Exit codes: 0 success; 2 bad input (source, model or option), with a one-line error;
-3 the run ended on a damaged source (the frames before the damage are analysed and logged).
+3 the run ended on a source or engine error (a damaged file, a live input gone for good); the
+frames before it are analysed and logged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +21,13 @@ EXIT_OK, EXIT_USAGE, EXIT_SOURCE = 0, 2, 3
 
 
 def _run_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="'demo', a video file, an image folder, /dev/videoN, a URL (rtsp/udp/srt/http), "
-                        "or 'synthetic'; several sources run as concurrent streams on one engine")
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="'demo', a video file, an image folder, /dev/videoN, a URL (rtsp/udp/srt/http), "
+        "or 'synthetic'; several sources run as concurrent streams on one engine",
+    )
     p.add_argument("--config", help="YAML file of pipeline options (stream.config.PipelineConfig keys)")
     p.add_argument("--model", help="exported student (.json/.safetensors/stem); default: the bundled student")
     p.add_argument("--engine", choices=["auto", "tensorrt", "onnxruntime", "torch"])
@@ -30,18 +36,33 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="most frames per engine call")
     p.add_argument("--max-wait-ms", type=float, help="longest a frame waits for a batch to fill")
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--realtime", dest="realtime", action="store_const", const=True,
-                      help="pace files at their own frame rate and drop frames like a live feed")
-    pace.add_argument("--fast", dest="realtime", action="store_const", const=False,
-                      help="analyse every frame as fast as possible (default for files)")
+    pace.add_argument(
+        "--realtime",
+        dest="realtime",
+        action="store_const",
+        const=True,
+        help="pace files at their own frame rate and drop frames like a live feed",
+    )
+    pace.add_argument(
+        "--fast",
+        dest="realtime",
+        action="store_const",
+        const=False,
+        help="analyse every frame as fast as possible (default for files)",
+    )
     p.add_argument("--smoothing", help="none | ema:alpha=0.3 | window:size=8 | hmm:stay=0.98")
     p.add_argument("--threshold", type=float, help="alert threshold on the smoothed confidence")
     p.add_argument("--hysteresis", type=float, help="a held call is kept down to threshold - hysteresis")
     p.add_argument("--uncertain-low", type=float, help="confidence in [this, threshold) is 'uncertain'")
     p.add_argument("--min-frames", type=int, help="frames a call must hold before it is shown")
     p.add_argument("--min-duration", dest="min_duration_s", type=float, help="seconds a call must hold")
-    p.add_argument("--no-detect-area", dest="detect_area", action="store_const", const=False,
-                   help="feed the whole frame instead of the detected endoscope field")
+    p.add_argument(
+        "--no-detect-area",
+        dest="detect_area",
+        action="store_const",
+        const=False,
+        help="feed the whole frame instead of the detected endoscope field",
+    )
     p.add_argument("--record", help="annotated video (.mp4 fragmented, .ts, .mkv): survives a kill")
     p.add_argument("--record-raw", help="raw video, same formats")
     p.add_argument("--predictions", help="per-frame JSONL log")
@@ -52,9 +73,19 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", help="capture size, e.g. 1920x1080 (devices)")
     p.add_argument("--fps", type=float, help="capture rate (devices) or image-folder rate")
     p.add_argument("--pixel-format", help="capture pixel format, e.g. mjpeg, yuyv422 (devices)")
-    p.add_argument("--decode-threading", default="auto", choices=["auto", "slice", "frame"],
-                   help="live decoding: slice threads (auto, no delay) or frame threads (more throughput, "
-                        "threads-1 frames of delay)")
+    p.add_argument(
+        "--give-up-after",
+        type=float,
+        help="end the run when a live input has sent nothing for this many seconds "
+        "(default: keep reconnecting)",
+    )
+    p.add_argument(
+        "--decode-threading",
+        default="auto",
+        choices=["auto", "slice", "frame"],
+        help="live decoding: slice threads (auto, no delay) or frame threads (more throughput, "
+        "threads-1 frames of delay)",
+    )
     p.add_argument("--stats", help="write the run summary (latency percentiles, drops) to this JSON file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary table")
 
@@ -63,14 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stream", description="Real-time endoscopy video runtime")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub.add_parser("run", help="analyse a video source live or as fast as possible"))
-    sub.add_parser("evaluate", help="video-level evaluation (see: python -m stream evaluate -h)", add_help=False)
+    sub.add_parser(
+        "evaluate", help="video-level evaluation (see: python -m stream evaluate -h)", add_help=False
+    )
     sub.add_parser("ui", help="the Gradio live UI (see: python -m stream ui -h)", add_help=False)
     return parser
 
 
-_CFG_KEYS = ("model", "engine", "device", "precision", "batch", "max_wait_ms", "realtime", "smoothing",
-             "threshold", "hysteresis", "uncertain_low", "min_frames", "min_duration_s", "detect_area",
-             "record", "record_raw", "predictions", "max_frames", "threads")
+_CFG_KEYS = (
+    "model",
+    "engine",
+    "device",
+    "precision",
+    "batch",
+    "max_wait_ms",
+    "realtime",
+    "smoothing",
+    "threshold",
+    "hysteresis",
+    "uncertain_low",
+    "min_frames",
+    "min_duration_s",
+    "detect_area",
+    "record",
+    "record_raw",
+    "predictions",
+    "max_frames",
+    "threads",
+)
 
 
 def _progress(total: int | None, quiet: bool):
@@ -92,9 +143,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_pipeline_config(args.config, {k: getattr(args, k) for k in _CFG_KEYS})
         # Sources first: a wrong path fails in a second, before the engine is built.
         for i, spec in enumerate(args.sources):
-            sources.append(open_source(spec, realtime=cfg.realtime, stream_id=str(i), loop=args.loop,
-                                       size=args.size, fps=args.fps, pixel_format=args.pixel_format,
-                                       threading=args.decode_threading))
+            sources.append(
+                open_source(
+                    spec,
+                    realtime=cfg.realtime,
+                    stream_id=str(i),
+                    loop=args.loop,
+                    size=args.size,
+                    fps=args.fps,
+                    pixel_format=args.pixel_format,
+                    threading=args.decode_threading,
+                    give_up_after=args.give_up_after,
+                )
+            )
         from stream.pipeline import Pipeline  # torch loads here, once the sources are known to open
 
         pipe = Pipeline(cfg)
@@ -112,6 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = _progress(total, args.quiet)
     if bar is not None:
         pipe.result_callbacks.append(lambda r: bar.update(1))
+
     def _terminate(*_):  # SIGTERM ends the run like Ctrl-C: sinks are flushed and closed
         raise KeyboardInterrupt
 
@@ -126,16 +188,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         with open(args.stats, "w") as f:
             json.dump(summary, f, indent=2)
     if not args.quiet:
-        print(f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} fps) on "
-              f"{summary['engine']['engine']}/{summary['engine']['device']}", file=sys.stderr)
+        print(
+            f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} fps) on "
+            f"{summary['engine']['engine']}/{summary['engine']['device']}",
+            file=sys.stderr,
+        )
         print(pipe.stats.table(), file=sys.stderr)
         for sid, s in summary["streams"].items():
-            print(f"stream {sid}: analysed {s['analysed']}, dropped {s['dropped']}, "
-                  f"decode errors {s['decode_errors']}, reconnects {s['reconnects']}", file=sys.stderr)
+            print(
+                f"stream {sid}: analysed {s['analysed']}, dropped {s['dropped']}, "
+                f"decode errors {s['decode_errors']}, reconnects {s['reconnects']}",
+                file=sys.stderr,
+            )
     errors = pipe.errors()
     if errors:
-        print(f"error: {errors[0]}; the {summary['frames']} frames before it were analysed"
-              + (f" and logged to {cfg.predictions}" if cfg.predictions else ""), file=sys.stderr)
+        print(
+            f"error: {errors[0]}; the {summary['frames']} frames before it were analysed"
+            + (f" and logged to {cfg.predictions}" if cfg.predictions else ""),
+            file=sys.stderr,
+        )
         return EXIT_SOURCE
     return EXIT_OK
 

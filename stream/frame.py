@@ -1,4 +1,5 @@
 """The unit of data every stage passes along: one decoded picture."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,8 +1,8 @@
 """The runtime: source -> preprocess -> batcher -> engine -> smoother/alerts -> sinks.
 
     pipe = Pipeline(PipelineConfig(predictions="run.jsonl"), on_result=print)
-    pipe.add_stream("clip.mp4")               # or a device, URL, folder, "demo"; several streams share the engine
-    summary = pipe.run()                       # start, wait for the sources to end, stop
+    pipe.add_stream("clip.mp4")      # or a device, URL, folder, "demo"; several streams share the engine
+    summary = pipe.run()             # start, wait for the sources to end, stop
 
     pipe.start(); pipe.pause(); pipe.set_params(smoothing="hmm:stay=0.98", threshold=0.8); pipe.stop()
 
@@ -16,6 +16,7 @@ Threads and queues (each bounded, each stage timed into ``pipe.stats``):
   pass-through (live sources only, in the reader thread): every frame is annotated with the
       newest result at once and handed to the display/recorder, so the video never waits.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,9 +68,13 @@ class _Stream:
 
 
 class Pipeline:
-    def __init__(self, cfg: PipelineConfig | None = None, engine=None,
-                 on_result: Callable[[Result], None] | None = None,
-                 on_display: Callable[[Frame, np.ndarray], None] | None = None):
+    def __init__(
+        self,
+        cfg: PipelineConfig | None = None,
+        engine=None,
+        on_result: Callable[[Result], None] | None = None,
+        on_display: Callable[[Frame, np.ndarray], None] | None = None,
+    ):
         self.cfg = cfg = cfg or PipelineConfig()
         if engine is None:
             from stream.engines import build_engine, resolve_device
@@ -80,14 +85,26 @@ class Pipeline:
             threads = {}
             if resolve_device(cfg.device) == "cpu":
                 threads = {"threads": cfg.threads or max(1, (os.cpu_count() or 2) // 2)}
-            engine = build_engine(cfg.engine, cfg.model or bundled_model(), device=cfg.device,
-                                  max_batch=cfg.batch, precision=cfg.precision, **threads)
+            engine = build_engine(
+                cfg.engine,
+                cfg.model or bundled_model(),
+                device=cfg.device,
+                max_batch=cfg.batch,
+                precision=cfg.precision,
+                **threads,
+            )
         self.engine = engine
         self.class_names = list(engine.class_names)
         meta = engine.source.meta
-        self.pre = Preprocessor(engine.input_size, meta["mean"], meta["std"], device=engine.device,
-                                detect=cfg.detect_area, detect_every=cfg.detect_every,
-                                backend=cfg.preprocess_backend)
+        self.pre = Preprocessor(
+            engine.input_size,
+            meta["mean"],
+            meta["std"],
+            device=engine.device,
+            detect=cfg.detect_area,
+            detect_every=cfg.detect_every,
+            backend=cfg.preprocess_backend,
+        )
         self.stats = LatencyStats()
         self.result_callbacks = [on_result] if on_result else []
         self.display_callbacks = [on_display] if on_display else []
@@ -123,8 +140,15 @@ class Pipeline:
         cfg, first = self.cfg, not self.streams
         n = cfg.inflight or (2 if live else 2 * cfg.batch)
         mode, params = parse_spec(cfg.smoothing)
-        st = _Stream(sid, source, live, n, threading.Semaphore(n), build_smoother(mode, **params),
-                     AlertMachine(AlertConfig(class_names=tuple(self.class_names), **cfg.alert_params())))
+        st = _Stream(
+            sid,
+            source,
+            live,
+            n,
+            threading.Semaphore(n),
+            build_smoother(mode, **params),
+            AlertMachine(AlertConfig(class_names=tuple(self.class_names), **cfg.alert_params())),
+        )
         fps = source.info.fps or 30.0
         if cfg.record:
             st.recorder = Recorder(_sibling(cfg.record, sid, first), fps=fps)
@@ -146,8 +170,12 @@ class Pipeline:
         if not self.streams:
             raise ValueError("add at least one stream before start()")
         self._started, self.t_start = True, time.monotonic()
-        self._batcher = DynamicBatcher(self.engine.infer, max_batch=self.cfg.batch, max_wait_ms=self.cfg.max_wait_ms,
-                                       max_queue=max(8, sum(s.inflight for s in self.streams.values()) + 8))
+        self._batcher = DynamicBatcher(
+            self.engine.infer,
+            max_batch=self.cfg.batch,
+            max_wait_ms=self.cfg.max_wait_ms,
+            max_queue=max(8, sum(s.inflight for s in self.streams.values()) + 8),
+        )
         self._post_thread = threading.Thread(target=self._post_loop, name="post", daemon=True)
         self._post_thread.start()
         for st in self.streams.values():
@@ -323,8 +351,14 @@ class Pipeline:
         self.stats.count("frames")
         t1 = time.perf_counter()
         self.stats.add("post", (t1 - t0) * 1e3)
-        ann = Annotation(state.state, bool(state.alert), float(state.confidence), smoothed.tolist(),
-                         self.class_names, frame.index)
+        ann = Annotation(
+            state.state,
+            bool(state.alert),
+            float(state.confidence),
+            smoothed.tolist(),
+            self.class_names,
+            frame.index,
+        )
         if st.passthrough:
             self.overlay.update(st.sid, ann)  # the pass-through path draws it on the next frames
         elif self.cfg.annotate and (st.recorder is not None or self.display_callbacks):
@@ -366,16 +400,29 @@ class Pipeline:
         for sid, st in self.streams.items():
             c = st.source.counters
             rec = [r for r in (st.recorder, st.raw_recorder) if r is not None]
-            streams[sid] = {"source": st.source.info.name, "live": st.live, "analysed": st.taken,
-                            "dropped": int(c.get("dropped", 0)), "decode_errors": int(c.get("decode_errors", 0)),
-                            "reconnects": int(c.get("reconnects", 0)), "problems": list(st.source.problems),
-                            "error": st.error, "record_dropped": sum(r.dropped for r in rec),
-                            "record_errors": [r.error for r in rec if r.error]}
+            streams[sid] = {
+                "source": st.source.info.name,
+                "live": st.live,
+                "analysed": st.taken,
+                "dropped": int(c.get("dropped", 0)),
+                "decode_errors": int(c.get("decode_errors", 0)),
+                "reconnects": int(c.get("reconnects", 0)),
+                "problems": list(st.source.problems),
+                "error": st.error,
+                "record_dropped": sum(r.dropped for r in rec),
+                "record_errors": [r.error for r in rec if r.error],
+            }
         frames = s["counters"].get("frames", 0)
-        return {"engine": self.engine.describe(), "wall_s": round(wall, 3),
-                "fps": round(frames / wall, 2) if wall > 0 else 0.0, "frames": frames,
-                "streams": streams, "latency_ms": s["stages"],
-                "batches": self._batcher.stats() if self._batcher else {}, "paused": self.paused}
+        return {
+            "engine": self.engine.describe(),
+            "wall_s": round(wall, 3),
+            "fps": round(frames / wall, 2) if wall > 0 else 0.0,
+            "frames": frames,
+            "streams": streams,
+            "latency_ms": s["stages"],
+            "batches": self._batcher.stats() if self._batcher else {},
+            "paused": self.paused,
+        }
 
     def errors(self) -> list[str]:
         """One line per stream that ended on an error or saw damaged input."""
@@ -386,7 +433,12 @@ class Pipeline:
                 out.append(st.error)
             elif st.source.problems:
                 c = st.source.counters
-                out.append(f"{st.source.info.name}: {st.source.problems[0]}"
-                           + (f" (+{int(c.get('decode_errors', 0)) - 1} more errors)"
-                              if c.get("decode_errors", 0) > 1 else ""))
+                out.append(
+                    f"{st.source.info.name}: {st.source.problems[0]}"
+                    + (
+                        f" (+{int(c.get('decode_errors', 0)) - 1} more errors)"
+                        if c.get("decode_errors", 0) > 1
+                        else ""
+                    )
+                )
         return out

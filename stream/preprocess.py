@@ -10,6 +10,7 @@ One batched path: ``Preprocessor(frames) -> (N,3,H,W) float32`` on the engine's 
 On CPU the crops are resized with OpenCV on uint8 (cheapest); on a GPU the whole frames
 are uploaded once and cropped+resized together with ``roi_align``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ class ContentArea:
         return max(abs(a - b) for a, b in zip(self.box, other.box)) <= tol_px
 
 
-def detect_content_area(rgb: np.ndarray, black_level: int = 30, min_fraction: float = 0.05) -> ContentArea | None:
+def detect_content_area(
+    rgb: np.ndarray, black_level: int = 30, min_fraction: float = 0.05
+) -> ContentArea | None:
     """The largest bright region's box, or None when the frame is too dark to tell."""
     h, w = rgb.shape[:2]
     step = max(1, min(h, w) // 160)
@@ -48,7 +51,9 @@ def detect_content_area(rgb: np.ndarray, black_level: int = 30, min_fraction: fl
     if area < min_fraction * mask.size:
         return None
     # The convex hull fills the dark lumen and shadows inside the field for the shape measure.
-    contours, _ = cv2.findContours((labels == best).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(
+        (labels == best).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     hull = cv2.convexHull(np.concatenate(contours))
     fill = float(cv2.contourArea(hull)) / max(1.0, float((bw - 1) * (bh - 1)))
     shape = "rect" if fill > 0.97 else "octagon" if fill > 0.815 else "round"
@@ -102,8 +107,16 @@ class ContentTracker:
 class Preprocessor:
     """Batched crop + resize + normalise for one model input size and normalisation."""
 
-    def __init__(self, input_size: tuple[int, int], mean, std, device: str = "cpu", detect: bool = True,
-                 detect_every: int = 15, backend: str = "auto"):
+    def __init__(
+        self,
+        input_size: tuple[int, int],
+        mean,
+        std,
+        device: str = "cpu",
+        detect: bool = True,
+        detect_every: int = 15,
+        backend: str = "auto",
+    ):
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.device = torch.device(device)
         self.detect = detect
@@ -132,7 +145,6 @@ class Preprocessor:
             return self._cv2(frames, boxes)
         return self._torch(frames, boxes)
 
-
     def _cv2(self, frames: list[Frame], boxes) -> torch.Tensor:
         h, w = self.input_size
         out = np.empty((len(frames), h, w, 3), np.uint8)
@@ -144,8 +156,12 @@ class Preprocessor:
             k = min(crop.shape[0] // h, crop.shape[1] // w)
             if k >= 2:
                 dy, dx = crop.shape[0] % k, crop.shape[1] % k  # trim the remainder evenly (< k px)
-                crop = crop[dy // 2: crop.shape[0] - (dy - dy // 2), dx // 2: crop.shape[1] - (dx - dx // 2)]
-                crop = cv2.resize(crop, (crop.shape[1] // k, crop.shape[0] // k), interpolation=cv2.INTER_AREA)
+                crop = crop[
+                    dy // 2 : crop.shape[0] - (dy - dy // 2), dx // 2 : crop.shape[1] - (dx - dx // 2)
+                ]
+                crop = cv2.resize(
+                    crop, (crop.shape[1] // k, crop.shape[0] // k), interpolation=cv2.INTER_AREA
+                )
             interp = cv2.INTER_AREA if crop.shape[0] >= h else cv2.INTER_LINEAR
             cv2.resize(crop, (w, h), dst=out[i], interpolation=interp)
         # numpy, not torch, for this small elementwise step: torch's OpenMP workers cost more
@@ -170,8 +186,9 @@ class Preprocessor:
             if self.device.type == "cuda":
                 u8 = u8.pin_memory()
             x = u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-            rois = torch.tensor([[j, *boxes[i]] for j, i in enumerate(idx)], dtype=torch.float32,
-                                device=self.device)
+            rois = torch.tensor(
+                [[j, *boxes[i]] for j, i in enumerate(idx)], dtype=torch.float32, device=self.device
+            )
             crops = roi_align(x, rois, (h, w), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
             out[idx] = crops * self._scale + self._shift
         return out

@@ -1,4 +1,5 @@
 """Small synthetic test videos for the stream tests (all content is synthetic)."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,8 +12,9 @@ import numpy as np
 FFMPEG = shutil.which("ffmpeg")
 
 
-def scope_frame(i: int, w: int = 160, h: int = 128, field: str = "round", radius: float = 0.46,
-                lesion: bool = False) -> np.ndarray:
+def scope_frame(
+    i: int, w: int = 160, h: int = 128, field: str = "round", radius: float = 0.46, lesion: bool = False
+) -> np.ndarray:
     """A moving texture inside a round/octagonal field on black, like an endoscope picture."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     tex = 128 + 60 * np.sin((xx + 3 * i) / 7.0) * np.cos((yy - 2 * i) / 9.0)
@@ -31,9 +33,19 @@ def scope_frame(i: int, w: int = 160, h: int = 128, field: str = "round", radius
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, n: int = 30, w: int = 160, h: int = 128, fps: int = 30, codec: str = "libx264",
-                pix_fmt: str = "yuv420p", options: dict | None = None, sizes=None,
-                container_options: dict | None = None, **frame_kw) -> Path:
+def write_video(
+    path: Path,
+    n: int = 30,
+    w: int = 160,
+    h: int = 128,
+    fps: int = 30,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    options: dict | None = None,
+    sizes=None,
+    container_options: dict | None = None,
+    **frame_kw,
+) -> Path:
     """Write with PyAV. ``sizes``: optional list of (w, h) per frame (size changes mid-stream)."""
     with av.open(str(path), "w", options=container_options or {}) as out:
         s = out.add_stream(codec, rate=fps)
@@ -53,7 +65,19 @@ def ffmpeg_video(path: Path, args: list[str], n: int = 30, w: int = 160, h: int 
     """Write with the ffmpeg command line (interlaced, 10-bit...), from a synthetic test pattern."""
     if FFMPEG is None:
         raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
-    cmd = [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}",
-           "-frames:v", str(n), *args, str(path)]
+    cmd = [
+        FFMPEG,
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={w}x{h}:rate={fps}",
+        "-frames:v",
+        str(n),
+        *args,
+        str(path),
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     return path

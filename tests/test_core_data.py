@@ -38,7 +38,7 @@ def test_generic_with_and_without_manifest(tmp_path):
     _, with_manifest = scan(cfg_for(root, tmp_path).data)
     (root / "manifest.csv").unlink()
     _, without = scan(cfg_for(root, tmp_path).data)
-    key = lambda s: (s.path, s.cls, s.modality, s.lesion)  # noqa: E731
+    key = lambda s: (s.path, s.cls, s.modality, s.lesion)
     assert sorted(map(key, with_manifest)) == sorted(map(key, without))
     assert {s.modality for s in without} == {"WLI", "NBI"}
     data = prepare(cfg_for(root, tmp_path / "run"), tmp_path / "run", progress=False)
@@ -141,7 +141,7 @@ def test_mixed_modes_and_sizes_are_converted(tmp_path):
         "gray.png": Image.fromarray(rgb[..., 0]),
         "rgba.png": Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])),
         "pal.png": Image.fromarray(rgb).convert("P"),
-        "g16.png": Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)),
+        "g16.png": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
         "big.jpg": Image.fromarray(rgb).resize((90, 61)),
     }
     for name, img in cases.items():

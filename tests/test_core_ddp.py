@@ -32,7 +32,9 @@ def test_two_process_gloo_training(tmp_path):
         "pagkd_core",
     ]
     for cmd in ("train-teacher", "train"):
-        r = subprocess.run([*base, cmd, *sets], env=env, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [*base, cmd, *sets], env=env, capture_output=True, text=True, timeout=600, check=False
+        )
         assert r.returncode == 0, r.stderr[-3000:]
     for stage in ("teacher", "student"):
         state = json.loads((out / "fold0" / stage / "last.json").read_text())

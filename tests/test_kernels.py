@@ -81,13 +81,13 @@ def test_masked_rows_exactly_zero(impl, pattern):
 @pytest.mark.parametrize("pattern", ["random", "alternating", "disjoint"])
 def test_gradcheck_float64(impl, pattern):
     q, k, v, ql, kl, _ = make_case(1, 2, 7, 9, 4, pattern, seed=11, dtype=torch.float64)
-    fn = lambda q_, k_, v_: kernels.srca(q_, k_, v_, ql, kl, scale=0.7, impl=impl)  # noqa: E731
+    fn = lambda q_, k_, v_: kernels.srca(q_, k_, v_, ql, kl, scale=0.7, impl=impl)
     assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-6, fast_mode=True)
 
 
 @pytest.mark.parametrize("impl", CPU_GRAD_IMPLS)
 def test_half_inputs_computed_in_float32(impl):
-    q, k, v, ql, kl, weight = make_case(1, 2, 40, 50, 16, "random", seed=5)
+    q, k, v, ql, kl, _ = make_case(1, 2, 40, 50, 16, "random", seed=5)
     out = kernels.srca(q.bfloat16(), k.bfloat16(), v.bfloat16(), ql, kl, impl=impl)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), srca_reference(q, k, v, ql, kl), rtol=3e-2, atol=3e-2)
@@ -130,15 +130,15 @@ def test_non_contiguous_inputs_and_int32_labels():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(q=torch.randn(2, 5, 8)), "4-D"),
-    (dict(k=torch.randn(1, 1, 6, 4)), "k and v"),
-    (dict(q_labels=torch.zeros(1, 5)), "integer"),
-    (dict(k_labels=torch.zeros(1, 7, dtype=torch.long)), r"\(1, 6\)"),
-    (dict(impl="nope"), "unknown impl"),
+    ({"q": torch.randn(2, 5, 8)}, "4-D"),
+    ({"k": torch.randn(1, 1, 6, 4)}, "k and v"),
+    ({"q_labels": torch.zeros(1, 5)}, "integer"),
+    ({"k_labels": torch.zeros(1, 7, dtype=torch.long)}, r"\(1, 6\)"),
+    ({"impl": "nope"}, "unknown impl"),
 ])
 def test_bad_input_errors_say_what_to_do(bad, match):
-    args = dict(q=torch.randn(1, 1, 5, 8), k=torch.randn(1, 1, 6, 8), v=torch.randn(1, 1, 6, 8),
-                q_labels=torch.zeros(1, 5, dtype=torch.long), k_labels=torch.zeros(1, 6, dtype=torch.long))
+    args = {"q": torch.randn(1, 1, 5, 8), "k": torch.randn(1, 1, 6, 8), "v": torch.randn(1, 1, 6, 8),
+            "q_labels": torch.zeros(1, 5, dtype=torch.long), "k_labels": torch.zeros(1, 6, dtype=torch.long)}
     args.update(bad)
     with pytest.raises((ValueError, TypeError), match=match):
         kernels.srca(**args)
@@ -150,3 +150,20 @@ def test_auto_uses_the_measured_order():
     first_runnable = next(n for n in table["cpu"]["order"]
                           if kernels.op.can_run(n, "cpu", torch.float32, True, auto=True))
     assert kernels.choose_impl("cpu", torch.float32, needs_grad=True) == first_runnable
+
+
+@pytest.mark.parametrize("impl", ["reference", *CPU_GRAD_IMPLS])
+@pytest.mark.parametrize("Lq, Lk", [(0, 5), (5, 0)])
+def test_empty_token_sets(impl, Lq, Lk):
+    q, k, v, ql, kl, weight = make_case(1, 2, Lq, Lk, 8, "one_label", seed=1)
+    out, dq, dk, dv = run(impl, q, k, v, ql, kl, weight)
+    assert out.shape == (1, 2, Lq, 8) and dk.shape == (1, 2, Lk, 8)
+    assert (out == 0).all() and (dq == 0).all() and (dk == 0).all() and (dv == 0).all()
+
+
+@pytest.mark.parametrize("impl", CPU_GRAD_IMPLS)
+def test_double_backward_is_refused_not_silently_zero(impl):
+    q, k, v, ql, kl, _ = make_case(1, 1, 20, 20, 8, "random", seed=6, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(kernels.srca(q, k, v, ql, kl, impl=impl).pow(2).sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()

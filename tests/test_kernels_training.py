@@ -24,7 +24,7 @@ def gkd_den_step(srca_fn, monkeypatch, heads=2, loss="l2", seed=0):
     x_w, x_n = torch.randn(6, 3, 28, 28), torch.randn(5, 3, 28, 28)
     y_w, y_n = torch.tensor([0, 1, 0, 1, 1, 0]), torch.tensor([1, 0, 0, 1, 1])
     s_emb, t_emb = student(x_w), teacher(x_n)                          # (B, 16, 7, 7)
-    cam = lambda e: torch.sigmoid(e.mean(1)).flatten(1).detach()       # noqa: E731  stand-in Grad-CAM
+    cam = lambda e: torch.sigmoid(e.mean(1)).flatten(1).detach()
     s_lab, t_lab = discretise(cam(s_emb), 0.45, 0.55), discretise(cam(t_emb), 0.45, 0.55)
     value = den(s_emb, t_emb, s_lab, t_lab, make_groups("group", y_w, y_n))
     params = dict(student.named_parameters(prefix="s")) | dict(teacher.named_parameters(prefix="t")) \

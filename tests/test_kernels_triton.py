@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-
-import kernels
 from test_kernels import make_case, run
 from test_kernels_training import assert_same_step, gkd_den_step
+
+import kernels
 
 pytest.importorskip("triton")
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -20,6 +20,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 CASES = [  # (G, H, Lq, Lk, D, pattern): several tiles, ragged tails, each label pattern
     (2, 2, 70, 90, 16, "random"), (1, 1, 130, 20, 32, "alternating"), (1, 2, 33, 65, 24, "one_label"),
     (2, 1, 40, 40, 16, "all_ambiguous"), (1, 1, 17, 150, 16, "disjoint"),
+    # bf16 is not among them: the interpreter's tl.dot mis-computes bf16 (checked on GPU by the benchmark)
 ]
 
 
@@ -27,7 +28,7 @@ CASES = [  # (G, H, Lq, Lk, D, pattern): several tiles, ragged tails, each label
 def test_interpreted_suite():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider"],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert f"{len(CASES) + 3} passed" in proc.stdout, proc.stdout[-500:]   # every inner test ran
 

@@ -1,4 +1,5 @@
 """`python -m stream`: run on real files, exit codes, one-line errors, subcommand wiring."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,8 +24,13 @@ def student(tmp_path_factory):
 
     torch.manual_seed(0)
     stem = tmp_path_factory.mktemp("model") / "tiny"
-    export_student(build_model("resnet10t", 2, embed_dim=16), stem, class_names=["hyperplastic", "adenoma"],
-                   input_size=64, onnx=False)
+    export_student(
+        build_model("resnet10t", 2, embed_dim=16),
+        stem,
+        class_names=["hyperplastic", "adenoma"],
+        input_size=64,
+        onnx=False,
+    )
     threads = torch.get_num_threads()
     yield str(stem.with_suffix(".json"))
     torch.set_num_threads(threads)
@@ -33,9 +39,31 @@ def student(tmp_path_factory):
 def test_run_file_writes_predictions_and_recording(student, tmp_path, capsys):
     video = write_video(tmp_path / "v.mp4", n=25)
     pred, rec, stats = tmp_path / "p.jsonl", tmp_path / "rec.ts", tmp_path / "stats.json"
-    rc = cli.main(["run", str(video), "--model", student, "--engine", "torch", "--device", "cpu", "--threads", "1",
-                   "--batch", "4", "--fast", "--smoothing", "window:size=4", "--predictions", str(pred),
-                   "--record", str(rec), "--stats", str(stats)])
+    rc = cli.main(
+        [
+            "run",
+            str(video),
+            "--model",
+            student,
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--batch",
+            "4",
+            "--fast",
+            "--smoothing",
+            "window:size=4",
+            "--predictions",
+            str(pred),
+            "--record",
+            str(rec),
+            "--stats",
+            str(stats),
+        ]
+    )
     assert rc == 0
     recs = read_predictions(pred)
     assert [r["frame"] for r in recs] == list(range(25)) and KEYS <= set(recs[0])
@@ -43,6 +71,7 @@ def test_run_file_writes_predictions_and_recording(student, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "p99" in err and "25 frames" in err
     import av
+
     with av.open(str(rec)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 25
     assert '"total"' in stats.read_text()
@@ -51,8 +80,26 @@ def test_run_file_writes_predictions_and_recording(student, tmp_path, capsys):
 def test_run_realtime_max_frames(student, tmp_path):
     video = write_video(tmp_path / "v.mp4", n=60)
     pred = tmp_path / "p.jsonl"
-    rc = cli.main(["run", str(video), "--model", student, "--engine", "torch", "--device", "cpu", "--threads", "1",
-                   "--realtime", "--max-frames", "10", "--predictions", str(pred), "-q"])
+    rc = cli.main(
+        [
+            "run",
+            str(video),
+            "--model",
+            student,
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--realtime",
+            "--max-frames",
+            "10",
+            "--predictions",
+            str(pred),
+            "-q",
+        ]
+    )
     assert rc == 0
     recs = read_predictions(pred)
     assert len(recs) == 10 and np.all(np.diff([r["frame"] for r in recs]) >= 1)
@@ -62,12 +109,27 @@ def test_damaged_file_exits_nonzero_after_logging_the_good_frames(student, tmp_p
     video = write_video(tmp_path / "v.mp4", n=60)
     data = bytearray(video.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 3000] = np.random.default_rng(2).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    data[mid : mid + 3000] = np.random.default_rng(2).integers(0, 256, 3000, dtype=np.uint8).tobytes()
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(bytes(data))
     pred = tmp_path / "p.jsonl"
-    rc = cli.main(["run", str(bad), "--model", student, "--engine", "torch", "--device", "cpu", "--threads", "1",
-                   "--predictions", str(pred), "-q"])
+    rc = cli.main(
+        [
+            "run",
+            str(bad),
+            "--model",
+            student,
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--predictions",
+            str(pred),
+            "-q",
+        ]
+    )
     assert rc == cli.EXIT_SOURCE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "bad.mp4" in err[0]
@@ -75,8 +137,13 @@ def test_damaged_file_exits_nonzero_after_logging_the_good_frames(student, tmp_p
 
 
 def test_unopenable_source_is_one_line_and_nonzero(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "stream", "run", str(tmp_path / "missing.mp4")],
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "stream", "run", str(tmp_path / "missing.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == cli.EXIT_USAGE
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing.mp4" in lines[0] and "no such file" in lines[0]

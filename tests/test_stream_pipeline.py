@@ -1,5 +1,6 @@
 """The pipeline end to end on real media: replay, live UDP, reconnects, damage, size changes,
 several streams on one engine, preprocessing, crash-safe recording."""
+
 from __future__ import annotations
 
 import itertools
@@ -21,6 +22,7 @@ from stream.frame import Frame
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.preprocess import ContentTracker, Preprocessor, detect_content_area
 from stream.sinks import read_predictions
+from stream.sources import SourceError
 
 W, H = 160, 128
 KEYS = {"frame", "pts", "probs", "smoothed", "state", "alert", "latency_ms"}
@@ -34,8 +36,13 @@ def student(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     stem = tmp_path_factory.mktemp("model") / "tiny"
-    export_student(build_model("resnet10t", 2, embed_dim=16), stem, class_names=["hyperplastic", "adenoma"],
-                   input_size=64, onnx=False)
+    export_student(
+        build_model("resnet10t", 2, embed_dim=16),
+        stem,
+        class_names=["hyperplastic", "adenoma"],
+        input_size=64,
+        onnx=False,
+    )
     return stem.with_suffix(".json")
 
 
@@ -85,8 +92,10 @@ def test_replay_analyses_every_frame_in_order(engine, tmp_path):
     assert r["latency_ms"] > 0 and r["pts"] == pytest.approx(7 / 30, abs=1e-3)
     # The logged probabilities are the engine's on the preprocessed frame.
     pre = Preprocessor(engine.input_size, engine.source.meta["mean"], engine.source.meta["std"])
-    frames = [Frame(i, i / 30, 0.0, f.to_ndarray(format="rgb24"))
-              for i, f in enumerate(av.open(str(path)).decode(video=0))]
+    frames = [
+        Frame(i, i / 30, 0.0, f.to_ndarray(format="rgb24"))
+        for i, f in enumerate(av.open(str(path)).decode(video=0))
+    ]
     # One frame at a time through the preprocessor, like the ingest thread (same content-area timeline).
     z = engine.infer(torch.cat([pre([f]) for f in frames]).numpy())
     ref = np.exp(z) / np.exp(z).sum(1, keepdims=True)
@@ -124,7 +133,7 @@ def test_corrupt_file_logs_frames_before_the_damage(engine, tmp_path):
     path = write_video(tmp_path / "c.mp4", n=60, w=W, h=H)
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    data[mid : mid + 3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(bytes(data))
     pipe, _, recs = run(engine, tmp_path, bad)
@@ -136,8 +145,9 @@ def test_corrupt_file_logs_frames_before_the_damage(engine, tmp_path):
 def test_pause_and_change_parameters_while_running(engine, tmp_path):
     path = write_video(tmp_path / "a.mp4", n=60, w=W, h=H)
     seen = []
-    pipe = Pipeline(PipelineConfig(batch=2, smoothing="ema:alpha=0.5"), engine=engine,
-                    on_result=lambda r: seen.append(r))
+    pipe = Pipeline(
+        PipelineConfig(batch=2, smoothing="ema:alpha=0.5"), engine=engine, on_result=lambda r: seen.append(r)
+    )
     pipe.add_stream(str(path))
     pipe.pause()
     pipe.start()
@@ -153,7 +163,9 @@ def test_pause_and_change_parameters_while_running(engine, tmp_path):
 
 
 # -- preprocessing ---------------------------------------------------------------------------
-@pytest.mark.parametrize("field,fill", [("round", (0.74, 0.815)), ("octagon", (0.815, 0.9)), ("none", (0.97, 1.0))])
+@pytest.mark.parametrize(
+    "field,fill", [("round", (0.74, 0.815)), ("octagon", (0.815, 0.9)), ("none", (0.97, 1.0))]
+)
 def test_content_area_detection(field, fill):
     rgb = scope_frame(3, 640, 480, field=field)
     rgb[440:470, 10:200] = 255  # overlay text in the border must not widen the box
@@ -196,12 +208,36 @@ def _free_udp_port() -> int:
 
 def _udp_sender(port: int, seconds: float, size: str = "320x240") -> subprocess.Popen:
     """A separate ffmpeg process sending live MPEG-TS at real-time pace."""
-    return subprocess.Popen([FFMPEG, "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
-                             "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-                             "-g", "15", "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    return subprocess.Popen(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=30",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "15",
+            "-f",
+            "mpegts",
+            f"udp://127.0.0.1:{port}?pkt_size=1316",
+        ]
+    )
 
 
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
+needs_ffmpeg = pytest.mark.skipif(
+    FFMPEG is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)"
+)
 
 
 @needs_ffmpeg
@@ -209,9 +245,12 @@ def test_live_udp_slow_engine_drops_frames_and_keeps_latency_bounded(engine, tmp
     port = _free_udp_port()
     sender = _udp_sender(port, 5)
     try:
-        pipe = Pipeline(PipelineConfig(batch=1, predictions=str(tmp_path / "p.jsonl"),
-                                       record=str(tmp_path / "annotated.ts")),
-                        engine=SlowEngine(engine, 0.07))  # ~12 fps capacity for a 30 fps feed
+        pipe = Pipeline(
+            PipelineConfig(
+                batch=1, predictions=str(tmp_path / "p.jsonl"), record=str(tmp_path / "annotated.ts")
+            ),
+            engine=SlowEngine(engine, 0.07),
+        )  # ~12 fps capacity for a 30 fps feed
         pipe.add_stream(f"udp://127.0.0.1:{port}")
         pipe.start()
         time.sleep(4.0)
@@ -281,8 +320,12 @@ for i in range(100000):
 @pytest.mark.parametrize("suffix", [".mp4", ".ts"])
 def test_recording_survives_sigkill(tmp_path, suffix):
     path = tmp_path / f"rec{suffix}"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER.format(tests=str(Path(__file__).parent), path=str(path))],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER.format(tests=str(Path(__file__).parent), path=str(path))],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     written = -1
     t0 = time.monotonic()
     for line in proc.stdout:
@@ -295,3 +338,70 @@ def test_recording_survives_sigkill(tmp_path, suffix):
         decoded = sum(1 for _ in c.decode(video=0))
     # Lost: at most the last fragment (0.5 s = 15 frames) plus the encoder queue (8).
     assert written - 15 - 8 - 2 <= decoded <= written + 1, (written, decoded)
+
+
+@needs_ffmpeg
+def test_live_input_gone_for_good_ends_with_a_clear_error(engine, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = subprocess.Popen(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=30",
+            "-t",
+            "1.5",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "15",
+            "-f",
+            "mpegts",
+            "-listen",
+            "1",
+            f"http://127.0.0.1:{port}",
+        ]
+    )
+    try:
+        pipe = Pipeline(PipelineConfig(batch=1), engine=engine)
+        deadline = time.monotonic() + 10
+        while True:  # the server needs a moment before it listens
+            try:
+                pipe.add_stream(f"http://127.0.0.1:{port}", give_up_after=1.0)
+                break
+            except SourceError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        summary = pipe.run(timeout=30)  # ends by itself: the sender is gone and reconnects fail
+    finally:
+        sender.kill()
+        sender.wait()
+    assert summary["wall_s"] < 25 and summary["frames"] > 5
+    errors = pipe.errors()
+    assert errors and "no frames for 1 s" in errors[0] and summary["streams"]["0"]["reconnects"] >= 1
+
+
+def test_replay_display_callback_gets_each_frame_annotated(engine, tmp_path):
+    path = write_video(tmp_path / "a.mp4", n=12, w=W, h=H)
+    shown = []
+    pipe = Pipeline(
+        PipelineConfig(batch=4, record=str(tmp_path / "rec.mp4")),
+        engine=engine,
+        on_display=lambda f, rgb: shown.append((f.index, rgb, f.rgb)),
+    )
+    pipe.add_stream(str(path))
+    pipe.add_stream(str(path))  # a second stream records next to the first
+    pipe.run(timeout=60)
+    assert sorted(i for i, _, _ in shown) == sorted(list(range(12)) * 2)
+    idx, annotated, raw = shown[0]
+    assert annotated.shape == raw.shape and not np.array_equal(annotated, raw)  # overlay drawn on a copy
+    assert (tmp_path / "rec.mp4").is_file() and (tmp_path / "rec.1.mp4").is_file()

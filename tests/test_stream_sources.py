@@ -1,4 +1,5 @@
 """Sources on real media: files in many containers/codecs, folders, pacing, damage, bad input."""
+
 from __future__ import annotations
 
 import time
@@ -42,8 +43,13 @@ def test_file_formats_decode_every_frame(tmp_path, name, codec, pix_fmt, opts):
 
 @pytest.mark.skipif(FFMPEG is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
 def test_interlaced_file_is_deinterlaced(tmp_path):
-    path = ffmpeg_video(tmp_path / "interlaced.mkv", ["-c:v", "libx264", "-flags", "+ilme+ildct", "-top", "1",
-                                                       "-pix_fmt", "yuv422p10le"], n=N, w=W, h=H)
+    path = ffmpeg_video(
+        tmp_path / "interlaced.mkv",
+        ["-c:v", "libx264", "-flags", "+ilme+ildct", "-top", "1", "-pix_fmt", "yuv422p10le"],
+        n=N,
+        w=W,
+        h=H,
+    )
     src = open_source(str(path))
     assert src.deinterlace == "yadif"
     frames = list(src)
@@ -98,7 +104,7 @@ def test_corrupt_file_reports_and_continues(tmp_path):
     data = bytearray(path.read_bytes())
     rng = np.random.default_rng(0)
     mid = len(data) // 2
-    data[mid:mid + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    data[mid : mid + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(bytes(data))
     src = open_source(str(bad))
@@ -108,13 +114,16 @@ def test_corrupt_file_reports_and_continues(tmp_path):
     assert all(len(p.splitlines()) == 1 for p in src.problems)
 
 
-@pytest.mark.parametrize("spec,words", [
-    ("missing.mp4", "no such file"),
-    ("empty.mp4", "empty"),
-    ("text.mp4", "cannot open"),
-    ("/dev/video97", "does not exist"),
-    ("gopher://x", "no such file"),
-])
+@pytest.mark.parametrize(
+    "spec,words",
+    [
+        ("missing.mp4", "no such file"),
+        ("empty.mp4", "empty"),
+        ("text.mp4", "cannot open"),
+        ("/dev/video97", "does not exist"),
+        ("gopher://x", "no such file"),
+    ],
+)
 def test_unopenable_sources_fail_with_one_line(tmp_path, monkeypatch, spec, words):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.mp4").write_bytes(b"")
@@ -161,9 +170,31 @@ def test_http_network_stream(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sender = subprocess.Popen([FFMPEG, "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30",
-                               "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-f", "mpegts",
-                               "-listen", "1", f"http://127.0.0.1:{port}"])
+    sender = subprocess.Popen(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=30",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "15",
+            "-f",
+            "mpegts",
+            "-listen",
+            "1",
+            f"http://127.0.0.1:{port}",
+        ]
+    )
     try:
         deadline = time.monotonic() + 10
         while True:  # the server needs a moment before it listens

@@ -82,10 +82,7 @@ def true_partners(primary: ImageSet, partner: ImageSet) -> list[list[int]]:
         if s.twin:
             by_twin.setdefault(s.twin, []).append(j)
         by_lesion.setdefault(s.lesion, []).append(j)
-    return [
-        by_twin.get(s.twin) or by_lesion.get(s.lesion, []) if s.twin else by_lesion.get(s.lesion, [])
-        for s in primary.samples
-    ]
+    return [by_twin.get(s.twin) or by_lesion.get(s.lesion, []) for s in primary.samples]
 
 
 def couple_loader(
@@ -119,17 +116,17 @@ def couple_loader(
 
 
 __all__ = [
-    "DataError",
-    "ImageError",
-    "ImageSet",
-    "CoupleSet",
-    "FoldData",
-    "ImageStore",
-    "Sample",
-    "CoupleBatchSampler",
-    "prepare",
-    "couple_loader",
-    "read_image",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "CoupleBatchSampler",
+    "CoupleSet",
+    "DataError",
+    "FoldData",
+    "ImageError",
+    "ImageSet",
+    "ImageStore",
+    "Sample",
+    "couple_loader",
+    "prepare",
+    "read_image",
 ]

@@ -96,17 +96,9 @@ def read_manifest(manifest: Path) -> list[Sample]:
             raise DataError(f"{manifest}, line {i}: modality {r['modality']!r} is not WLI or NBI")
         lesion = r["lesion_id"].strip()
         patient = (r.get("patient_id") or "").strip() or lesion
-        twin = f"{lesion}/{r['view'].strip()}" if (r.get("view") or "").strip() else ""
-        samples.append(
-            Sample(
-                str((root / r["path"]).resolve()),
-                canonical_class(r["class"]),
-                modality,
-                lesion,
-                patient,
-                twin,
-            )
-        )
+        # The manifest's view index is not a shared camera pose across modalities: pair by lesion.
+        path = str((root / r["path"]).resolve())
+        samples.append(Sample(path, canonical_class(r["class"]), modality, lesion, patient))
     return samples
 
 

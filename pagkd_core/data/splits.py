@@ -46,8 +46,8 @@ def make_folds(samples: list[Sample], k: int, val_fraction: float, seed: int) ->
         val = []
         for cls in sorted(by_class):
             pool = [p for p in by_class[cls] if fold_of[p] != f]
-            n_val = int(round(val_fraction * len(pool))) if len(pool) >= 2 else 0
-            n_val = min(max(n_val, 1 if len(pool) >= 2 else 0), len(pool) - 1) if pool else 0
+            # at least one validation patient per stratum, but never the whole stratum
+            n_val = min(max(round(val_fraction * len(pool)), 1), len(pool) - 1) if len(pool) >= 2 else 0
             val += [pool[i] for i in sorted(rng.permutation(len(pool))[:n_val])]
         val_set = set(val)
         folds.append(

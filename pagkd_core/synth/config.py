@@ -56,8 +56,8 @@ class VideoConfig:
     modality: str = "WLI"
     classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     render_scale: float = 0.5       # render the lumen at this fraction of the size, then upscale
-    speed: float = 0.5              # forward speed, tube radii per second
-    lesion_gap: float = 4.0         # mean distance between lesions along the tube, in tube radii
+    speed: float = 0.6              # forward speed, tube radii per second
+    lesion_gap: float = 3.0         # mean distance between lesions along the tube, in tube radii
     motion_blur: float = 1.0
     exposure_jitter: float = 1.0
     border: str = "octagon"

@@ -37,7 +37,7 @@ def _unit(v):
 
 def _inspect_weight(dz: float) -> float:
     """How much the endoscopist attends to a lesion `dz` tube radii ahead (approach, stay, pass)."""
-    return smoothstep(2.6, 1.0, dz) * smoothstep(-0.3, 0.3, dz)
+    return smoothstep(2.0, 0.9, dz) * smoothstep(-0.2, 0.3, dz)
 
 
 class _Procedure:

@@ -6,6 +6,7 @@ every incoming frame is annotated at once with the newest result known for its s
 the video is never delayed by inference; only the annotations lag (by the pipeline latency,
 which the stats report).
 """
+
 from __future__ import annotations
 
 import threading
@@ -46,8 +47,15 @@ def draw_overlay(rgb: np.ndarray, ann: Annotation | None) -> np.ndarray:
     if ann.alert:
         b = max(3, round(12 * s))
         cv2.rectangle(out, (b // 2, b // 2), (w - 1 - b // 2, h - 1 - b // 2), ALERT_RGB, b)
-    colour = ALERT_RGB if ann.alert else UNCERTAIN_RGB if ann.state == "uncertain" else \
-        IDLE_RGB if ann.state == "no call" else CALL_RGB
+    colour = (
+        ALERT_RGB
+        if ann.alert
+        else UNCERTAIN_RGB
+        if ann.state == "uncertain"
+        else IDLE_RGB
+        if ann.state == "no call"
+        else CALL_RGB
+    )
     text = ann.state if ann.state in ("uncertain", "no call") else f"{ann.state} {ann.confidence:.2f}"
     # Top right: endoscope processors (and the synthetic generator) print their own text top left.
     (tw, th), _ = cv2.getTextSize(text, font, 1.2 * s, thick)
@@ -60,10 +68,23 @@ def draw_overlay(rgb: np.ndarray, ann: Annotation | None) -> np.ndarray:
     for i, (name, p) in enumerate(zip(ann.class_names, ann.smoothed)):
         by = h - round(30 * s) - (len(ann.class_names) - 1 - i) * (bar_h + round(10 * s))
         cv2.rectangle(out, (x, by - bar_h), (x + bar_w, by), (40, 40, 40), -1)
-        cv2.rectangle(out, (x, by - bar_h), (x + int(bar_w * float(np.clip(p, 0, 1))), by),
-                      ALERT_RGB if ann.alert and name == ann.state else (90, 160, 230), -1)
-        cv2.putText(out, name, (x + bar_w + 8, by - 2), font, 0.5 * s, (230, 230, 230), max(1, thick // 2),
-                    cv2.LINE_AA)
+        cv2.rectangle(
+            out,
+            (x, by - bar_h),
+            (x + int(bar_w * float(np.clip(p, 0, 1))), by),
+            ALERT_RGB if ann.alert and name == ann.state else (90, 160, 230),
+            -1,
+        )
+        cv2.putText(
+            out,
+            name,
+            (x + bar_w + 8, by - 2),
+            font,
+            0.5 * s,
+            (230, 230, 230),
+            max(1, thick // 2),
+            cv2.LINE_AA,
+        )
     return out
 
 

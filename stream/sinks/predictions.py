@@ -1,4 +1,5 @@
 """Per-frame prediction log: one JSON object per line, flushed per line (survives a kill)."""
+
 from __future__ import annotations
 
 import json

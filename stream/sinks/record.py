@@ -9,6 +9,7 @@ After a SIGKILL the file decodes up to the last complete fragment (<= ``keyframe
 Encoding runs in its own thread behind a small queue: when the encoder falls behind, frames
 are dropped and counted, never queued without bound and never blocking the caller.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,15 @@ _TIME_BASE = Fraction(1, 90000)
 
 
 class Recorder:
-    def __init__(self, path: str | os.PathLike, fps: float = 30.0, codec: str = "libx264",
-                 keyframe_s: float = 1.0, crf: int = 23, queue_size: int = 8):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float = 30.0,
+        codec: str = "libx264",
+        keyframe_s: float = 1.0,
+        crf: int = 23,
+        queue_size: int = 8,
+    ):
         self.path = Path(path)
         fmt = _FORMATS.get(self.path.suffix.lower())
         if fmt is None:
@@ -66,8 +74,11 @@ class Recorder:
 
     # -- encoder thread ---------------------------------------------------------------
     def _open(self, rgb: np.ndarray) -> None:
-        opts = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"} \
-            if self.fmt in ("mp4", "mov") else {"flush_packets": "1"}
+        opts = (
+            {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+            if self.fmt in ("mp4", "mov")
+            else {"flush_packets": "1"}
+        )
         self._container = av.open(str(self.path), "w", format=self.fmt, options=opts)
         s = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
         # yuv420p needs even sizes.
@@ -76,8 +87,14 @@ class Recorder:
         s.time_base = _TIME_BASE
         s.codec_context.time_base = _TIME_BASE  # else PyAV rescales to 1/fps and close timestamps collide
         if self.codec == "libx264":
-            s.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(self.crf),
-                         "g": str(self.gop), "keyint_min": str(self.gop), "sc_threshold": "0"}
+            s.options = {
+                "preset": "ultrafast",
+                "tune": "zerolatency",
+                "crf": str(self.crf),
+                "g": str(self.gop),
+                "keyint_min": str(self.gop),
+                "sc_threshold": "0",
+            }
         else:
             s.options = {"g": str(self.gop)}
         self._stream = s

@@ -1,14 +1,15 @@
 """Video sources behind one interface: ``open_source(spec)`` -> an iterable of Frames.
 
-    with open_source("clip.mp4") as src:           # every frame, as fast as possible
-        for frame in src: ...
-    open_source("clip.mp4", realtime=True)          # paced at the file's rate, newest frame only
-    open_source("/dev/video0", size="1920x1080", fps=60, pixel_format="mjpeg")
-    open_source("udp://127.0.0.1:5000")             # rtsp:// srt:// http:// ... reconnect on loss
-    open_source("frames/")                          # a folder of images
-    open_source("synthetic")                        # the synthetic procedure generator
-    open_source("demo")                             # the bundled synthetic demo video
+with open_source("clip.mp4") as src:           # every frame, as fast as possible
+    for frame in src: ...
+open_source("clip.mp4", realtime=True)          # paced at the file's rate, newest frame only
+open_source("/dev/video0", size="1920x1080", fps=60, pixel_format="mjpeg")
+open_source("udp://127.0.0.1:5000")             # rtsp:// srt:// http:// ... reconnect on loss
+open_source("frames/")                          # a folder of images
+open_source("synthetic")                        # the synthetic procedure generator
+open_source("demo")                             # the bundled synthetic demo video
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,10 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 def demo_video() -> Path:
     path = ASSETS / "demo.mp4"
     if not path.is_file():
-        raise SourceError(f"the bundled demo video {path} is missing; reinstall the package or "
-                          "pass a video file, device, URL or folder instead of 'demo'")
+        raise SourceError(
+            f"the bundled demo video {path} is missing; reinstall the package or "
+            "pass a video file, device, URL or folder instead of 'demo'"
+        )
     return path
 
 
@@ -59,22 +62,41 @@ def source_kind(spec: str) -> str:
     return "file"
 
 
-def open_source(spec: str, *, realtime: bool | None = None, stream_id: str = "0", speed: float = 1.0,
-                loop: bool = False, deinterlace: str = "auto", size: str | None = None,
-                fps: float | None = None, pixel_format: str | None = None, options: dict | None = None,
-                give_up_after: float | None = None, synthetic: dict | None = None,
-                threading: str = "auto") -> Source:
+def open_source(
+    spec: str,
+    *,
+    realtime: bool | None = None,
+    stream_id: str = "0",
+    speed: float = 1.0,
+    loop: bool = False,
+    deinterlace: str = "auto",
+    size: str | None = None,
+    fps: float | None = None,
+    pixel_format: str | None = None,
+    options: dict | None = None,
+    give_up_after: float | None = None,
+    synthetic: dict | None = None,
+    threading: str = "auto",
+) -> Source:
     """Open whatever ``spec`` names. ``realtime``: pace recorded input at its own rate and read
     it like a live feed (default: on for devices and network streams, off for files and
     folders, which then yield every frame). Raises :class:`SourceError` with a one-line message."""
     spec = str(spec)
     kind = source_kind(spec)
     if kind == "capture":
-        return open_capture(spec.removeprefix("v4l2:"), size=size, fps=fps, pixel_format=pixel_format,
-                            stream_id=stream_id, give_up_after=give_up_after, threading=threading)
+        return open_capture(
+            spec.removeprefix("v4l2:"),
+            size=size,
+            fps=fps,
+            pixel_format=pixel_format,
+            stream_id=stream_id,
+            give_up_after=give_up_after,
+            threading=threading,
+        )
     if kind == "network":
-        return open_network(spec, options=options, stream_id=stream_id, give_up_after=give_up_after,
-                            threading=threading)
+        return open_network(
+            spec, options=options, stream_id=stream_id, give_up_after=give_up_after, threading=threading
+        )
     if kind == "synthetic":
         # "synthetic:seconds=10,seed=3,width=640,height=480" sets generator options inline.
         from stream.smoothing import parse_spec
@@ -84,5 +106,6 @@ def open_source(spec: str, *, realtime: bool | None = None, stream_id: str = "0"
     if kind == "folder":
         return open_folder(spec, fps=fps or 30.0, realtime=bool(realtime), stream_id=stream_id)
     path = str(demo_video()) if spec == "demo" else spec
-    return open_file(path, realtime=bool(realtime), speed=speed, loop=loop, deinterlace=deinterlace,
-                     stream_id=stream_id)
+    return open_file(
+        path, realtime=bool(realtime), speed=speed, loop=loop, deinterlace=deinterlace, stream_id=stream_id
+    )

@@ -1,4 +1,5 @@
 """PyAV decoding shared by files, capture devices and network streams."""
+
 from __future__ import annotations
 
 import re
@@ -53,8 +54,9 @@ class _Yadif:
 
     def _build(self, vf: av.VideoFrame) -> None:
         g = av.filter.Graph()
-        src = g.add_buffer(width=vf.width, height=vf.height, format=vf.format,
-                           time_base=vf.time_base or "1/90000")
+        src = g.add_buffer(
+            width=vf.width, height=vf.height, format=vf.format, time_base=vf.time_base or "1/90000"
+        )
         yadif = g.add("yadif", "mode=send_frame:parity=auto:deint=interlaced")
         sink = g.add("buffersink")
         src.link_to(yadif)
@@ -73,17 +75,32 @@ class AVSource(Source):
     doubling for live, only when frames are flagged interlaced), ``yadif``, ``field``, ``off``.
     """
 
-    def __init__(self, url: str, *, kind: str = "file", format: str | None = None,
-                 options: dict | None = None, timeout: float | tuple | None = None,
-                 live: bool = False, pace: bool = False, speed: float = 1.0, loop: bool = False,
-                 deinterlace: str = "auto", threading: str = "auto", stream_id: str = "0"):
+    def __init__(
+        self,
+        url: str,
+        *,
+        kind: str = "file",
+        format: str | None = None,
+        options: dict | None = None,
+        timeout: float | tuple | None = None,
+        live: bool = False,
+        pace: bool = False,
+        speed: float = 1.0,
+        loop: bool = False,
+        deinterlace: str = "auto",
+        threading: str = "auto",
+        stream_id: str = "0",
+    ):
         if threading not in ("auto", "slice", "frame"):
             raise SourceError(f"decoder threading must be auto, slice or frame, got {threading!r}")
         try:
             self._container = av.open(url, format=format, options=dict(options or {}), timeout=timeout)
         except (av.error.FFmpegError, OSError) as e:
-            hint = " (not a video, or damaged: a recording cut off before its index was written " \
-                "cannot be read)" if kind == "file" and isinstance(e, av.error.InvalidDataError) else ""
+            hint = (
+                " (not a video, or damaged: a recording cut off before its index was written cannot be read)"
+                if kind == "file" and isinstance(e, av.error.InvalidDataError)
+                else ""
+            )
             raise SourceError(f"cannot open {kind} source {url!r}: {_one_line(e)}{hint}") from None
         if not self._container.streams.video:
             self._container.close()
@@ -94,9 +111,17 @@ class AVSource(Source):
         # live feed buys decode throughput on a weak CPU at (threads - 1) frames of delay.
         cc.thread_type = {"auto": "SLICE" if live else "AUTO", "slice": "SLICE", "frame": "AUTO"}[threading]
         rate = s.average_rate or s.guessed_rate or cc.framerate
-        info = SourceInfo(name=url, kind=kind, width=cc.width or None, height=cc.height or None,
-                          fps=float(rate) if rate else None, frames=s.frames or None,
-                          codec=cc.name, pix_fmt=cc.pix_fmt, live=live)
+        info = SourceInfo(
+            name=url,
+            kind=kind,
+            width=cc.width or None,
+            height=cc.height or None,
+            fps=float(rate) if rate else None,
+            frames=s.frames or None,
+            codec=cc.name,
+            pix_fmt=cc.pix_fmt,
+            live=live,
+        )
         super().__init__(info, stream_id)
         self.pace, self.speed, self.loop = pace, speed, loop
         self.deinterlace = deinterlace if deinterlace != "auto" else ("field" if live else "yadif")
@@ -122,15 +147,18 @@ class AVSource(Source):
                 return
             except av.error.ExitError:
                 # Our read timeout fired: the sender went quiet. Live readers reconnect on this.
-                raise SourceError(f"{self.info.name!r}: no data (read timeout) after frame "
-                                  f"{self.counters['frames']}") from None
+                raise SourceError(
+                    f"{self.info.name!r}: no data (read timeout) after frame {self.counters['frames']}"
+                ) from None
             except av.error.FFmpegError as e:
                 failures += 1
                 self.counters["decode_errors"] += 1
                 self.note(f"demux error after frame {self.counters['frames']}: {_one_line(e)}")
                 if failures >= MAX_CONSECUTIVE_ERRORS:
-                    raise SourceError(f"{self.info.name!r}: unreadable after frame "
-                                      f"{self.counters['frames']}: {_one_line(e)}") from None
+                    raise SourceError(
+                        f"{self.info.name!r}: unreadable after frame "
+                        f"{self.counters['frames']}: {_one_line(e)}"
+                    ) from None
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
         failures = 0
@@ -146,8 +174,10 @@ class AVSource(Source):
                 self.counters["decode_errors"] += 1
                 self.note(f"decode error after frame {self.counters['frames']}: {_one_line(e)}")
                 if failures >= MAX_CONSECUTIVE_ERRORS:
-                    raise SourceError(f"{self.info.name!r}: undecodable after frame "
-                                      f"{self.counters['frames']}: {_one_line(e)}") from None
+                    raise SourceError(
+                        f"{self.info.name!r}: undecodable after frame "
+                        f"{self.counters['frames']}: {_one_line(e)}"
+                    ) from None
                 continue
             for vf in pictures:
                 if vf.interlaced_frame and self.deinterlace == "yadif":

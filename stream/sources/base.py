@@ -1,4 +1,5 @@
 """What every source shares: the error type, its description and its counters."""
+
 from __future__ import annotations
 
 from collections import Counter

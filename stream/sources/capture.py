@@ -1,4 +1,5 @@
 """Capture devices (/dev/videoN: UVC grabbers, capture cards) through PyAV's v4l2 input."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,9 @@ from stream.sources.base import Source, SourceError
 from stream.sources.live import LatestFrameReader
 
 
-def capture_options(size: str | None = None, fps: float | None = None,
-                    pixel_format: str | None = None) -> dict[str, str]:
+def capture_options(
+    size: str | None = None, fps: float | None = None, pixel_format: str | None = None
+) -> dict[str, str]:
     """v4l2 demuxer options; ``pixel_format`` is the device's format (``mjpeg``, ``yuyv422``,
     ``nv12``...), which sets how much the device compresses and how much we decode."""
     opts = {}
@@ -24,17 +26,34 @@ def capture_options(size: str | None = None, fps: float | None = None,
     return opts
 
 
-def open_capture(device: str, *, size: str | None = None, fps: float | None = None,
-                 pixel_format: str | None = None, stream_id: str = "0", threading: str = "auto",
-                 give_up_after: float | None = None) -> Source:
+def open_capture(
+    device: str,
+    *,
+    size: str | None = None,
+    fps: float | None = None,
+    pixel_format: str | None = None,
+    stream_id: str = "0",
+    threading: str = "auto",
+    give_up_after: float | None = None,
+) -> Source:
     if not os.path.exists(device):
-        raise SourceError(f"cannot open capture device {device!r}: it does not exist "
-                          "(list devices with `v4l2-ctl --list-devices`)")
+        raise SourceError(
+            f"cannot open capture device {device!r}: it does not exist "
+            "(list devices with `v4l2-ctl --list-devices`)"
+        )
     opts = capture_options(size, fps, pixel_format)
 
     def reopen() -> Source:
-        return AVSource(device, kind="capture", format="v4l2", options=opts, timeout=(5.0, 2.0),
-                        live=True, threading=threading, stream_id=stream_id)
+        return AVSource(
+            device,
+            kind="capture",
+            format="v4l2",
+            options=opts,
+            timeout=(5.0, 2.0),
+            live=True,
+            threading=threading,
+            stream_id=stream_id,
+        )
 
     # The first open happens here so that a bad device fails at once with a clear message;
     # later failures (cable pulled, device reset) reconnect in the reader thread.

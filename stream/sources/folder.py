@@ -1,4 +1,5 @@
 """A folder of images replayed as a video (sorted by name)."""
+
 from __future__ import annotations
 
 import time
@@ -22,11 +23,14 @@ class FolderSource(Source):
         root = Path(folder)
         self.paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not self.paths:
-            raise SourceError(f"cannot open folder {folder!r}: no images "
-                              f"({', '.join(sorted(IMAGE_EXTENSIONS))}) in it")
+            raise SourceError(
+                f"cannot open folder {folder!r}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in it"
+            )
         w, h = Image.open(self.paths[0]).size
-        super().__init__(SourceInfo(name=folder, kind="folder", width=w, height=h, fps=fps,
-                                    frames=len(self.paths)), stream_id)
+        super().__init__(
+            SourceInfo(name=folder, kind="folder", width=w, height=h, fps=fps, frames=len(self.paths)),
+            stream_id,
+        )
         self.pace = pace
 
     def frames(self) -> Iterator[Frame]:

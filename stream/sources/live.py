@@ -1,4 +1,5 @@
 """Reading live input in its own thread, keeping only the newest frame."""
+
 from __future__ import annotations
 
 import threading
@@ -21,8 +22,15 @@ class LatestFrameReader(Source):
     ``give_up_after``: seconds without a frame after which iteration ends with an error.
     """
 
-    def __init__(self, first: Source, reopen: Callable[[], Source] | None = None, *,
-                 backoff: float = 0.25, max_backoff: float = 4.0, give_up_after: float | None = None):
+    def __init__(
+        self,
+        first: Source,
+        reopen: Callable[[], Source] | None = None,
+        *,
+        backoff: float = 0.25,
+        max_backoff: float = 4.0,
+        give_up_after: float | None = None,
+    ):
         first.info.live = True
         super().__init__(first.info, first.stream_id)
         self._src, self._reopen = first, reopen
@@ -82,8 +90,10 @@ class LatestFrameReader(Source):
     def _reconnect(self, delay: float) -> Source | None:
         while not self._stop.is_set():
             if self.give_up_after and time.monotonic() - self._last_frame_time > self.give_up_after:
-                self._error = (f"{self.info.name!r}: no frames for {self.give_up_after:g} s, "
-                               f"gave up after {self.counters['reconnects']} reconnect attempts")
+                self._error = (
+                    f"{self.info.name!r}: no frames for {self.give_up_after:g} s, "
+                    f"gave up after {self.counters['reconnects']} reconnect attempts"
+                )
                 return None
             self._stop.wait(delay)
             self.counters["reconnects"] += 1

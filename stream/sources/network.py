@@ -1,4 +1,5 @@
 """Network streams (rtsp, udp/rtp MPEG-TS, srt, http) opened for low latency."""
+
 from __future__ import annotations
 
 from urllib.parse import urlparse
@@ -19,8 +20,12 @@ def network_options(url: str, extra: dict | None = None) -> dict[str, str]:
     that falls behind: on overrun packets are dropped rather than queued or failing.
     """
     scheme = urlparse(url).scheme
-    opts = {"fflags": "nobuffer+discardcorrupt", "flags": "low_delay",
-            "probesize": "1000000", "analyzeduration": "1000000"}
+    opts = {
+        "fflags": "nobuffer+discardcorrupt",
+        "flags": "low_delay",
+        "probesize": "1000000",
+        "analyzeduration": "1000000",
+    }
     if scheme in ("rtsp", "rtsps"):
         opts["rtsp_transport"] = "tcp"  # UDP RTP loses packets on busy networks: grey smears
     if scheme in ("udp", "rtp"):
@@ -31,17 +36,33 @@ def network_options(url: str, extra: dict | None = None) -> dict[str, str]:
     return opts
 
 
-def open_network(url: str, *, options: dict | None = None, open_timeout: float = 10.0,
-                 read_timeout: float = 2.0, stream_id: str = "0", threading: str = "auto",
-                 give_up_after: float | None = None) -> Source:
+def open_network(
+    url: str,
+    *,
+    options: dict | None = None,
+    open_timeout: float = 10.0,
+    read_timeout: float = 2.0,
+    stream_id: str = "0",
+    threading: str = "auto",
+    give_up_after: float | None = None,
+) -> Source:
     scheme = urlparse(url).scheme
     if scheme not in SCHEMES:
-        raise SourceError(f"cannot open {url!r}: unsupported scheme {scheme!r} (use one of {sorted(SCHEMES)})")
+        raise SourceError(
+            f"cannot open {url!r}: unsupported scheme {scheme!r} (use one of {sorted(SCHEMES)})"
+        )
     opts = network_options(url, options)
 
     def reopen() -> Source:
         # read_timeout turns a silent sender into an error, which the reader answers by reconnecting.
-        return AVSource(url, kind="network", options=opts, timeout=(open_timeout, read_timeout),
-                        live=True, threading=threading, stream_id=stream_id)
+        return AVSource(
+            url,
+            kind="network",
+            options=opts,
+            timeout=(open_timeout, read_timeout),
+            live=True,
+            threading=threading,
+            stream_id=stream_id,
+        )
 
     return LatestFrameReader(reopen(), reopen, give_up_after=give_up_after)

@@ -1,4 +1,5 @@
 """Decode ahead of the consumer for replay: every frame kept, in a small bounded queue."""
+
 from __future__ import annotations
 
 import queue

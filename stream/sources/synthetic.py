@@ -1,4 +1,5 @@
 """The synthetic procedure generator as a source (all its data is synthetic)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,17 @@ class SyntheticSource(Source):
         self.cfg = make_video_config(**params)
         get = self.cfg.get if isinstance(self.cfg, dict) else (lambda k, d=None: getattr(self.cfg, k, d))
         fps, seconds = float(get("fps", 30.0) or 30.0), float(get("seconds", 0) or 0)
-        super().__init__(SourceInfo(name="synthetic", kind="synthetic", width=get("width"), height=get("height"),
-                                    fps=fps, frames=round(seconds * fps) or None), stream_id)
+        super().__init__(
+            SourceInfo(
+                name="synthetic",
+                kind="synthetic",
+                width=get("width"),
+                height=get("height"),
+                fps=fps,
+                frames=round(seconds * fps) or None,
+            ),
+            stream_id,
+        )
         self.pace = pace
 
     def frames(self) -> Iterator[Frame]:

@@ -1,7 +1,7 @@
 """Low-latency live view: annotated frames -> one JPEG encode -> MJPEG to every open page.
 
-Why not Gradio's image-per-yield: every frame then travels as a base64 PNG through the
-queue/SSE machinery (a few fps). Here the browser's own <img> decodes a
+Why not Gradio's image-per-yield: every frame then travels as its own queue event and image
+file through Gradio (1.6-2.1 displayed fps at 720p here, docs/ui.md). Here the browser's own <img> decodes a
 multipart/x-mixed-replace stream served by the same FastAPI app as Gradio, so a frame
 costs one cv2.imencode on the server and one JPEG decode in the page.
 
@@ -48,7 +48,7 @@ def draw_marker(rgb: np.ndarray, seq: int) -> None:
 
 
 def read_marker(rgb: np.ndarray) -> int:
-    """Inverse of draw_marker (reads each cell's centre); used by tests and the page hook."""
+    """Inverse of draw_marker (reads each cell's centre); the page hook does the same in JS."""
     c = MARKER_CELL // 2
     return sum(1 << b for b in range(MARKER_BITS) if rgb[c, b * MARKER_CELL + c].mean() > 127)
 
