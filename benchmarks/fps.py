@@ -153,8 +153,9 @@ def _int8_accuracy(bench_model, report: str = "") -> dict | None:
     return None
 
 
-def _e2e_engine(cfg: FpsConfig, specs, source_fn, device: str, max_batch: int):
-    """The engine end to end runs on: the named spec, or the best that builds here."""
+def _e2e_engine(cfg: FpsConfig, specs, source_fn, device: str, max_batch: int, measured: list[dict]):
+    """The engine end to end runs on: the named spec, else the fastest one measured in this
+    run at the replay batch size, else the best that builds here."""
     from stream.engines import EngineError, build_engine
 
     by_id = {s.id: s for s in specs}
@@ -166,6 +167,11 @@ def _e2e_engine(cfg: FpsConfig, specs, source_fn, device: str, max_batch: int):
         order = ["tensorrt-fp16", "torch-fp16-cudagraphs", "torch-fp16"]
     else:
         order = ["onnxruntime-int8", "onnxruntime-fp32", "torch-fp32"]
+    if cfg.e2e_engine == "auto":
+        # torch.compile is left out: the dynamic batcher's varying batch sizes would recompile it.
+        speed = {r["engine"]: r["img_s"] for r in measured
+                 if r.get("batch") == cfg.replay_batch and "img_s" in r and not r["engine"].startswith("compile")}
+        order = sorted(speed, key=speed.get, reverse=True) + [e for e in order if e not in speed]
     notes = []
     for sid in order:
         spec = by_id[sid]
@@ -249,7 +255,8 @@ def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, s
         result["notes"].append("PyAV (av) not installed: the runtime's sources need it, end to end skipped")
         return
     max_batch = max(cfg.replay_batch, min(cfg.max_streams, cfg.e2e_max_batch))
-    engine, engine_id, notes = _e2e_engine(cfg, specs, bench_model.source, device, max_batch)
+    engine, engine_id, notes = _e2e_engine(cfg, specs, bench_model.source, device, max_batch,
+                                           result["stages"].get("inference", []))
     result["notes"] += notes
     naive = NaiveClassifier(bench_model.torch_module(), bench_model.input_size, bench_model.meta["mean"],
                             bench_model.meta["std"], device=device)

@@ -50,14 +50,13 @@ def plot_roc(labels, probs, class_names, path: Path, title: str) -> None:
 
     labels, probs = np.asarray(labels), np.asarray(probs)
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    for c, name in enumerate(class_names):
+    # Binary: one curve, the second class (adenoma) positive; the other would be its mirror image.
+    for c in [1] if len(class_names) == 2 else range(len(class_names)):
         pos = labels == c
         if pos.all() or not pos.any():
             continue
         fpr, tpr, _ = roc_curve(pos.astype(int), probs[:, c])
-        ax.plot(fpr, tpr, label=f"{name} vs rest")
-        if len(class_names) == 2:
-            break  # binary: the two one-vs-rest curves are mirror images
+        ax.plot(fpr, tpr, label=f"{class_names[c]} vs rest")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")

@@ -37,30 +37,45 @@ def samples_figure(path: Path, seed: int = 0, per_class: int = 2, views: int = 2
     return path
 
 
-def video_figure(path: Path, seed: int = 0, times=(1.0, 4.5, 6.5, 9.0, 12.0, 16.0, 19.0, 23.0)) -> Path:
+def _pick(truths: list[dict], n: int) -> list[int]:
+    """Frames worth showing: per lesion its first visible frame and its closest view, plus empty frames."""
+    picks = [0]
+    for lid in dict.fromkeys(t["lesion_id"] for t in truths if t["lesion_visible"]):
+        idx = [i for i, t in enumerate(truths) if t["lesion_id"] == lid]
+        big = max(idx, key=lambda i: (truths[i]["x1"] - truths[i]["x0"]) * (truths[i]["y1"] - truths[i]["y0"]))
+        picks += [idx[0], (idx[0] + big) // 2, big]
+    empty = [i for i, t in enumerate(truths) if not t["lesion_visible"]]
+    picks += empty[len(empty) // 2:len(empty) // 2 + 1]
+    return sorted(dict.fromkeys(picks))[:n]
+
+
+def video_figure(path: Path, seed: int = 0, seconds: float = 24.0, n: int = 8) -> Path:
     import cv2
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = VideoConfig(seed=seed, seconds=max(times) + 0.1)
-    want = {round(t * cfg.fps) for t in times}
-    picked = []
+    cfg = VideoConfig(seed=seed, seconds=seconds, fps=10)
+    frames, truths = [], []
     for rgb, truth in iter_procedure_frames(cfg):
-        if truth["frame"] in want:
-            img = rgb.copy()
-            if truth["lesion_visible"]:
-                cv2.rectangle(img, (truth["x0"], truth["y0"]), (truth["x1"], truth["y1"]), (255, 255, 0), 3)
-            label = f"t={truth['pts']:.1f}s  " + (truth["class"] if truth["lesion_visible"] else "no lesion")
-            picked.append((img, label))
+        frames.append(cv2.resize(rgb, (480, 270), interpolation=cv2.INTER_AREA))
+        truths.append(truth)
+    picked = _pick(truths, n)
     cols = 4
-    fig, axes = plt.subplots(len(picked) // cols, cols, figsize=(4 * cols, 2.45 * (len(picked) // cols) + 0.5))
-    for ax, (img, label) in zip(axes.flat, picked):
-        ax.imshow(img)
-        ax.set_title(label, fontsize=9)
+    rows = -(-len(picked) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.45 * rows + 0.5), squeeze=False)
+    s = 480 / cfg.width
+    for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(f"SYNTHETIC procedure video ({cfg.width}x{cfg.height}, {cfg.fps} fps, seed {seed}) "
-                 "with ground-truth boxes", fontsize=11)
+    for ax, i in zip(axes.flat, picked):
+        img, t = frames[i].copy(), truths[i]
+        if t["lesion_visible"]:
+            cv2.rectangle(img, (int(t["x0"] * s), int(t["y0"] * s)), (int(t["x1"] * s), int(t["y1"] * s)),
+                          (255, 255, 0), 2)
+        ax.imshow(img)
+        ax.set_title(f"t={t['pts']:.1f}s  " + (t["class"] if t["lesion_visible"] else "no lesion"), fontsize=9)
+    fig.suptitle(f"SYNTHETIC procedure video ({cfg.width}x{cfg.height} WLI, seed {seed}) with ground-truth boxes",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

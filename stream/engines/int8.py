@@ -139,11 +139,12 @@ def pick_items(items: list, half: int | None = None, lesions: set[str] | None = 
 
 
 def calibration_frames(path: str | Path, meta: dict, count: int = 256, seed: int = 0,
-                       half: int | None = None, lesions: set[str] | None = None) -> np.ndarray:
+                       half: int | None = None, lesions: set[str] | None = None,
+                       modality: str = "WLI") -> np.ndarray:
     path = Path(path)
     if path.is_file() and path.suffix.lower() in VIDEO_EXTS:
         return video_frames(path, meta, count)
-    items = pick_items(labelled_images(path, list(meta["class_names"])), half, lesions)
+    items = pick_items(labelled_images(path, list(meta["class_names"]), modality), half, lesions)
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(items), size=min(count, len(items)), replace=False).tolist())
     return read_images([items[i][0] for i in pick], meta)
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits", help="a training run's splits.json: calibrate on --fold's train lesions, "
                                      "measure on its test lesions (default: two halves of the lesions)")
     ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--modality", default="WLI", help="image modality to use (WLI for students, NBI for a teacher)")
     ap.add_argument("--eval-count", type=int, default=512)
     ap.add_argument("--method", default="minmax", choices=list(_METHODS))
     ap.add_argument("--out", help="int8 graph path (default <stem>.int8.onnx)")
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         calib_is_images = not Path(args.calib).is_file()
         train = split_lesions(args.splits, args.fold, "train") if args.splits else None
         test = split_lesions(args.splits, args.fold, "test") if args.splits else None
-        frames = calibration_frames(args.calib, meta, args.count, lesions=train,
+        frames = calibration_frames(args.calib, meta, args.count, lesions=train, modality=args.modality,
                                     half=0 if calib_is_images and not args.eval else None)
         t0 = time.perf_counter()
         out = quantize(source, frames, args.out, args.method)
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if eval_root.is_file():
             print("no labelled images to measure on (give --eval IMAGE_ROOT)", file=sys.stderr)
             return 0
-        items = pick_items(labelled_images(eval_root, list(meta["class_names"])),
+        items = pick_items(labelled_images(eval_root, list(meta["class_names"]), args.modality),
                            half=None if args.eval else 1, lesions=test)
         pick = np.random.default_rng(1).permutation(len(items))[:args.eval_count]
         images = read_images([items[i][0] for i in pick], meta)
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     res.update(model=str(args.model), int8=str(out), calib=str(args.calib), calib_frames=len(frames),
                method=args.method, eval=str(eval_root), splits=args.splits, fold=args.fold if args.splits else None,
-               eval_lesions=len({items[i][2] for i in pick}))
+               eval_lesions=len({items[i][2] for i in pick}), modality=args.modality)
     print(json.dumps(res, indent=2))
     # next to the graph: build_engine("auto") uses int8 only where this shows it pays off
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream.pipeline import Pipeline
+from stream.sinks.record import Recorder
 from stream.ui.controls import Controls
+
+
+class LosslessRecorder(Recorder):
+    """The runtime's Recorder, but `write` waits for room instead of dropping (replay only)."""
+
+    def write(self, frame, rgb=None) -> None:
+        self._q.put((frame, frame.rgb if rgb is None else rgb))
 
 
 @dataclass
@@ -48,8 +56,6 @@ def _summary_md(name: str, summary: dict, rows: list[dict]) -> str:
         f"- alert frames: {alert} ({100.0 * alert / max(len(rows), 1):.1f}%); calls: "
         + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())),
     ]
-    if s.get("record_dropped"):
-        lines.append(f"- annotated video: {s['record_dropped']} frames not recorded (encoder behind)")
     if s.get("error") or s.get("problems"):
         lines.append(f"- input problems: {s.get('error') or '; '.join(s['problems'][:3])}")
     return "\n".join(lines)
@@ -120,10 +126,14 @@ def run_replay(
     cfg.smoothing = controls.smoothing_spec(k)
     for key, v in controls.alert_params(k).items():
         setattr(cfg, key, v)
-    cfg.record = str(out_dir / f"{stem}.annotated.mp4")
     cfg.predictions = str(out_dir / f"{stem}.predictions.jsonl")
+    video = out_dir / f"{stem}.annotated.mp4"
     t0 = time.monotonic()
     pipe = Pipeline(cfg, engine=engine)
+    # Not cfg.record: the runtime's recorder drops frames when its encoder falls behind (right for
+    # a live feed); a replay's annotated video must hold every frame, so the replay waits for it.
+    rec = LosslessRecorder(video, fps=probe.fps or 30.0)
+    pipe.display_callbacks.append(rec.write)
     if progress is not None and probe.frames:
         done = [0]
 
@@ -134,7 +144,10 @@ def run_replay(
 
         pipe.result_callbacks.append(tick)
     pipe.add_stream(probe.path, stream_id="replay")
-    summary = pipe.run()
+    try:
+        summary = pipe.run()
+    finally:
+        rec.close()
     rows = read_predictions(cfg.predictions)
     if not rows:
         raise RuntimeError(
@@ -151,7 +164,8 @@ def run_replay(
         report += "\n\n" + md
         downloads += files
         plot = next((str(f) for f in files if f.suffix == ".png"), None)
-    video = cfg.record if Path(cfg.record).is_file() and Path(cfg.record).stat().st_size else None
-    if video:
-        downloads.insert(0, Path(video))
-    return ReplayResult(len(rows), time.monotonic() - t0, video, downloads, report, plot)
+    report += f"\n- annotated video: {rec.error or f'{rec.frames_written} frames'}"
+    ok = video.is_file() and video.stat().st_size > 0 and rec.error is None
+    if ok:
+        downloads.insert(0, video)
+    return ReplayResult(len(rows), time.monotonic() - t0, str(video) if ok else None, downloads, report, plot)
