@@ -149,17 +149,21 @@ class FrameHub:
         """Async generator of multipart parts; Starlette cancels it when the page goes away."""
         last = 0
         self.viewers += 1
+        # Each part is sent together with the boundary that closes it: a browser treats a part
+        # as complete only when it sees the next boundary, which would otherwise come one frame later.
+        delimiter = f"\r\n--{BOUNDARY}\r\n".encode()
         try:
+            yield delimiter[2:]
             while True:
                 f = await self.next_frame(last)
                 if f is None:
                     continue  # source paused or switching: keep the connection open
                 last = f.seq
                 head = (
-                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(f.jpeg)}\r\n"
+                    f"Content-Type: image/jpeg\r\nContent-Length: {len(f.jpeg)}\r\n"
                     f"X-Frame-Seq: {f.seq}\r\nX-Frame-Index: {f.index}\r\nX-Arrival: {f.arrival:.6f}\r\n\r\n"
                 )
-                yield head.encode() + f.jpeg + b"\r\n"
+                yield head.encode() + f.jpeg + delimiter
         finally:
             self.viewers -= 1
 
