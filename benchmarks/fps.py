@@ -32,14 +32,14 @@ class FpsConfig:
     model: str = ""                       # exported student; "" = the bundled one
     backbone: str = ""                    # timm name: a random-init student instead of --model
     input_size: int = 0                   # 0: the model's own
-    seconds: float = 2.0                  # per measurement
+    seconds: float = 1.0                  # per measurement
     torch_threads: int = 0                # torch intra-op threads for every torch stage; 0: torch's default
     quick: bool = False                   # every section and key on tiny budgets (< 2 min on 2 cores)
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))  # decode,preprocess,inference,smoothing,e2e
     resolutions: list[str] = field(default_factory=lambda: ["720p", "1080p"])  # test videos
     codecs: list[str] = field(default_factory=lambda: ["h264", "hevc"])  # test videos
     clip_frames: int = 150                # frames per synthetic test clip (30 fps)
-    decode_frames: int = 0                # frames per decode pass; 0: the whole clip
+    decode_frames: int = 60               # frames per decode pass; 0: the whole clip
     batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])  # inference sweep
     engines: list[str] = field(default_factory=list)   # engine ids; empty: every one for the device
     compile_batches: list[int] = field(default_factory=lambda: [1, 8])  # torch.compile is slow to build
@@ -47,7 +47,7 @@ class FpsConfig:
     e2e_clips: list[str] = field(default_factory=list)  # e.g. 720p-h264; empty: 720p (CPU) / 1080p (GPU)
     replay_batch: int = 8                 # the pipeline's batch when replaying a file
     replay_frames: int = 300              # frames per replay run (the clip is looped)
-    e2e_seconds: float = 5.0              # measurement window of each paced run (after 1 s warm-up)
+    e2e_seconds: float = 4.0              # measurement window of each paced run (after 1 s warm-up)
     paced_fps: list[int] = field(default_factory=lambda: [30, 60])  # live feed rates; the first for N streams
     max_streams: int = 16                 # concurrent streams: N = 1, 2, 4, ... up to this
     e2e_max_batch: int = 16               # the shared engine's largest batch (CUDA graphs: one per size)

@@ -6,6 +6,7 @@ Both wall-clock and process CPU time are reported: on a shared machine the wall 
 includes waiting for a core, while CPU-seconds per item is what a dedicated core costs.
 Compilation (numba) and the one-off wall-texture bake are excluded by warm-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,24 +29,34 @@ def bench_images(n: int, size: int = 448) -> dict:
 
     cfg = ImageConfig(views=1, size=size, seed=0)
     jobs = [Job(k, cfg.classes[k % 2], ("WLI", "NBI")) for k in range((n + 1) // 2)]
-    list(lesion_views(cfg, Job(10_000, "adenoma", ("WLI",))))          # warm-up: numba compile / cache load
+    list(lesion_views(cfg, Job(10_000, "adenoma", ("WLI",))))  # warm-up: numba compile / cache load
     wall, cpu = _timed(lambda: [list(lesion_views(cfg, j)) for j in jobs])
     count = 2 * len(jobs)
-    return {"what": f"images {size}x{size}", "count": count, "per_s_wall": count / wall, "per_s_cpu": count / cpu}
+    return {
+        "what": f"images {size}x{size}",
+        "count": count,
+        "per_s_wall": count / wall,
+        "per_s_cpu": count / cpu,
+    }
 
 
 def _render(n: int, width: int, height: int, fps: int, scale: float) -> tuple[dict, list]:
     from pagkd_core.synth.config import VideoConfig
     from pagkd_core.synth.video import iter_procedure_frames
 
-    it = iter_procedure_frames(VideoConfig(width=width, height=height, fps=fps, seconds=0, seed=0,
-                                           render_scale=scale))
-    for _ in range(30):                  # skip the one-off wall-texture bake and the first second
+    it = iter_procedure_frames(
+        VideoConfig(width=width, height=height, fps=fps, seconds=0, seed=0, render_scale=scale)
+    )
+    for _ in range(30):  # skip the one-off wall-texture bake and the first second
         next(it)
     frames = []
     wall, cpu = _timed(lambda: frames.extend(next(it)[0] for _ in range(n)))
-    return {"what": f"video {width}x{height} render, scale {scale}", "count": n, "per_s_wall": n / wall,
-            "per_s_cpu": n / cpu}, frames
+    return {
+        "what": f"video {width}x{height} render, scale {scale}",
+        "count": n,
+        "per_s_wall": n / wall,
+        "per_s_cpu": n / cpu,
+    }, frames
 
 
 def bench_video(n: int, width: int = 1280, height: int = 720, fps: int = 30) -> list[dict]:
@@ -55,8 +66,14 @@ def bench_video(n: int, width: int = 1280, height: int = 720, fps: int = 30) -> 
     rows = [row, _render(n, width, height, fps, 0.35)[0]]
     with tempfile.TemporaryDirectory() as tmp, H264Writer(Path(tmp) / "b.mp4", width, height, fps) as out:
         wall, cpu = _timed(lambda: [out.write(f) for f in frames])
-    rows.append({"what": f"video {width}x{height} H.264 encode", "count": n, "per_s_wall": n / wall,
-                 "per_s_cpu": n / cpu})
+    rows.append(
+        {
+            "what": f"video {width}x{height} H.264 encode",
+            "count": n,
+            "per_s_wall": n / wall,
+            "per_s_cpu": n / cpu,
+        }
+    )
     return rows
 
 
@@ -68,9 +85,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
     if a.images < 1 or a.frames < 1 or a.threads < 1:
-        print("python -m benchmarks.synth: error: --images, --frames and --threads must be positive", file=sys.stderr)
+        print(
+            "python -m benchmarks.synth: error: --images, --frames and --threads must be positive",
+            file=sys.stderr,
+        )
         return 2
     import numba
+
     numba.set_num_threads(min(a.threads, numba.config.NUMBA_NUM_THREADS))
     rows = [bench_images(a.images), *bench_video(a.frames)]
     print(f"SYNTHETIC generator speed, numba threads={a.threads}")

@@ -1,4 +1,5 @@
 """Synthetic data generator: determinism, layout/manifest, video decoding and truth, CLI errors."""
+
 from __future__ import annotations
 
 import csv
@@ -40,7 +41,9 @@ def test_images_are_deterministic_for_a_seed(tmp_path):
 
 @pytest.mark.parametrize("paired_fraction", [0.0, 0.5, 1.0])
 def test_layout_and_manifest_agree(tmp_path, paired_fraction):
-    manifest = _images(tmp_path, paired_fraction=paired_fraction, classes=["hyperplastic", "adenoma", "adenocarcinoma"])
+    manifest = _images(
+        tmp_path, paired_fraction=paired_fraction, classes=["hyperplastic", "adenoma", "adenocarcinoma"]
+    )
     root = manifest.parent
     rows = _rows(manifest)
     assert list(rows[0]) == ["path", "lesion_id", "class", "modality", "view", "paired"]
@@ -53,14 +56,14 @@ def test_layout_and_manifest_agree(tmp_path, paired_fraction):
         assert (modality, cls) == (r["modality"], r["class"])
         assert modality in ("WLI", "NBI") and cls in ("hyperplastic", "adenoma", "adenocarcinoma")
         assert name == f"{r['lesion_id']}_{r['view']}.png"
-        assert class_of.setdefault(r["lesion_id"], cls) == cls          # one class per lesion id
+        assert class_of.setdefault(r["lesion_id"], cls) == cls  # one class per lesion id
         mods_of.setdefault(r["lesion_id"], set()).add(modality)
-    assert len(class_of) == 9                                            # 3 lesions x 3 classes, unique ids
+    assert len(class_of) == 9  # 3 lesions x 3 classes, unique ids
     for r in rows:
         assert r["paired"] == str(int(mods_of[r["lesion_id"]] == {"WLI", "NBI"}))
     n_paired = sum(m == {"WLI", "NBI"} for m in mods_of.values())
     assert n_paired == 3 * round(3 * paired_fraction)
-    for lid, mods in mods_of.items():                                    # every view of every modality
+    for lid, mods in mods_of.items():  # every view of every modality
         assert sorted(int(r["view"]) for r in rows if r["lesion_id"] == lid) == sorted([0, 1] * len(mods))
 
 
@@ -73,11 +76,21 @@ def test_rerun_into_the_same_folder_keeps_layout_and_manifest_in_step(tmp_path):
 
 def test_images_show_the_requested_modality_colours(tmp_path):
     import cv2
+
     rows = _rows(_images(tmp_path, paired_fraction=1.0))
-    mean = {m: np.mean([cv2.imread(str(tmp_path / r["path"]))[..., ::-1].reshape(-1, 3).mean(0)
-                        for r in rows if r["modality"] == m], axis=0) for m in ("WLI", "NBI")}
-    assert mean["WLI"][0] > mean["WLI"][1] * 1.3          # WLI: red mucosa
-    assert mean["NBI"][1] > mean["NBI"][0] * 0.9          # NBI: green-cyan, not red
+    mean = {
+        m: np.mean(
+            [
+                cv2.imread(str(tmp_path / r["path"]))[..., ::-1].reshape(-1, 3).mean(0)
+                for r in rows
+                if r["modality"] == m
+            ],
+            axis=0,
+        )
+        for m in ("WLI", "NBI")
+    }
+    assert mean["WLI"][0] > mean["WLI"][1] * 1.3  # WLI: red mucosa
+    assert mean["NBI"][1] > mean["NBI"][0] * 0.9  # NBI: green-cyan, not red
 
 
 def _decode(path: Path):
@@ -115,7 +128,7 @@ def test_truth_boxes_cover_lesions_and_lie_inside_the_frame():
         else:
             assert t["x0"] is None and t["lesion_id"] == ""
             hidden += 1
-    assert seen == {"hyperplastic", "adenoma"} and hidden > 0    # lesions of both classes come and go
+    assert seen == {"hyperplastic", "adenoma"} and hidden > 0  # lesions of both classes come and go
 
 
 def test_live_source_is_endless_when_seconds_is_zero():
@@ -124,15 +137,18 @@ def test_live_source_is_endless_when_seconds_is_zero():
     assert [t["frame"] for _, t in frames] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["images", "--lesions-per-class", "-1"], "lesions-per-class"),
-    (["images", "--classes", "hyperplastic,polyp"], "unknown class 'polyp'"),
-    (["images", "--views", "0"], "views"),
-    (["images", "--paired-fraction", "1.5"], "paired-fraction"),
-    (["video", "--size", "640by480"], "--size"),
-    (["video", "--fps", "0"], "--fps"),
-    (["video", "--seconds", "-2"], "--seconds"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["images", "--lesions-per-class", "-1"], "lesions-per-class"),
+        (["images", "--classes", "hyperplastic,polyp"], "unknown class 'polyp'"),
+        (["images", "--views", "0"], "views"),
+        (["images", "--paired-fraction", "1.5"], "paired-fraction"),
+        (["video", "--size", "640by480"], "--size"),
+        (["video", "--fps", "0"], "--fps"),
+        (["video", "--seconds", "-2"], "--seconds"),
+    ],
+)
 def test_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, capsys, argv, words):
     out = str(tmp_path / ("x.mp4" if argv[0] == "video" else "x"))
     assert main([argv[0], "--out", out, *argv[1:]]) != 0
@@ -143,22 +159,65 @@ def test_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, capsys, argv, wo
 def test_unwritable_output_folder_is_reported(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert main(["images", "--out", str(blocker / "data"), "--lesions-per-class", "1", "--views", "1",
-                 "--size", "32", "--no-progress"]) != 0
+    assert (
+        main(
+            [
+                "images",
+                "--out",
+                str(blocker / "data"),
+                "--lesions-per-class",
+                "1",
+                "--views",
+                "1",
+                "--size",
+                "32",
+                "--no-progress",
+            ]
+        )
+        != 0
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot write" in err
 
 
 def test_module_entry_point_exits_nonzero_without_traceback():
-    r = subprocess.run([sys.executable, "-m", "pagkd_core.synth", "images", "--out", "/tmp/x", "--lesions-per-class",
-                        "-3"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pagkd_core.synth", "images", "--out", "/tmp/x", "--lesions-per-class", "-3"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
 def test_calibrate_runs_end_to_end_on_a_tiny_set(tmp_path):
     import json
-    assert main(["calibrate", "--out", str(tmp_path), "--lesions-per-class", "4", "--views", "1", "--size", "32",
-                 "--steps", "2", "--batch-size", "4", "--threads", "1", "--no-progress"]) == 0
+
+    assert (
+        main(
+            [
+                "calibrate",
+                "--out",
+                str(tmp_path),
+                "--lesions-per-class",
+                "4",
+                "--views",
+                "1",
+                "--size",
+                "32",
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--threads",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "calibration.json").read_text())
     assert result["synthetic"] and set(result["auc"]) == {"NBI", "WLI"}
     assert all(0.0 <= v <= 1.0 for v in result["auc"].values())

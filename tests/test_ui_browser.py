@@ -7,7 +7,8 @@ threshold change changes the call; pause freezes and resume restarts the picture
 replay upload with labels returns annotated video, log and evaluation report; the browser's
 (fake) webcam becomes the live source; closing the page deletes the session's files; SIGTERM
 removes the app's temporary root. Screenshots, display figures and step timings go to
-tests/artifacts/ (git-ignored).
+tests/artifacts/ (git-ignored). Without a browser: the live routes honour the page's login,
+the upload gate and session files, and the controls' mapping onto the runtime.
 """
 
 from __future__ import annotations
@@ -281,3 +282,72 @@ def test_live_routes_share_the_page_login():
     finally:
         demo.close()
         hub.close()
+
+
+def test_upload_gate_and_session_files(tmp_path):
+    """Uploads: type, size and a PyAV probe; a session's files survive a second run and go on drop."""
+    from stream.ui.session import SessionFiles, UploadError, check_labels, check_video, parse_size
+
+    assert parse_size("500MB") == 500_000_000 and parse_size("2 GiB") == 2**31
+    with pytest.raises(ValueError, match="bad size"):
+        parse_size("5XB")
+    video = tmp_path / "ok.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    probe = check_video(video, 10**6)
+    assert (probe.width, probe.height) == (64, 48)
+    with pytest.raises(UploadError, match="upload limit"):
+        check_video(video, 100)
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(UploadError, match="not a video file"):
+        check_video(tmp_path / "x.txt", 10**6)
+    (tmp_path / "bad.mkv").write_bytes(b"\x00" * 500)
+    with pytest.raises(UploadError, match="not a readable video") as err:
+        check_video(tmp_path / "bad.mkv", 10**6)
+    assert str(tmp_path) not in str(err.value)  # never names a server path
+    (tmp_path / "l.csv").write_text("frame,lesion_visible\n0,1\n")
+    check_labels(tmp_path / "l.csv", 10**6)
+    (tmp_path / "n.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UploadError, match="'frame' column"):
+        check_labels(tmp_path / "n.csv", 10**6)
+
+    files = SessionFiles(tmp_path)
+    cached = files.root / "hash123" / "ok.mp4"  # where Gradio keeps an upload
+    cached.parent.mkdir()
+    cached.write_bytes(video.read_bytes())
+    files.track("s1", cached)
+    first = files.adopt("s1", cached)
+    assert files.adopt("s1", cached) == first and first.is_file()  # "Evaluate" pressed twice
+    files.drop("s1")
+    assert not first.exists() and not cached.parent.exists()
+    files.close()
+    assert not files.root.exists()
+
+
+@pytest.mark.parametrize("mode", ["none", "ema", "window", "hmm"])
+def test_controls_map_onto_the_runtime(mode):
+    """Every slider position gives a smoother spec and alert config the runtime accepts."""
+    from stream.alerts import AlertConfig
+    from stream.smoothing import build_smoother, parse_spec
+    from stream.ui.controls import Controls
+
+    for k in (2, 3):
+        for strength in (0.0, 0.5, 1.0):
+            for threshold in (0.2, 0.5, 1.0):  # 0.2 < 1/K: raised to 1/K
+                c = Controls(threshold=threshold, uncertain=0.5, smoothing=mode, strength=strength).validate(
+                    k
+                )
+                name, params = parse_spec(c.smoothing_spec(k))
+                assert name == mode
+                build_smoother(name, **params)
+                cfg = AlertConfig(class_names=tuple(f"c{i}" for i in range(k)), **c.alert_params(k))
+                assert cfg.threshold >= 1.0 / k  # below 1/K a threshold means nothing
+    with pytest.raises(ValueError, match="smoothing must be one of"):
+        Controls(smoothing="kalman").validate(2)

@@ -4,6 +4,7 @@ Not the project's trainer (that is `pagkd_core.train`): a deliberately small, st
 loop that answers one question -- at this difficulty, how well can each modality alone
 be classified? Target at the defaults: NBI AUC >= 0.90, WLI-only AUC in [0.65, 0.85].
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for rendering")
     p.add_argument("--modalities", default="NBI,WLI")
     p.add_argument("--config", help="YAML with image-config values (e.g. a difficulty section)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="e.g. difficulty.wli_pattern=0.25 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. difficulty.wli_pattern=0.25 (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c])
     p.add_argument("--no-progress", action="store_true")
@@ -44,14 +51,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_net(name: str, num_classes: int):
     """`tinycnn` (5 conv blocks, ~0.1 M parameters) or a timm model, randomly initialised."""
     from torch import nn
+
     if name != "tinycnn":
         import timm
+
         return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
     def block(i, o, s):
         return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-    return nn.Sequential(block(3, 24, 2), block(24, 32, 1), block(32, 48, 2), block(48, 64, 2), block(64, 96, 2),
-                         block(96, 128, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes))
+
+    return nn.Sequential(
+        block(3, 24, 2),
+        block(24, 32, 1),
+        block(32, 48, 2),
+        block(48, 64, 2),
+        block(64, 96, 2),
+        block(96, 128, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, num_classes),
+    )
 
 
 def render_set(cfg: ImageConfig, progress: bool, workers: int):
@@ -61,12 +80,15 @@ def render_set(cfg: ImageConfig, progress: bool, workers: int):
     from tqdm import tqdm
 
     from .dataset import _init_worker, plan
+
     jobs = plan(cfg)
     out = []
     args = [(cfg, j) for j in jobs]
     pool = get_context("spawn").Pool(workers, _init_worker) if workers > 1 else None
     it = pool.imap(_views, args, chunksize=4) if pool else map(_views, args)
-    for job, views in tqdm(zip(jobs, it), total=len(jobs), disable=not progress, desc="render", unit="lesion"):
+    for job, views in tqdm(
+        zip(jobs, it), total=len(jobs), disable=not progress, desc="render", unit="lesion"
+    ):
         out += [(img, cfg.classes.index(job.cls), job.index, m) for _, m, _, img in views]
     if pool:
         pool.close()
@@ -76,6 +98,7 @@ def render_set(cfg: ImageConfig, progress: bool, workers: int):
 
 def _views(args):
     from .dataset import lesion_views
+
     return list(lesion_views(*args))
 
 
@@ -88,8 +111,10 @@ def train_eval(x_tr, y_tr, x_te, y_te, a, num_classes: int, progress: bool) -> f
 
     torch.manual_seed(a.seed)
     net = build_net(a.model, num_classes)
+
     def to_t(x):
         return torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.25)
+
     dev = torch.device(a.device)
     net = net.to(dev)
     xt, yt, xe = to_t(x_tr).to(dev), torch.from_numpy(y_tr).to(dev), to_t(x_te).to(dev)
@@ -111,7 +136,7 @@ def train_eval(x_tr, y_tr, x_te, y_te, a, num_classes: int, progress: bool) -> f
         sched.step()
     net.eval()
     with torch.no_grad():
-        prob = torch.cat([net(xe[i:i + 256]).softmax(1) for i in range(0, len(xe), 256)]).cpu().numpy()
+        prob = torch.cat([net(xe[i : i + 256]).softmax(1) for i in range(0, len(xe), 256)]).cpu().numpy()
     if num_classes == 2:
         return float(roc_auc_score(y_te, prob[:, 1]))
     return float(roc_auc_score(y_te, prob, multi_class="ovr"))
@@ -119,17 +144,28 @@ def train_eval(x_tr, y_tr, x_te, y_te, a, num_classes: int, progress: bool) -> f
 
 def calibrate(a) -> dict:
     import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(a.threads)
     try:
         return _calibrate(a)
     finally:
-        torch.set_num_threads(threads)       # callers (tests) share the process
+        torch.set_num_threads(threads)  # callers (tests) share the process
 
 
 def _calibrate(a) -> dict:
-    cfg = load(ImageConfig, a.config, a.overrides, out=a.out, seed=a.seed, classes=a.classes, size=a.size,
-               lesions_per_class=a.lesions_per_class, views=a.views, paired_fraction=1.0)
+    cfg = load(
+        ImageConfig,
+        a.config,
+        a.overrides,
+        out=a.out,
+        seed=a.seed,
+        classes=a.classes,
+        size=a.size,
+        lesions_per_class=a.lesions_per_class,
+        views=a.views,
+        paired_fraction=1.0,
+    )
     validate(cfg)
     if a.steps < 1 or a.batch_size < 1 or not 0 < a.test_fraction < 1:
         raise ConfigError("--steps and --batch-size must be positive and --test-fraction in (0, 1)")
@@ -143,14 +179,33 @@ def _calibrate(a) -> dict:
         ids = np.unique(lesions[labels == c])
         test |= set(rng.choice(ids, round(a.test_fraction * len(ids)), replace=False).tolist())
     is_test = np.isin(lesions, list(test))
-    result = {"synthetic": True, "difficulty": vars(cfg.difficulty), "classes": cfg.classes, "size": a.size,
-              "lesions_per_class": a.lesions_per_class, "views": a.views, "model": a.model,
-              "steps": a.steps, "batch_size": a.batch_size, "test_lesions": len(test), "render_s": round(t_render, 1), "auc": {}, "train_s": {}}
+    result = {
+        "synthetic": True,
+        "difficulty": vars(cfg.difficulty),
+        "classes": cfg.classes,
+        "size": a.size,
+        "lesions_per_class": a.lesions_per_class,
+        "views": a.views,
+        "model": a.model,
+        "steps": a.steps,
+        "batch_size": a.batch_size,
+        "test_lesions": len(test),
+        "render_s": round(t_render, 1),
+        "auc": {},
+        "train_s": {},
+    }
     for m in a.modalities.split(","):
         sel = mods == m
         t1 = time.time()
-        auc = train_eval(imgs[sel & ~is_test], labels[sel & ~is_test], imgs[sel & is_test], labels[sel & is_test],
-                         a, len(cfg.classes), not a.no_progress)
+        auc = train_eval(
+            imgs[sel & ~is_test],
+            labels[sel & ~is_test],
+            imgs[sel & is_test],
+            labels[sel & is_test],
+            a,
+            len(cfg.classes),
+            not a.no_progress,
+        )
         result["auc"][m] = round(auc, 4)
         result["train_s"][m] = round(time.time() - t1, 1)
         print(f"{m}: AUC {auc:.3f} ({int((sel & is_test).sum())} test images, {result['train_s'][m]:.0f} s)")
@@ -158,6 +213,8 @@ def _calibrate(a) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
     ok = result["auc"].get("NBI", 1) >= 0.90 and 0.65 <= result["auc"].get("WLI", 0.75) <= 0.85
-    print(f"SYNTHETIC calibration: {result['auc']} -> {'within' if ok else 'OUTSIDE'} the target ranges "
-          f"(NBI >= 0.90, WLI 0.65-0.85); wrote {out / 'calibration.json'}")
+    print(
+        f"SYNTHETIC calibration: {result['auc']} -> {'within' if ok else 'OUTSIDE'} the target ranges "
+        f"(NBI >= 0.90, WLI 0.65-0.85); wrote {out / 'calibration.json'}"
+    )
     return result

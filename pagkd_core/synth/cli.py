@@ -3,6 +3,7 @@
 `main(argv) -> int` is also what `python -m pagkd_core synth-images / synth-video` calls.
 Bad input gives one line on stderr and exit code 2; no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ PROG = "python -m pagkd_core.synth"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):           # one line, not usage + message
+    def error(self, message):  # one line, not usage + message
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
@@ -27,8 +28,14 @@ def _classes(text: str) -> list[str]:
 
 def _common(p: argparse.ArgumentParser):
     p.add_argument("--config", help="YAML file with config values (flags and --set override it)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. difficulty.wli_pattern=0.3 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. difficulty.wli_pattern=0.3 (repeatable)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--classes", type=_classes, help="comma list from hyperplastic,adenoma,adenocarcinoma")
     p.add_argument("--no-progress", action="store_true")
@@ -37,7 +44,9 @@ def _common(p: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog=PROG, description="SYNTHETIC WLI/NBI endoscopy data (no patient data).")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    p = sub.add_parser("images", help="lesion images in <out>/<modality>/<class>/<lesion>_<n>.png + manifest.csv")
+    p = sub.add_parser(
+        "images", help="lesion images in <out>/<modality>/<class>/<lesion>_<n>.png + manifest.csv"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--lesions-per-class", type=int)
     p.add_argument("--views", type=int, help="views per modality per lesion")
@@ -57,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("calibrate", help="train a small CNN per modality; report NBI and WLI AUC")
     from .calibrate import add_arguments
+
     add_arguments(p)
     p = sub.add_parser("figures", help="README pictures: synth_samples.png and synth_video_frames.png")
     p.add_argument("--out", default="docs/img")
@@ -72,8 +82,19 @@ def _video_cfg(a) -> VideoConfig:
         except ValueError:
             raise ConfigError(f"--size must look like 1280x720 (got {a.size!r})") from None
         size = {"width": w, "height": h}
-    cfg = load(VideoConfig, a.config, a.overrides, seed=a.seed, classes=a.classes, fps=a.fps, seconds=a.seconds,
-               modality=a.modality, crf=a.crf, render_scale=a.render_scale, **size)
+    cfg = load(
+        VideoConfig,
+        a.config,
+        a.overrides,
+        seed=a.seed,
+        classes=a.classes,
+        fps=a.fps,
+        seconds=a.seconds,
+        modality=a.modality,
+        crf=a.crf,
+        render_scale=a.render_scale,
+        **size,
+    )
     if not (16 <= cfg.width <= 1920 and 16 <= cfg.height <= 1080) or cfg.width % 2 or cfg.height % 2:
         raise ConfigError(f"--size {cfg.width}x{cfg.height}: need even sizes up to 1920x1080")
     if not 1 <= cfg.fps <= 120:
@@ -90,14 +111,27 @@ def _video_cfg(a) -> VideoConfig:
 def run(a) -> int:
     if a.cmd == "images":
         from .dataset import generate_images
-        cfg = load(ImageConfig, a.config, a.overrides, out=a.out, seed=a.seed, classes=a.classes,
-                   lesions_per_class=a.lesions_per_class, views=a.views, size=a.size,
-                   paired_fraction=a.paired_fraction, workers=a.workers, border=a.border)
+
+        cfg = load(
+            ImageConfig,
+            a.config,
+            a.overrides,
+            out=a.out,
+            seed=a.seed,
+            classes=a.classes,
+            lesions_per_class=a.lesions_per_class,
+            views=a.views,
+            size=a.size,
+            paired_fraction=a.paired_fraction,
+            workers=a.workers,
+            border=a.border,
+        )
         manifest = generate_images(cfg, progress=not a.no_progress)
         print(f"wrote {manifest} (SYNTHETIC data)")
     elif a.cmd == "video":
         from .dataset import check_writable
         from .video import write_video
+
         cfg = _video_cfg(a)
         out = Path(a.out)
         if out.suffix.lower() != ".mp4":
@@ -107,9 +141,11 @@ def run(a) -> int:
         print(f"wrote {video} and {truth} (SYNTHETIC video)")
     elif a.cmd == "calibrate":
         from .calibrate import calibrate
+
         calibrate(a)
     elif a.cmd == "figures":
         from .figures import make_figures
+
         for path in make_figures(Path(a.out), a.seed):
             print(f"wrote {path}")
     return 0

@@ -1,4 +1,5 @@
 """Typed generator configs (YAML + `key=value` overrides, same rules as `pagkd_core.config`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,7 +9,7 @@ import yaml
 
 from pagkd_core.config import ConfigError, _apply, parse_overrides
 
-CLASSES = ("hyperplastic", "adenoma", "adenocarcinoma")   # label order (NICE 1, 2, 3)
+CLASSES = ("hyperplastic", "adenoma", "adenocarcinoma")  # label order (NICE 1, 2, 3)
 DEFAULT_CLASSES = ["hyperplastic", "adenoma"]
 MODALITIES = ("WLI", "NBI")
 BORDERS = ("round", "octagon", "none", "random")
@@ -17,18 +18,19 @@ BORDERS = ("round", "octagon", "none", "random")
 @dataclass
 class Difficulty:
     """Knobs that set how hard each modality is. Defaults: see docs/synthetic_data.md (calibrated)."""
-    class_overlap: float = 0.3      # 0 = textbook classes; 1 = class parameters fully mixed
-    nbi_pattern: float = 1.0        # contrast of pits and capillaries in NBI
-    wli_pattern: float = 0.5        # same pattern in WLI, relative contrast (0 would remove the cue);
-    wli_color: float = 0.6          # WLI colour cue (adenoma browner/redder) relative to NBI's tint;
+
+    class_overlap: float = 0.3  # 0 = textbook classes; 1 = class parameters fully mixed
+    nbi_pattern: float = 1.0  # contrast of pits and capillaries in NBI
+    wli_pattern: float = 0.5  # same pattern in WLI, relative contrast (0 would remove the cue);
+    wli_color: float = 0.6  # WLI colour cue (adenoma browner/redder) relative to NBI's tint;
     #                                 each WLI view shows a random fraction U(0, 1) of both
-    nbi_blur: float = 0.4           # Gaussian blur sigma, pixels at 448 px
+    nbi_blur: float = 0.4  # Gaussian blur sigma, pixels at 448 px
     wli_blur: float = 1.4
-    noise: float = 0.015            # sensor noise std on a 0..1 scale
-    specular: float = 1.0           # amount of specular highlights (worse in WLI)
-    min_scale: float = 0.8          # view zoom range (1 = lesion fills about 60% of the field)
+    noise: float = 0.015  # sensor noise std on a 0..1 scale
+    specular: float = 1.0  # amount of specular highlights (worse in WLI)
+    min_scale: float = 0.8  # view zoom range (1 = lesion fills about 60% of the field)
     max_scale: float = 1.3
-    max_tilt: float = 0.3           # perspective tilt of the mucosa plane
+    max_tilt: float = 0.3  # perspective tilt of the mucosa plane
 
 
 @dataclass
@@ -36,12 +38,12 @@ class ImageConfig:
     out: str = "data/synthetic"
     classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     lesions_per_class: int = 40
-    views: int = 4                  # views per modality per lesion
+    views: int = 4  # views per modality per lesion
     size: int = 448
-    paired_fraction: float = 0.5    # lesions rendered in both modalities; the rest in one only
+    paired_fraction: float = 0.5  # lesions rendered in both modalities; the rest in one only
     seed: int = 0
-    border: str = "random"          # endoscope field: round | octagon | none | random
-    text_prob: float = 0.3          # chance of on-screen text in a view
+    border: str = "random"  # endoscope field: round | octagon | none | random
+    text_prob: float = 0.3  # chance of on-screen text in a view
     workers: int = 1
     difficulty: Difficulty = field(default_factory=Difficulty)
 
@@ -51,18 +53,18 @@ class VideoConfig:
     width: int = 1280
     height: int = 720
     fps: int = 30
-    seconds: float = 20.0           # iter_procedure_frames: 0 = endless
+    seconds: float = 20.0  # iter_procedure_frames: 0 = endless
     seed: int = 0
     modality: str = "WLI"
     classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
-    render_scale: float = 0.5       # render the lumen at this fraction of the size, then upscale
-    speed: float = 0.6              # forward speed, tube radii per second
-    lesion_gap: float = 3.0         # mean distance between lesions along the tube, in tube radii
+    render_scale: float = 0.5  # render the lumen at this fraction of the size, then upscale
+    speed: float = 0.6  # forward speed, tube radii per second
+    lesion_gap: float = 3.0  # mean distance between lesions along the tube, in tube radii
     motion_blur: float = 1.0
     exposure_jitter: float = 1.0
     border: str = "octagon"
     text: bool = True
-    crf: int = 23                   # H.264 quality (higher = smaller file)
+    crf: int = 23  # H.264 quality (higher = smaller file)
     difficulty: Difficulty = field(default_factory=Difficulty)
 
 
@@ -72,7 +74,7 @@ def check_classes(classes) -> list[str]:
             raise ConfigError(f"unknown class '{c}' (choose from {', '.join(CLASSES)})")
     if len(set(classes)) < 2:
         raise ConfigError("give at least two different classes")
-    return [c for c in CLASSES if c in classes]     # canonical label order
+    return [c for c in CLASSES if c in classes]  # canonical label order
 
 
 def load(cls, path: str | Path | None = None, overrides: list[str] | None = None, **values):

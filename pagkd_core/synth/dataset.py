@@ -3,6 +3,7 @@
 Every lesion and every view has its own seeded generator ([seed, lesion, modality, view]),
 so the bytes do not depend on the worker count or on the order the work is done in.
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,15 +53,19 @@ def lesion_id(cfg: ImageConfig, index: int) -> str:
 
 
 def _text(rng: np.random.Generator) -> list[str]:
-    return ["SYNTHETIC", f"20{rng.integers(20, 27)}/{rng.integers(1, 13):02d}/{rng.integers(1, 29):02d}",
-            f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}"]
+    return [
+        "SYNTHETIC",
+        f"20{rng.integers(20, 27)}/{rng.integers(1, 13):02d}/{rng.integers(1, 29):02d}",
+        f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}",
+    ]
 
 
 def lesion_views(cfg: ImageConfig, job: Job):
     """Yield (lesion_id, modality, view, rgb uint8) for every view of one lesion."""
     lid = lesion_id(cfg, job.index)
-    lesion = L.sample_lesion(np.random.default_rng([cfg.seed, job.index]), job.cls, cfg.classes,
-                             cfg.difficulty, lid)
+    lesion = L.sample_lesion(
+        np.random.default_rng([cfg.seed, job.index]), job.cls, cfg.classes, cfg.difficulty, lid
+    )
     for modality in job.modalities:
         for v in range(cfg.views):
             rng = np.random.default_rng([cfg.seed, job.index, MODALITIES.index(modality), v])
@@ -83,7 +88,8 @@ def render_job(cfg: ImageConfig, job: Job) -> list[tuple]:
 
 def _init_worker():
     import numba
-    numba.set_num_threads(1)           # processes, not threads, share the cores
+
+    numba.set_num_threads(1)  # processes, not threads, share the cores
 
 
 def _run(args):
@@ -97,7 +103,9 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"cannot write to output folder {folder}: {e.strerror or e}; choose another --out") from None
+        raise ConfigError(
+            f"cannot write to output folder {folder}: {e.strerror or e}; choose another --out"
+        ) from None
 
 
 def _remove_previous(root: Path) -> None:

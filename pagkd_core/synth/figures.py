@@ -1,4 +1,5 @@
 """README pictures, both titled SYNTHETIC: image samples per class and frames from a clip."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +11,17 @@ from .video import iter_procedure_frames
 
 def samples_figure(path: Path, seed: int = 0, per_class: int = 2, views: int = 2, size: int = 256) -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = ImageConfig(classes=["hyperplastic", "adenoma", "adenocarcinoma"], views=views, size=size, seed=seed,
-                      text_prob=0.0)
+    cfg = ImageConfig(
+        classes=["hyperplastic", "adenoma", "adenocarcinoma"],
+        views=views,
+        size=size,
+        seed=seed,
+        text_prob=0.0,
+    )
     rows = []
     for c, cls in enumerate(cfg.classes):
         for k in range(per_class):
@@ -30,7 +37,9 @@ def samples_figure(path: Path, seed: int = 0, per_class: int = 2, views: int = 2
                 ax.set_title(f"{'WLI' if c < views else 'NBI'} view {c % views + 1}", fontsize=9)
             if c == 0:
                 ax.set_ylabel(f"{cls}\nlesion {r % per_class + 1}", fontsize=9)
-    fig.suptitle("SYNTHETIC lesions (pagkd_core.synth): same lesion in WLI (left) and NBI (right)", fontsize=11)
+    fig.suptitle(
+        "SYNTHETIC lesions (pagkd_core.synth): same lesion in WLI (left) and NBI (right)", fontsize=11
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -42,16 +51,19 @@ def _pick(truths: list[dict], n: int) -> list[int]:
     picks = [0]
     for lid in dict.fromkeys(t["lesion_id"] for t in truths if t["lesion_visible"]):
         idx = [i for i, t in enumerate(truths) if t["lesion_id"] == lid]
-        big = max(idx, key=lambda i: (truths[i]["x1"] - truths[i]["x0"]) * (truths[i]["y1"] - truths[i]["y0"]))
+        big = max(
+            idx, key=lambda i: (truths[i]["x1"] - truths[i]["x0"]) * (truths[i]["y1"] - truths[i]["y0"])
+        )
         picks += [idx[0], (idx[0] + big) // 2, big]
     empty = [i for i, t in enumerate(truths) if not t["lesion_visible"]]
-    picks += empty[len(empty) // 2:len(empty) // 2 + 1]
+    picks += empty[len(empty) // 2 : len(empty) // 2 + 1]
     return sorted(dict.fromkeys(picks))[:n]
 
 
 def video_figure(path: Path, seed: int = 0, seconds: float = 24.0, n: int = 8) -> Path:
     import cv2
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -70,12 +82,21 @@ def video_figure(path: Path, seed: int = 0, seconds: float = 24.0, n: int = 8) -
     for ax, i in zip(axes.flat, picked):
         img, t = frames[i].copy(), truths[i]
         if t["lesion_visible"]:
-            cv2.rectangle(img, (int(t["x0"] * s), int(t["y0"] * s)), (int(t["x1"] * s), int(t["y1"] * s)),
-                          (255, 255, 0), 2)
+            cv2.rectangle(
+                img,
+                (int(t["x0"] * s), int(t["y0"] * s)),
+                (int(t["x1"] * s), int(t["y1"] * s)),
+                (255, 255, 0),
+                2,
+            )
         ax.imshow(img)
-        ax.set_title(f"t={t['pts']:.1f}s  " + (t["class"] if t["lesion_visible"] else "no lesion"), fontsize=9)
-    fig.suptitle(f"SYNTHETIC procedure video ({cfg.width}x{cfg.height} WLI, seed {seed}) with ground-truth boxes",
-                 fontsize=11)
+        ax.set_title(
+            f"t={t['pts']:.1f}s  " + (t["class"] if t["lesion_visible"] else "no lesion"), fontsize=9
+        )
+    fig.suptitle(
+        f"SYNTHETIC procedure video ({cfg.width}x{cfg.height} WLI, seed {seed}) with ground-truth boxes",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -84,4 +105,7 @@ def video_figure(path: Path, seed: int = 0, seconds: float = 24.0, n: int = 8) -
 
 def make_figures(out: Path, seed: int = 0) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    return [samples_figure(out / "synth_samples.png", seed), video_figure(out / "synth_video_frames.png", seed)]
+    return [
+        samples_figure(out / "synth_samples.png", seed),
+        video_figure(out / "synth_video_frames.png", seed),
+    ]

@@ -5,6 +5,7 @@ levels, so a frame only costs a ray-cylinder hit and a texture lookup per pixel;
 lesions themselves (a small part of the frame) are evaluated analytically.
 Units: tube radius 1; lesion units = tube units * LESION_SCALE.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,10 +35,10 @@ from .surface import (
 )
 
 LESION_SCALE = 4.0
-Z_PERIOD = 4.8              # atlas repeats along the tube (3 haustral folds)
+Z_PERIOD = 4.8  # atlas repeats along the tube (3 haustral folds)
 FOLD_PERIOD = 1.6
 N_MIPS = 4
-_SEAM = 0.3                 # cross-fade band (tube units) that hides the atlas' z seam
+_SEAM = 0.3  # cross-fade band (tube units) that hides the atlas' z seam
 
 
 @njit(cache=True, parallel=True)
@@ -48,7 +49,7 @@ def _bake(bp, out):
     circ = 2.0 * math.pi * LESION_SCALE
     pu = int(round(circ / NORMAL_SPACING))  # noqa: RUF046 (numba)
     pv = int(round(Z_PERIOD * LESION_SCALE / NORMAL_SPACING))  # noqa: RUF046 (numba)
-    su = pu * NORMAL_SPACING / circ                  # snap so the pit lattice tiles exactly
+    su = pu * NORMAL_SPACING / circ  # snap so the pit lattice tiles exactly
     sv = pv * NORMAL_SPACING / (Z_PERIOD * LESION_SCALE)
     for j in prange(N_Z):
         z = (j + 0.5) / N_Z * Z_PERIOD
@@ -56,13 +57,13 @@ def _bake(bp, out):
             a = (i + 0.5) / N_ANGLE * 2.0 * math.pi
             x, y = math.cos(a) * LESION_SCALE, math.sin(a) * LESION_SCALE
             h, tex, deep = mucosa(x, y, z * LESION_SCALE, bp)
-            if z > Z_PERIOD - _SEAM:              # blend into the copy one period back
+            if z > Z_PERIOD - _SEAM:  # blend into the copy one period back
                 w = smoothstep(Z_PERIOD - _SEAM, Z_PERIOD, z)
                 h2, t2, d2 = mucosa(x, y, (z - Z_PERIOD) * LESION_SCALE, bp)
                 h, tex, deep = h + w * (h2 - h), tex + w * (t2 - tex), deep + w * (d2 - deep)
             pit, ves = normal_pattern(a * LESION_SCALE * su, z * LESION_SCALE * sv, bseed, pu, pv)
-            fz = 0.5 + 0.5 * math.cos(2.0 * math.pi * z / FOLD_PERIOD)        # haustral fold ridge
-            fold = 0.15 * fz ** 6 * (0.6 + 0.4 * math.cos(3.0 * a + 1.7 * math.sin(z)))
+            fz = 0.5 + 0.5 * math.cos(2.0 * math.pi * z / FOLD_PERIOD)  # haustral fold ridge
+            fold = 0.15 * fz**6 * (0.6 + 0.4 * math.cos(3.0 * a + 1.7 * math.sin(z)))
             out[0, j, i] = h / LESION_SCALE + fold
             out[1, j, i] = tex
             out[2, j, i] = deep
@@ -81,9 +82,21 @@ def bake_atlas(patient: np.ndarray, render_width: int) -> list[np.ndarray]:
     mips = [np.ascontiguousarray(base.transpose(1, 2, 0))]
     for _ in range(N_MIPS - 1):
         prev = mips[-1]
-        mips.append(np.ascontiguousarray(np.stack(
-            [cv2.resize(prev[..., k], (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA)
-             for k in range(5)], axis=2)))
+        mips.append(
+            np.ascontiguousarray(
+                np.stack(
+                    [
+                        cv2.resize(
+                            prev[..., k],
+                            (prev.shape[1] // 2, prev.shape[0] // 2),
+                            interpolation=cv2.INTER_AREA,
+                        )
+                        for k in range(5)
+                    ],
+                    axis=2,
+                )
+            )
+        )
     return mips
 
 
@@ -97,7 +110,9 @@ def _fetch(tex, u, v, wt, out, r, c):
     i1, j1 = i0 + 1 if i0 + 1 < w else 0, j0 + 1 if j0 + 1 < h else 0
     w00, w01, w10, w11 = (1 - tu) * (1 - tv) * wt, tu * (1 - tv) * wt, (1 - tu) * tv * wt, tu * tv * wt
     for k in range(5):
-        out[k, r, c] += tex[j0, i0, k] * w00 + tex[j0, i1, k] * w01 + tex[j1, i0, k] * w10 + tex[j1, i1, k] * w11
+        out[k, r, c] += (
+            tex[j0, i0, k] * w00 + tex[j0, i1, k] * w01 + tex[j1, i0, k] * w10 + tex[j1, i1, k] * w11
+        )
 
 
 @njit(cache=True, parallel=True)
@@ -128,7 +143,7 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
             hx, hy, hz = ox + t * dx, oy + t * dy, oz + t * dz
             ang = math.atan2(hy, hx)
             cosi = max(abs(dx * hx + dy * hy) / math.sqrt(hx * hx + hy * hy + 1e-12), 0.05)
-            foot = t * px_angle / math.sqrt(cosi)            # tube units per pixel on the wall
+            foot = t * px_angle / math.sqrt(cosi)  # tube units per pixel on the wall
             u = (ang / (2.0 * math.pi)) % 1.0 * N_ANGLE
             v = (hz / Z_PERIOD) % 1.0 * N_Z
             lod = min(max(math.log2(max(foot * N_ANGLE / (2.0 * math.pi), 1e-6)), 0.0), N_MIPS - 1.001)
@@ -136,7 +151,7 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
             fr = lod - lo
             for k in range(5):
                 out[k, r, c] = 0.0
-            s = 0.5 ** lo
+            s = 0.5**lo
             if lo == 0:
                 _fetch(m0, u - 0.5, v - 0.5, 1.0 - fr, out, r, c)
                 _fetch(m1, u * 0.5 - 0.5, v * 0.5 - 0.5, fr, out, r, c)
@@ -161,7 +176,7 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
                 if mask <= 0.001:
                     continue
                 out[M_HEIGHT, r, c] += hl / LESION_SCALE
-                wp = mask * smoothstep(0.09, 0.045, foot * LESION_SCALE)   # fade in once resolvable
+                wp = mask * smoothstep(0.09, 0.045, foot * LESION_SCALE)  # fade in once resolvable
                 if wp > 0.0:
                     lpit, lves = lesion_pattern(lu, lv, lesions[k])
                     out[M_PIT, r, c] += wp * (lpit - out[M_PIT, r, c])
@@ -174,4 +189,4 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
                     ids[r, c] = k
             out[M_LIGHT, r, c] = min(1.7 * math.sqrt(cosi) / (0.25 + t * t), 2.0)
             out[M_UPP, r, c] = foot
-            out[M_GLOSS, r, c] = 0.6 * smoothstep(0.6, 0.95, cosi)   # glare needs a wall facing the tip
+            out[M_GLOSS, r, c] = 0.6 * smoothstep(0.6, 0.95, cosi)  # glare needs a wall facing the tip

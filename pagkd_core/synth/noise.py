@@ -3,6 +3,7 @@
 Everything is a pure function of (coordinates, seed): no global RNG, no tables, hence
 byte-identical output for a seed whatever the image size, view order or process count.
 """
+
 from __future__ import annotations
 
 import math
@@ -112,7 +113,7 @@ def worley2(u, v, seed, jitter, period_u=0, period_v=0):
         for di in range(-1, 2):
             cu, cv = iu + di, iv + dj
             hu = hash3(cu % period_u if period_u > 0 else cu, cv % period_v if period_v > 0 else cv, 1, seed)
-            hv = (hu * 7919.0) % 1.0                     # two more numbers from one hash: cheap
+            hv = (hu * 7919.0) % 1.0  # two more numbers from one hash: cheap
             pu = cu + 0.5 + jitter * (hu - 0.5)
             pv = cv + 0.5 + jitter * (hv - 0.5)
             d = math.sqrt((u - pu) ** 2 + (v - pv) ** 2)

@@ -1,4 +1,5 @@
 """Still views of one lesion: a camera looking at the (locally flat) mucosa around it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +64,15 @@ def plane_maps(Hm, n, lp, bp, light_gx, light_gy):
     return out
 
 
-def render_view(lesion_: L.Lesion, modality: str, rng: np.random.Generator, size: int,
-                diff: Difficulty, border: str = "round", text: list[str] | None = None) -> np.ndarray:
+def render_view(
+    lesion_: L.Lesion,
+    modality: str,
+    rng: np.random.Generator,
+    size: int,
+    diff: Difficulty,
+    border: str = "round",
+    text: list[str] | None = None,
+) -> np.ndarray:
     """One (size, size, 3) uint8 view of `lesion_` in `modality`; `rng` draws the viewpoint."""
     Hm = L.sample_view(rng, diff, float(lesion_.params[L.RADIUS]))
     lgx, lgy = rng.uniform(-0.25, 0.25, 2)
@@ -73,8 +81,14 @@ def render_view(lesion_: L.Lesion, modality: str, rng: np.random.Generator, size
     # how much of the cue this WLI view shows (focus, distance, glare): from none to wli_* contrast;
     # NBI views always show it -- that is what NBI is for
     seen = rng.uniform(0.8, 1.0) if nbi else rng.uniform(0.0, 1.0)
-    rgb = shade(maps, modality, lesion_.patient, seen * (diff.nbi_pattern if nbi else diff.wli_pattern),
-                seen * (1.0 if nbi else diff.wli_color), diff.specular * rng.uniform(0.4, 1.2))
+    rgb = shade(
+        maps,
+        modality,
+        lesion_.patient,
+        seen * (diff.nbi_pattern if nbi else diff.wli_pattern),
+        seen * (1.0 if nbi else diff.wli_color),
+        diff.specular * rng.uniform(0.4, 1.2),
+    )
     sigma = (diff.nbi_blur if nbi else diff.wli_blur) * rng.uniform(0.6, 1.5) * size / 448
     img = camera(rgb, rng, sigma, diff.noise, rng.uniform(0.85, 1.15), border)
     if text:

@@ -4,6 +4,7 @@ NBI shows pits and capillaries with high contrast (white pits, brown vessels, cy
 vessels); WLI shows the *same* maps with `wli_pattern` of that contrast, a weaker colour
 cue, more blur and more specular glare: the cue is there, only faint.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,7 @@ def _shade(maps, base, pal, weights, pattern, cue, spec_amt, wet_seed, out):
             sx = (maps[M_HEIGHT, i, j1] - maps[M_HEIGHT, i, j0]) / upp
             sy = (maps[M_HEIGHT, i1, j] - maps[M_HEIGHT, i0, j]) / upp
             nz = 1.0 / math.sqrt(1.0 + sx * sx + sy * sy)
-            lx, ly, lz = -0.45 * px, -0.45 * py, 1.0         # coaxial light and eye at the tip
+            lx, ly, lz = -0.45 * px, -0.45 * py, 1.0  # coaxial light and eye at the tip
             ln = 1.0 / math.sqrt(lx * lx + ly * ly + 1.0)
             ndl = (-sx * lx - sy * ly + lz) * nz * ln
             tex = maps[M_TEX, i, j]
@@ -54,14 +55,24 @@ def _shade(maps, base, pal, weights, pattern, cue, spec_amt, wet_seed, out):
                 out[i, j, c] += glint
 
 
-def shade(maps: np.ndarray, modality: str, patient: np.ndarray, pattern: float, cue: float,
-          specular: float) -> np.ndarray:
+def shade(
+    maps: np.ndarray, modality: str, patient: np.ndarray, pattern: float, cue: float, specular: float
+) -> np.ndarray:
     """(N_MAPS, H, W) float32 -> (H, W, 3) float32 linear RGB in about [0, 1]."""
     nbi = modality == "NBI"
-    base = patient[L.B_NBI_R:L.B_NBI_B + 1] if nbi else patient[L.B_WLI_R:L.B_WLI_B + 1]
+    base = patient[L.B_NBI_R : L.B_NBI_B + 1] if nbi else patient[L.B_WLI_R : L.B_WLI_B + 1]
     out = np.empty(maps.shape[1:] + (3,), np.float32)
-    _shade(maps, base, _NBI if nbi else _WLI, np.array(_WEIGHTS[modality]), pattern, cue,
-           specular * (0.8 if nbi else 1.2), patient[L.B_WET], out)
+    _shade(
+        maps,
+        base,
+        _NBI if nbi else _WLI,
+        np.array(_WEIGHTS[modality]),
+        pattern,
+        cue,
+        specular * (0.8 if nbi else 1.2),
+        patient[L.B_WET],
+        out,
+    )
     return out
 
 
@@ -83,15 +94,19 @@ def field_mask(h: int, w: int, kind: str) -> np.ndarray:
     return (soft * vign)[..., None]
 
 
-def camera(rgb: np.ndarray, rng: np.random.Generator, blur: float, noise: float, gain: float,
-           border: str) -> np.ndarray:
+def camera(
+    rgb: np.ndarray, rng: np.random.Generator, blur: float, noise: float, gain: float, border: str
+) -> np.ndarray:
     """Lens blur, exposure, sensor noise, border and 8-bit quantisation (sRGB-like gamma)."""
     if blur > 0.25:
         rgb = cv2.GaussianBlur(rgb, (0, 0), blur)
     rgb = rgb * gain
     if noise > 0:
-        rgb = rgb + rng.normal(0.0, noise, rgb.shape[:2] + (1,)).astype(np.float32) \
+        rgb = (
+            rgb
+            + rng.normal(0.0, noise, rgb.shape[:2] + (1,)).astype(np.float32)
             + rng.normal(0.0, noise * 0.5, rgb.shape).astype(np.float32)
+        )
     rgb = np.clip(rgb, 0, 1) ** (1 / 1.15) * field_mask(rgb.shape[0], rgb.shape[1], border)
     return (rgb * 255 + 0.5).astype(np.uint8)
 
@@ -102,5 +117,13 @@ def overlay_text(img: np.ndarray, lines: list[str]) -> None:
     scale = max(h / 900, 0.25)
     for k, line in enumerate(lines):
         y = int((k + 1) * 28 * scale * 1.3) + 2
-        cv2.putText(img, line, (int(6 * scale) + 2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (235, 235, 235),
-                    max(1, int(2 * scale)), cv2.LINE_AA)
+        cv2.putText(
+            img,
+            line,
+            (int(6 * scale) + 2, y),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (235, 235, 235),
+            max(1, int(2 * scale)),
+            cv2.LINE_AA,
+        )

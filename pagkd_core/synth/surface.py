@@ -4,6 +4,7 @@ Both renderers (still views: a plane; video: a cylinder) call these per pixel an
 `shade.py` turns the same physical maps into WLI or NBI colours -- so the two modalities
 show the same structures, only with different contrast.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,22 +35,42 @@ def mucosa(x, y, z, bp):
 
 
 @njit(cache=True)
-def _pattern(u, v, seed, spacing, pit_r, stretch, theta, warp, jitter, presence, net_w, net_s,
-             net_cont, lacy, pit_b, period_u=0, period_v=0):
+def _pattern(
+    u,
+    v,
+    seed,
+    spacing,
+    pit_r,
+    stretch,
+    theta,
+    warp,
+    jitter,
+    presence,
+    net_w,
+    net_s,
+    net_cont,
+    lacy,
+    pit_b,
+    period_u=0,
+    period_v=0,
+):
     """Surface pattern in lesion coordinates -> (pit whiteness, superficial vessel density)."""
     wu, wv = u, v
     if warp > 0.0:
         wu += warp * (2.0 * fbm2(u * 2.0, v * 2.0, seed + 21, 2) - 1.0)
         wv += warp * (2.0 * fbm2(u * 2.0 + 5.2, v * 2.0 + 1.3, seed + 22, 2) - 1.0)
     c, s = math.cos(theta), math.sin(theta)
-    a = (wu * c + wv * s) / (stretch * spacing)     # stretched cells -> tubular / oval pits
+    a = (wu * c + wv * s) / (stretch * spacing)  # stretched cells -> tubular / oval pits
     b = (-wu * s + wv * c) / spacing
     f1, f2, cell = worley2(a, b, seed, jitter, period_u, period_v)
     pit = pit_b * smoothstep(pit_r + 0.07, pit_r - 0.07, f1) if cell < presence else 0.0
     net = 0.0
     if f2 - f1 < net_w:
-        cont = 1.0 if net_cont >= 1.0 else smoothstep(0.9 - net_cont, 1.05 - net_cont,
-                                                      value2(u * 4.0, v * 4.0, seed + 5))
+        cont = (
+            1.0
+            if net_cont >= 1.0
+            else smoothstep(0.9 - net_cont, 1.05 - net_cont, value2(u * 4.0, v * 4.0, seed + 5))
+        )
         net = net_s * cont * smoothstep(net_w, 0.3 * net_w, f2 - f1)
     if lacy > 0.0:
         lace = lacy * smoothstep(0.45, 0.7, value2(u * 1.5, v * 1.5, seed + 9))
@@ -64,8 +85,25 @@ NORMAL_SPACING = 0.09
 @njit(cache=True)
 def normal_pattern(u, v, seed, period_u=0, period_v=0):
     """Normal mucosa: small regular round pits, faint fine capillaries (periods: in cells)."""
-    return _pattern(u, v, seed + 31, NORMAL_SPACING, 0.18, 1.0, 0.0, 0.0, 0.25, 1.0, 0.04, 0.15, 1.0, 0.0, 0.3,
-                    period_u, period_v)
+    return _pattern(
+        u,
+        v,
+        seed + 31,
+        NORMAL_SPACING,
+        0.18,
+        1.0,
+        0.0,
+        0.0,
+        0.25,
+        1.0,
+        0.04,
+        0.15,
+        1.0,
+        0.0,
+        0.3,
+        period_u,
+        period_v,
+    )
 
 
 @njit(cache=True)
@@ -76,8 +114,12 @@ def lesion_shape(u, v, lp):
     rv = -u * s + v * c
     r = math.sqrt(ru * ru + rv * rv)
     ang = math.atan2(rv, ru)
-    edge = lp[L.RADIUS] * (1.0 + lp[L.H2A] * math.cos(2 * ang + lp[L.H2P]) + lp[L.H3A] * math.cos(3 * ang + lp[L.H3P])
-                           + lp[L.H5A] * math.cos(5 * ang + lp[L.H5P]))
+    edge = lp[L.RADIUS] * (
+        1.0
+        + lp[L.H2A] * math.cos(2 * ang + lp[L.H2P])
+        + lp[L.H3A] * math.cos(3 * ang + lp[L.H3P])
+        + lp[L.H5A] * math.cos(5 * ang + lp[L.H5P])
+    )
     mask = smoothstep(edge * 1.06, edge * 0.94, r)
     q = min(r / edge, 1.0)
     return mask, lp[L.HEIGHT] * (1.0 - q * q) ** 2 * mask
@@ -86,6 +128,20 @@ def lesion_shape(u, v, lp):
 @njit(cache=True)
 def lesion_pattern(u, v, lp):
     """The lesion's own surface pattern (class evidence) -> (pit whiteness, vessel density)."""
-    return _pattern(u, v, int(lp[L.SEED]), lp[L.SPACING], lp[L.PIT_R], lp[L.STRETCH], lp[L.THETA], lp[L.WARP],
-                    lp[L.JITTER], lp[L.PRESENCE], lp[L.NET_W], lp[L.NET_S], lp[L.NET_CONT], lp[L.LACY],
-                    lp[L.PIT_B])
+    return _pattern(
+        u,
+        v,
+        int(lp[L.SEED]),
+        lp[L.SPACING],
+        lp[L.PIT_R],
+        lp[L.STRETCH],
+        lp[L.THETA],
+        lp[L.WARP],
+        lp[L.JITTER],
+        lp[L.PRESENCE],
+        lp[L.NET_W],
+        lp[L.NET_S],
+        lp[L.NET_CONT],
+        lp[L.LACY],
+        lp[L.PIT_B],
+    )

@@ -158,6 +158,7 @@ class AppContext:
         self.files.close()  # first: nothing of a session may outlive the app, however the rest ends
         self.runner.close()
         self.engine.close()
+        self.files.close()  # again: a handler still running at shutdown may have written since
 
 
 def build_app(cfg: UIConfig):

@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,4 +170,9 @@ class SessionFiles:
             return list(self._dirs)
 
     def close(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        # A handler thread may still be writing (Gradio caches into this root): retry until gone.
+        for _ in range(10):
+            shutil.rmtree(self.root, ignore_errors=True)
+            if not self.root.exists():
+                return
+            time.sleep(0.2)
