@@ -151,9 +151,9 @@ class Pipeline:
         )
         fps = source.info.fps or 30.0
         if cfg.record:
-            st.recorder = Recorder(_sibling(cfg.record, sid, first), fps=fps)
+            st.recorder = Recorder(_sibling(cfg.record, sid, first), fps=fps, lossless=not live)
         if cfg.record_raw:
-            st.raw_recorder = Recorder(_sibling(cfg.record_raw, sid, first), fps=fps)
+            st.raw_recorder = Recorder(_sibling(cfg.record_raw, sid, first), fps=fps, lossless=not live)
         st.passthrough = passthrough
         if passthrough:
             # Pass-through path: runs in the reader thread for every frame, never waits on inference.

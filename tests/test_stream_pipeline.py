@@ -340,6 +340,24 @@ def test_recording_survives_sigkill(tmp_path, suffix):
     assert written - 15 - 8 - 2 <= decoded <= written + 1, (written, decoded)
 
 
+def test_replay_recording_is_lossless_and_live_recording_never_blocks(tmp_path):
+    from stream.sinks import Recorder
+
+    frames = [Frame(i, i / 30, 0.0, scope_frame(i, 320, 240)) for i in range(40)]
+    counts = {}
+    for lossless in (True, False):
+        path = tmp_path / f"rec_{lossless}.mp4"
+        rec = Recorder(path, fps=30, queue_size=1, lossless=lossless)  # a queue that fills at once
+        for f in frames:
+            rec.write(f)
+        rec.close()
+        with av.open(str(path)) as c:
+            counts[lossless] = (sum(1 for _ in c.decode(video=0)), rec.dropped)
+    assert counts[True] == (40, 0)
+    decoded, dropped = counts[False]
+    assert dropped > 0 and decoded + dropped == 40
+
+
 @needs_ffmpeg
 def test_live_input_gone_for_good_ends_with_a_clear_error(engine, tmp_path):
     with socket.socket() as s:

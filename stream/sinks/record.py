@@ -6,8 +6,9 @@ fragments started at every keyframe, one keyframe per ``keyframe_s``), and ``.ts
 MPEG-TS, which needs no index at all; ``.mkv`` is Matroska, readable without its cues.
 After a SIGKILL the file decodes up to the last complete fragment (<= ``keyframe_s`` lost).
 
-Encoding runs in its own thread behind a small queue: when the encoder falls behind, frames
-are dropped and counted, never queued without bound and never blocking the caller.
+Encoding runs in its own thread behind a small queue. For a live feed (``lossless=False``) a
+frame that finds the queue full is dropped and counted, so the caller never blocks; for a
+replay (``lossless=True``) the caller waits for room instead, so every frame is recorded.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Recorder:
         keyframe_s: float = 1.0,
         crf: int = 23,
         queue_size: int = 8,
+        lossless: bool = False,
     ):
         self.path = Path(path)
         fmt = _FORMATS.get(self.path.suffix.lower())
@@ -46,6 +48,7 @@ class Recorder:
         self.fmt, self.fps, self.codec = fmt, float(fps or 30.0), codec
         self.gop = max(1, round(self.fps * keyframe_s))
         self.crf = crf
+        self.lossless = lossless
         self.frames_written = 0
         self.dropped = 0
         self.error: str | None = None
@@ -60,9 +63,14 @@ class Recorder:
 
     # -- caller side ------------------------------------------------------------------
     def write(self, frame: Frame, rgb: np.ndarray | None = None) -> None:
-        """Queue ``rgb`` (default: the frame's own picture) for encoding; never blocks."""
+        """Queue ``rgb`` (default: the frame's own picture) for encoding. Live: never blocks
+        (a full queue drops the frame and counts it). Lossless: waits for room."""
+        item = (frame, frame.rgb if rgb is None else rgb)
+        if self.lossless:
+            self._q.put(item)
+            return
         try:
-            self._q.put_nowait((frame, frame.rgb if rgb is None else rgb))
+            self._q.put_nowait(item)
         except queue.Full:
             self.dropped += 1
 

@@ -20,13 +20,6 @@ from stream.sinks.record import Recorder
 from stream.ui.controls import Controls
 
 
-class LosslessRecorder(Recorder):
-    """The runtime's Recorder, but `write` waits for room instead of dropping (replay only)."""
-
-    def write(self, frame, rgb=None) -> None:
-        self._q.put((frame, frame.rgb if rgb is None else rgb))
-
-
 @dataclass
 class ReplayResult:
     frames: int
@@ -132,7 +125,7 @@ def run_replay(
     pipe = Pipeline(cfg, engine=engine)
     # Not cfg.record: the runtime's recorder drops frames when its encoder falls behind (right for
     # a live feed); a replay's annotated video must hold every frame, so the replay waits for it.
-    rec = LosslessRecorder(video, fps=probe.fps or 30.0)
+    rec = Recorder(video, fps=probe.fps or 30.0, lossless=True)
     pipe.display_callbacks.append(rec.write)
     if progress is not None and probe.frames:
         done = [0]
