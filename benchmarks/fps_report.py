@@ -101,6 +101,9 @@ def targets(result: dict) -> list[dict]:
         a, b = _infer(inf, "onnxruntime-int8", 8), _infer(inf, "torch-fp32", 8)
         ratio = round(a["img_s"] / b["img_s"], 2) if a and b else None
         add("ONNX Runtime int8 / torch eager fp32 images/s at batch 8", ratio, ">= 3", ratio and ratio >= 3)
+        drop = (result.get("int8_accuracy") or {}).get("auc_drop")
+        add("int8 AUC drop on the synthetic held-out images", None if drop is None else round(drop, 4), "< 0.01",
+            drop is not None and drop < 0.01)
     else:
         fp16 = [r for r in inf if "fp16" in r.get("engine", "") and r.get("batch") == 1 and "p50_ms" in r]
         best = min((r["p50_ms"] for r in fp16), default=None)
@@ -142,7 +145,11 @@ def report(result: dict) -> str:
                                        [[t["target"], t["value"], t["goal"], t["met"]] for t in result["targets"]])]
     if result.get("notes"):
         parts += ["", *[f"Note: {n}" for n in result["notes"]]]
-    if result.get("int8_accuracy"):
-        parts += ["", f"int8 accuracy (from the engines' calibration): {result['int8_accuracy']}"]
+    acc = result.get("int8_accuracy")
+    if acc:
+        keys = ("auc_fp32", "auc_int8", "auc_drop", "top1_agreement", "images", "calib_frames", "method")
+        parts += ["", "int8 accuracy cost (python -m stream.engines.int8, synthetic held-out images): "
+                  + ", ".join(f"{k} {acc[k]:.4g}" if isinstance(acc[k], float) else f"{k} {acc[k]}"
+                              for k in keys if k in acc)]
     parts += ["", f"total {result['elapsed_s']} s"]
     return "\n".join(parts)
