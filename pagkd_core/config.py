@@ -142,7 +142,9 @@ def _coerce(value, tp, where: str):
         raise ConfigError(f"{where}: cannot read {value!r} as {tp.__name__}") from None
 
 
-def _apply(obj, updates: dict, prefix: str = ""):
+def apply_updates(obj, updates: dict, prefix: str = ""):
+    """Set (nested) fields of the dataclass ``obj`` from a mapping, coercing each value to the
+    field's type; unknown keys are a ConfigError naming the valid ones."""
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in updates.items():
@@ -153,7 +155,7 @@ def _apply(obj, updates: dict, prefix: str = ""):
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"'{where}' is a section; give sub-keys such as {where}.<name>=...")
-            _apply(current, value, where + ".")
+            apply_updates(current, value, where + ".")
         else:
             setattr(obj, key, _coerce(value, hints[key], where))
     return obj
@@ -175,23 +177,31 @@ def parse_overrides(pairs: list[str]) -> dict:
     return nested
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    cfg = Config()
+def load_dataclass(cls, path: str | Path | None = None, overrides: list[str] | None = None, **values):
+    """A config of type ``cls``: defaults, then a YAML file, then ``values`` (None = not given),
+    then ``key=value`` overrides. Every config of the project loads through here."""
+    cfg = cls()
     if path:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
-        _apply(cfg, data)
-    _apply(cfg, parse_overrides(overrides or []))
+            raise ConfigError(f"{p}: expected a mapping of {cls.__name__} keys at the top level")
+        apply_updates(cfg, data)
+    apply_updates(cfg, {k: v for k, v in values.items() if v is not None})
+    apply_updates(cfg, parse_overrides(overrides or []))
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    cfg = load_dataclass(Config, path, overrides)
     validate(cfg)
     return cfg
 
 
 def config_from_dict(d: dict) -> Config:
-    return _apply(Config(), d)
+    return apply_updates(Config(), d)
 
 
 def validate(cfg: Config) -> None:

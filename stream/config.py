@@ -6,8 +6,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
@@ -51,17 +49,9 @@ class PipelineConfig:
 
 def load_pipeline_config(path: str | None = None, overrides: dict | None = None) -> PipelineConfig:
     """YAML file (flat keys of PipelineConfig), then ``overrides`` (already typed, e.g. from argparse)."""
-    from pagkd_core.config import ConfigError, _apply  # one coercion/validation code for every config
+    from pagkd_core.config import ConfigError, load_dataclass  # one typed loader for every config
 
-    cfg = PipelineConfig()
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of PipelineConfig keys")
-        _apply(cfg, data)
+    cfg = load_dataclass(PipelineConfig, path)
     for k, v in (overrides or {}).items():
         if v is not None:
             if k not in {f.name for f in dataclasses.fields(cfg)}:

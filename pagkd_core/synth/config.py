@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from pagkd_core.config import ConfigError, _apply, parse_overrides
+from pagkd_core.config import ConfigError, load_dataclass
 
 CLASSES = ("hyperplastic", "adenoma", "adenocarcinoma")  # label order (NICE 1, 2, 3)
 DEFAULT_CLASSES = ["hyperplastic", "adenoma"]
@@ -79,17 +77,7 @@ def check_classes(classes) -> list[str]:
 
 def load(cls, path: str | Path | None = None, overrides: list[str] | None = None, **values):
     """Build a config of type `cls` from defaults, then a YAML file, then `values`, then overrides."""
-    cfg = cls()
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
-        _apply(cfg, data)
-    _apply(cfg, {k: v for k, v in values.items() if v is not None})
-    _apply(cfg, parse_overrides(overrides or []))
+    cfg = load_dataclass(cls, path, overrides, **values)
     cfg.classes = check_classes(cfg.classes)
     if getattr(cfg, "modality", "WLI") not in MODALITIES:
         raise ConfigError(f"modality '{cfg.modality}' is not one of {', '.join(MODALITIES)}")

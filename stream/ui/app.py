@@ -68,13 +68,13 @@ def parse_args(argv: list[str] | None) -> UIConfig:
             p.add_argument(flag, type=typ, default=None, metavar=f.name.upper(), help=helptext)
     a = p.parse_args(argv)
     if a.config:
-        from pagkd_core.config import ConfigError, _apply  # the project's one typed YAML coercion
+        from pagkd_core.config import ConfigError, apply_updates  # the project's one typed YAML coercion
 
         path = Path(a.config)
         if not path.is_file():
             p.error(f"config file not found: {path}")
         try:
-            _apply(cfg, yaml.safe_load(path.read_text()) or {})
+            apply_updates(cfg, yaml.safe_load(path.read_text()) or {})
         except (ConfigError, AttributeError) as e:
             p.error(f"{path}: {e}")
     for f in fields(UIConfig):
