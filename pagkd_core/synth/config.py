@@ -19,8 +19,8 @@ class Difficulty:
 
     class_overlap: float = 0.3  # 0 = textbook classes; 1 = class parameters fully mixed
     nbi_pattern: float = 1.0  # contrast of pits and capillaries in NBI
-    wli_pattern: float = 0.5  # same pattern in WLI, relative contrast (0 would remove the cue);
-    wli_color: float = 0.6  # WLI colour cue (adenoma browner/redder) relative to NBI's tint;
+    wli_pattern: float = 0.6  # same pattern in WLI, relative contrast (0 would remove the cue);
+    wli_color: float = 0.7  # WLI colour cue (adenoma browner/redder) relative to NBI's tint;
     #                                 each WLI view shows a random fraction U(0, 1) of both
     nbi_blur: float = 0.4  # Gaussian blur sigma, pixels at 448 px
     wli_blur: float = 1.4
