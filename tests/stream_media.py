@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import av
@@ -81,3 +83,30 @@ def ffmpeg_video(path: Path, args: list[str], n: int = 30, w: int = 160, h: int 
     ]
     subprocess.run(cmd, check=True, capture_output=True)
     return path
+
+
+def http_test_stream(seconds: float) -> tuple[str, subprocess.Popen]:
+    """A separate ffmpeg process serving a 160x120 test pattern as MPEG-TS over HTTP on
+    127.0.0.1 at real-time pace for ``seconds``. Returns (url, process); kill it when done."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    sender = subprocess.Popen(
+        [FFMPEG, "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", "15",
+         "-f", "mpegts", "-listen", "1", url]
+    )  # fmt: skip
+    return url, sender
+
+
+def retry_until_open(open_fn, error: type[Exception], timeout: float = 10.0):
+    """Call ``open_fn`` until it stops raising ``error``: a test server needs a moment to listen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open_fn()
+        except error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from stream_media import FFMPEG, scope_frame, write_video
+from stream_media import FFMPEG, http_test_stream, retry_until_open, scope_frame, write_video
 
 from stream.frame import Frame
 from stream.pipeline import Pipeline, PipelineConfig
@@ -360,45 +360,10 @@ def test_replay_recording_is_lossless_and_live_recording_never_blocks(tmp_path):
 
 @needs_ffmpeg
 def test_live_input_gone_for_good_ends_with_a_clear_error(engine, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sender = subprocess.Popen(
-        [
-            FFMPEG,
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x120:rate=30",
-            "-t",
-            "1.5",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "15",
-            "-f",
-            "mpegts",
-            "-listen",
-            "1",
-            f"http://127.0.0.1:{port}",
-        ]
-    )
+    url, sender = http_test_stream(1.5)
     try:
         pipe = Pipeline(PipelineConfig(batch=1), engine=engine)
-        deadline = time.monotonic() + 10
-        while True:  # the server needs a moment before it listens
-            try:
-                pipe.add_stream(f"http://127.0.0.1:{port}", give_up_after=1.0)
-                break
-            except SourceError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        retry_until_open(lambda: pipe.add_stream(url, give_up_after=1.0), SourceError)
         summary = pipe.run(timeout=30)  # ends by itself: the sender is gone and reconnects fail
     finally:
         sender.kill()

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from stream_media import FFMPEG, ffmpeg_video, scope_frame, write_video
+from stream_media import FFMPEG, ffmpeg_video, http_test_stream, retry_until_open, scope_frame, write_video
 
 from stream.sources import SourceError, open_source, source_kind
 
@@ -164,47 +164,9 @@ def test_size_change_mid_stream_at_source(tmp_path):
 
 @pytest.mark.skipif(FFMPEG is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
 def test_http_network_stream(tmp_path):
-    import socket
-    import subprocess
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sender = subprocess.Popen(
-        [
-            FFMPEG,
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x120:rate=30",
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "15",
-            "-f",
-            "mpegts",
-            "-listen",
-            "1",
-            f"http://127.0.0.1:{port}",
-        ]
-    )
+    url, sender = http_test_stream(4)
     try:
-        deadline = time.monotonic() + 10
-        while True:  # the server needs a moment before it listens
-            try:
-                src = open_source(f"http://127.0.0.1:{port}")
-                break
-            except SourceError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        src = retry_until_open(lambda: open_source(url), SourceError)
         assert src.info.live and src.info.kind == "network"
         frames = []
         for f in src:
