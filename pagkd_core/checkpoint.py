@@ -25,9 +25,10 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"rng.torch": torch.get_rng_state()}
+    """This process's RNG state: (tensors for safetensors, JSON-able rest)."""
+    tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        tensors["cuda"] = torch.cuda.get_rng_state()
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, pystate, pygauss = random.getstate()
     return tensors, {
@@ -37,9 +38,9 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
     kind, keys, pos, has_gauss, gauss = meta["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     version, pystate, pygauss = meta["python"]
@@ -74,9 +75,15 @@ def load_weights(path: str | Path, modules: dict[str, nn.Module], tensors: dict 
 
 
 def save_checkpoint(
-    path_stem: str | Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict
+    path_stem: str | Path,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+    rngs: list[tuple[dict, dict]] | None = None,
 ) -> None:
-    """<stem>.safetensors + <stem>.json; `state` is JSON-able (epoch, history, config, ...)."""
+    """<stem>.safetensors + <stem>.json; `state` is JSON-able (epoch, history, config, ...).
+    `rngs`: every rank's `rng_state()` (default: this process's), so that each rank of a
+    distributed run resumes its own random stream."""
     stem = Path(path_stem)
     tensors = {
         f"{name}.{k}": v.detach().cpu().contiguous()
@@ -87,17 +94,19 @@ def save_checkpoint(
     for pid, st in opt["state"].items():
         for k, v in st.items():
             tensors[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu()
-    rng_tensors, rng_meta = rng_state()
-    tensors.update(rng_tensors)
-    meta = dict(state, optimizer={"param_groups": opt["param_groups"]}, rng=rng_meta)
+    rngs = rngs or [rng_state()]
+    for rank, (rng_tensors, _) in enumerate(rngs):
+        tensors.update({f"rng.{rank}.{k}": v for k, v in rng_tensors.items()})
+    meta = dict(state, optimizer={"param_groups": opt["param_groups"]}, rng=[m for _, m in rngs])
     _atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
     _atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))
 
 
 def load_checkpoint(
-    path_stem: str | Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer
+    path_stem: str | Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, rank: int = 0
 ) -> dict:
-    """Restores modules, optimizer and RNG in place; returns the JSON state."""
+    """Restores modules, optimizer and this rank's RNG in place; returns the JSON state.
+    A rank the checkpoint has no RNG for (the world grew) keeps its freshly seeded stream."""
     stem = Path(path_stem)
     meta = json.loads(stem.with_suffix(".json").read_text())
     tensors = load_file(str(stem.with_suffix(".safetensors")))
@@ -108,5 +117,7 @@ def load_checkpoint(
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-    set_rng_state(tensors, meta["rng"])
+    if rank < len(meta["rng"]):
+        prefix = f"rng.{rank}."
+        set_rng_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, meta["rng"][rank])
     return meta

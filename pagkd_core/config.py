@@ -63,6 +63,8 @@ class DistillConfig:
     heads: int = 4
     temperature: float = 0.1
     set_classifier: bool = False
+    pro_centre: bool = True  # compare batch-centred prototype sets (anti-collapse; False = [P] as written)
+    lr: float = 0.0  # the distiller's own parts (LR-QFormer, projections); 0 = the student's optim.lr
     pro_weight: float = 1.0
     den_weight: float = 1.0
     kd_weight: float = 1.0
@@ -73,6 +75,8 @@ class DistillConfig:
     par_iters: int = 10
     par_dilations: tuple[int, ...] = (1, 2, 4, 8)
     use_par: bool = True
+    cam_create_graph: bool = False  # [C] builds Grad-CAM with create_graph=True: same losses, more memory
+    den_detach_teacher: bool = True  # stop-gradient on GKD-Den's teacher side (prevents token collapse)
     den_heads: int = 1
     den_loss: str = "l2"  # l2 | cosine
     qformer_self_attention: bool = True  # [P] self- then cross-attention; False = [C] cross only

@@ -79,6 +79,15 @@ def broadcast_flag(value: bool, d: Dist) -> bool:
     return bool(t.item())
 
 
+def gather(obj, d: Dist) -> list:
+    """Every rank's `obj` (picklable, exchanged between our own processes), in rank order."""
+    if not d.enabled:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def check_in_sync(module: nn.Module, d: Dist) -> None:
     """Raise if the ranks' copies of `module` diverged (DDP keeps them bit-identical)."""
     if not d.enabled:

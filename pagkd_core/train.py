@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pagkd_core import ddp
-from pagkd_core.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from pagkd_core.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, save_weights
 from pagkd_core.config import Config
 from pagkd_core.data import FoldData, couple_loader, prepare
 from pagkd_core.evaluate import predict
@@ -117,7 +117,10 @@ def validate(model: LesionNet, data: FoldData, modality: str, cfg: Config, devic
             f"the validation split of fold {data.fold} has no {modality} images; raise "
             f"data.val_fraction or add data (model selection never uses the test fold)"
         )
-    probs, labels = predict(model, val, device, batch_size=max(cfg.optim.batch_size, 32))
+    # Validation runs on rank 0 only and must not move the training's random stream (a
+    # DataLoader draws a seed from it): resume and every rank then see the same draws.
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        probs, labels = predict(model, val, device, batch_size=max(cfg.optim.batch_size, 32))
     m = classification_metrics(labels, probs)
     m["loss"] = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)))
     # Selection score: AUC when defined (all classes in the split), else accuracy; less loss breaks ties.
@@ -168,7 +171,7 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     return model, objective.to(d.device), modules, optim, loader
 
 
-def end_epoch(state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, steps, t0) -> None:
+def end_epoch(state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, steps, t0, rngs) -> None:
     """Validate, keep the best model (validation split only), write the resumable checkpoint."""
     val = validate(model, data, modality, cfg, next(model.parameters()).device)
     train = {k: v / max(steps, 1) for k, v in sums.items()}
@@ -181,7 +184,7 @@ def end_epoch(state, epoch, model, modules, optimizer, data, modality, cfg, out,
         best_json = dict(record, class_names=data.class_names, config_hash=cfg.hash())
         (out / "best.json").write_text(json.dumps(best_json, indent=1) + "\n")
     state["epoch"] = epoch + 1
-    save_checkpoint(out / "last", modules, optimizer, state)
+    save_checkpoint(out / "last", modules, optimizer, state, rngs)
     log.info(
         "%s epoch %d: train %s val AUC %.3f acc %.3f",
         out.name,
@@ -190,6 +193,17 @@ def end_epoch(state, epoch, model, modules, optimizer, data, modality, cfg, out,
         val["auc"],
         val["accuracy"],
     )
+
+
+def param_groups(modules: dict[str, nn.Module], lr: float, distill_lr: float) -> list[dict]:
+    """The network at `lr`; the distiller's own parts (LR-QFormer, projections) at `distill_lr`
+    when set (> 0): attention layers want a smaller step than a CNN trained from scratch."""
+    groups = []
+    for name, module in modules.items():
+        params = [p for p in module.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": distill_lr if name == "distiller" and distill_lr > 0 else lr})
+    return groups
 
 
 def train_stage(
@@ -206,8 +220,8 @@ def train_stage(
         data = prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress and d.main)
     data = dataclasses.replace(data, fold=cfg.data.fold)
     model, objective, modules, optim, loader = build_stage(cfg, stage, data, d)
-    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    optimizer = torch.optim.Adam(param_groups(modules, optim.lr, cfg.distill.lr), lr=optim.lr,
+                                 weight_decay=optim.weight_decay)
     modality = "NBI" if stage == "teacher" else "WLI"
     state = {
         "epoch": 0,
@@ -224,7 +238,7 @@ def train_stage(
             raise FileExistsError(
                 f"{out} already holds a run; pass --resume to continue it or change run.out_dir"
             )
-        state = load_checkpoint(out / "last", modules, optimizer)
+        state = load_checkpoint(out / "last", modules, optimizer, rank=d.rank)
         if resume_key(state["config"], stage) != resume_key(cfg.to_dict(), stage):
             raise ValueError(f"{out}: the config differs from the run being resumed; use the original config")
         log.info("resuming %s at epoch %d", out, state["epoch"])
@@ -253,12 +267,16 @@ def train_stage(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for k, v in losses.items():
+            # Diagnostics (e.g. GKD-Pro's set similarities) are averaged with the losses, unweighted.
+            distiller = getattr(objective, "distiller", None)
+            diagnostics = distiller.diagnostics if distiller is not None and distill_on else {}
+            for k, v in {**losses, **diagnostics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        rngs = ddp.gather(rng_state(), d)
         if d.main:
             end_epoch(
-                state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, len(loader), t0
+                state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, len(loader), t0, rngs
             )
         ddp.barrier(d)
     ddp.check_in_sync(model, d)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from test_core_fixtures import TINY, make_generic
 
 
@@ -39,4 +41,6 @@ def test_two_process_gloo_training(tmp_path):
     for stage in ("teacher", "student"):
         state = json.loads((out / "fold0" / stage / "last.json").read_text())
         assert state["world_size"] == 2 and state["epoch"] == 1
+        rng = load_file(str(out / "fold0" / stage / "last.safetensors"))
+        assert len(state["rng"]) == 2 and not torch.equal(rng["rng.0.torch"], rng["rng.1.torch"])
         assert (out / "fold0" / stage / "best.safetensors").is_file()

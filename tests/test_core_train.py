@@ -116,3 +116,27 @@ def test_cli_errors_are_one_line(dataset, tmp_path, capsys):
     assert err.startswith("error: data root not found") and "\n" not in err
     assert cli_main(["export", "--set", f"run.out_dir={tmp_path}", "--out", str(tmp_path / "s")]) == 2
     assert "no trained student" in capsys.readouterr().err
+
+
+def test_checkpoint_keeps_each_ranks_rng(tmp_path):
+    """A distributed run saves every rank's RNG; each rank resumes its own stream."""
+    from pagkd_core.checkpoint import load_checkpoint, rng_state, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    rngs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        rngs.append(rng_state())
+    save_checkpoint(tmp_path / "last", {"model": model}, opt, {"epoch": 1}, rngs)
+    expected = []
+    for rank in (0, 1):
+        load_checkpoint(tmp_path / "last", {"model": model}, opt, rank=rank)
+        expected.append(torch.rand(3))
+    torch.manual_seed(2)
+    assert torch.equal(expected[1], torch.rand(3)) and not torch.equal(expected[0], expected[1])
+    torch.manual_seed(7)
+    load_checkpoint(tmp_path / "last", {"model": model}, opt, rank=2)  # world grew: keeps its own seed
+    after = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(after, torch.rand(3))

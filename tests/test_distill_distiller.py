@@ -1,10 +1,9 @@
 """The distiller as the trainer calls it: methods, levels, gradient flow, determinism."""
-from types import SimpleNamespace
-
 import pytest
 import torch
 from torch import nn
 
+from pagkd_core.config import DistillConfig
 from pagkd_core.distill import METHODS, Views, build_distiller
 from pagkd_core.distill.groups import make_groups
 
@@ -17,7 +16,7 @@ def config(**over):
             "cam_low": 0.3, "cam_high": 0.7, "par_iters": 3, "par_dilations": (1, 2), "use_par": True,
             "den_heads": 1, "den_loss": "l2", "embed_dim": D}
     base.update(over)
-    return SimpleNamespace(**base)
+    return DistillConfig(**base)
 
 
 class TinyNet(nn.Module):
@@ -62,9 +61,14 @@ def test_every_method_gives_finite_named_losses(method):
     out = distiller(s, t, student)
     assert set(out) == set(METHODS[method][0])
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.values())
+    expected = set()
+    if "pro" in out:
+        expected |= {"pro_sim_pos", "pro_sim_neg"}
     if "den" in out:
-        assert set(distiller.diagnostics) == {"lesion_wli", "lesion_nbi", "ambiguous", "den_coverage"}
-        assert all(0 <= v.item() <= 1 for v in distiller.diagnostics.values())
+        expected |= {"lesion_wli", "lesion_nbi", "ambiguous", "den_coverage"}
+    assert set(distiller.diagnostics) == expected
+    for name, v in distiller.diagnostics.items():
+        assert (-1 <= v.item() <= 1) if name.startswith("pro_") else (0 <= v.item() <= 1)
 
 
 @pytest.mark.parametrize("level", ["group", "image"])

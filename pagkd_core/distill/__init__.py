@@ -36,23 +36,23 @@ class Distiller(nn.Module):
         super().__init__()
         self.losses, self.level, self.num_classes = losses, level, num_classes
         self.diagnostics: dict[str, torch.Tensor] = {}
-        self.embed_dim = dim = int(getattr(cfg, "embed_dim", 128))
+        self.embed_dim = dim = cfg.embed_dim
         if {"pro", "den"} & set(losses):
             # [C]: the teacher side gets its own trainable 1x1 projection, on detached features.
             self.teacher_proj = nn.Conv2d(teacher_channels, dim, kernel_size=1)
         if "pro" in losses:
             self.pro = GKDPro(dim, num_classes, cfg.n_queries, cfg.blocks, cfg.heads, cfg.temperature,
-                              cfg.set_classifier, bool(getattr(cfg, "qformer_self_attention", True)),
-                              int(getattr(cfg, "max_group_images", 64)))
+                              cfg.set_classifier, cfg.qformer_self_attention,
+                              cfg.max_group_images, cfg.pro_centre)
         if "den" in losses:
             self.den = GKDDen(dim, cfg.den_heads, cfg.den_loss)
             self.par = PAR(cfg.par_dilations, cfg.par_iters) if cfg.use_par else None
             self.cam_low, self.cam_high = cfg.cam_low, cfg.cam_high
-            self.cam_create_graph = bool(getattr(cfg, "cam_create_graph", False))
+            self.cam_create_graph = cfg.cam_create_graph
             # Stop-gradient on the teacher side of GKD-Den: with both sides trainable ([C]) the
             # consistency loss is minimised by collapsing every token to one vector (measured,
             # docs/distillation.md). Without GKD-Pro the projection then stays a fixed random one.
-            self.den_detach_teacher = bool(getattr(cfg, "den_detach_teacher", True))
+            self.den_detach_teacher = cfg.den_detach_teacher
             if self.den_detach_teacher and "pro" not in losses:
                 self.teacher_proj.requires_grad_(False)
             discretise(torch.zeros(1), self.cam_low, self.cam_high)   # reject bad thresholds now
@@ -92,14 +92,16 @@ class Distiller(nn.Module):
             raise ValueError(f"student embed() gives {s_emb.shape[1]} channels but the distiller was "
                              f"built for embed_dim={self.embed_dim}; make them equal")
         t_emb = self.teacher_proj(teacher.features.detach())
+        self.diagnostics = {}
         if "pro" in self.losses:
             out["pro"] = self.pro(s_emb, t_emb, groups)
+            self.diagnostics.update(self.pro.diagnostics)
         if "den" in self.losses:
             t_den = t_emb.detach() if self.den_detach_teacher else t_emb
             s_tok, t_tok = self.token_labels(student), self.token_labels(teacher)
             out["den"] = self.den(s_emb, t_den, s_tok, t_tok, groups)
             # For logging (detached, no device sync here): CAM label mix and SRCA coverage.
-            self.diagnostics = {"lesion_wli": (s_tok == 1).float().mean(), "lesion_nbi": (t_tok == 1).float().mean(),
+            self.diagnostics |= {"lesion_wli": (s_tok == 1).float().mean(), "lesion_nbi": (t_tok == 1).float().mean(),
                                 "ambiguous": torch.cat([s_tok, t_tok]).eq(-1).float().mean(),
                                 "den_coverage": self.den.coverage}
         return out
@@ -121,7 +123,7 @@ def build_distiller(cfg, num_classes: int, student_channels: int, teacher_channe
     if cfg.method not in METHODS:
         raise ValueError(f"unknown distillation method {cfg.method!r}; use one of {sorted(METHODS)}")
     losses, level = METHODS[cfg.method]
-    if cfg.method == "add" and getattr(cfg, "pairing", "true") != "true":
+    if cfg.method == "add" and cfg.pairing != "true":
         raise ValueError("method 'add' distils true (WLI, NBI) pairs; set pairing: true")
     return Distiller(cfg, losses, level or cfg.level, num_classes, student_channels, teacher_channels)
 

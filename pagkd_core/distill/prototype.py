@@ -24,13 +24,25 @@ def set_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum("mid,nid->mn", a, b) / a.shape[1]
 
 
+def pair_masks(group: torch.Tensor, modality: torch.Tensor, classes: torch.Tensor):
+    """(positive, negative) (M, M) masks: the same group's other modality; any other class."""
+    positive = (group[:, None] == group[None, :]) & (modality[:, None] != modality[None, :])
+    return positive, classes[:, None] != classes[None, :]
+
+
+def centred(protos: torch.Tensor) -> torch.Tensor:
+    """Subtract the batch's mean prototype set (per query). Without it the sets share one large
+    common direction (ReLU features, shared queries), cosines start near 1, and making every set
+    identical is a stationary point the loss falls into (measured: docs/distillation.md)."""
+    return protos - protos.mean(dim=0, keepdim=True)
+
+
 def prototype_infonce(protos: torch.Tensor, group: torch.Tensor, modality: torch.Tensor,
                       classes: torch.Tensor, temperature: float) -> torch.Tensor:
     """protos (M, N_q, d) for M (group, modality) sets; group/modality/classes (M,).
     Mean over anchors of -log softmax(positive | positive + other-class sets)."""
     sim = set_similarity(protos, protos) / temperature
-    positive = (group[:, None] == group[None, :]) & (modality[:, None] != modality[None, :])
-    negative = classes[:, None] != classes[None, :]
+    positive, negative = pair_masks(group, modality, classes)
     anchors = positive.any(dim=1)
     if not anchors.any():
         return protos.sum() * 0.0   # keeps the graph (and DDP) connected
@@ -38,16 +50,29 @@ def prototype_infonce(protos: torch.Tensor, group: torch.Tensor, modality: torch
     return -(logits.log_softmax(dim=1)[positive[anchors]]).mean()
 
 
+@torch.no_grad()
+def separation(protos: torch.Tensor, group: torch.Tensor, modality: torch.Tensor,
+               classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean set similarity of positive and of negative pairs. Both near 1 = collapsed prototypes
+    (every set alike; the loss then sits at log(1 + negatives) and carries no signal)."""
+    sim = set_similarity(protos, protos)
+    positive, negative = pair_masks(group, modality, classes)
+    nan = sim.new_tensor(float("nan"))
+    return {"pro_sim_pos": sim[positive].mean() if positive.any() else nan,
+            "pro_sim_neg": sim[negative].mean() if negative.any() else nan}
+
+
 class GKDPro(nn.Module):
     def __init__(self, dim: int, num_classes: int, n_queries: int = 12, blocks: int = 1, heads: int = 4,
                  temperature: float = 0.1, set_classifier: bool = False, self_attention: bool = True,
-                 max_images: int = 64):
+                 max_images: int = 64, centre: bool = True):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"GKD-Pro temperature must be > 0 (got {temperature})")
-        self.temperature = temperature
+        self.temperature, self.centre = temperature, centre
         self.qformer = LRQFormer(dim, n_queries, blocks, heads, self_attention, max_images)
         self.set_head = nn.Linear(dim, num_classes) if set_classifier else None
+        self.diagnostics: dict[str, torch.Tensor] = {}
 
     def prototypes(self, s_emb: torch.Tensor, t_emb: torch.Tensor, groups: Groups):
         """Prototype sets of every non-empty (group, modality), in one QFormer batch."""
@@ -71,7 +96,9 @@ class GKDPro(nn.Module):
 
     def forward(self, s_emb: torch.Tensor, t_emb: torch.Tensor, groups: Groups) -> torch.Tensor:
         protos, group, modality, classes = self.prototypes(s_emb, t_emb, groups)
-        loss = prototype_infonce(protos, group, modality, classes, self.temperature)
+        compared = centred(protos) if self.centre else protos
+        self.diagnostics = separation(compared, group, modality, classes)
+        loss = prototype_infonce(compared, group, modality, classes, self.temperature)
         if self.set_head is not None:
             loss = loss + F.cross_entropy(self.set_head(protos.mean(dim=1)), classes)
         return loss
