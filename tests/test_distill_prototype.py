@@ -134,3 +134,24 @@ def test_gkdpro_unequal_groups_and_set_classifier():
     loss.backward()
     assert torch.isfinite(loss) and s_emb.grad.abs().sum() > 0 and t_emb.grad.abs().sum() > 0
     assert pro.set_head.weight.grad.abs().sum() > 0
+
+
+def test_centring_removes_the_collapsed_stationary_point():
+    """Sets that share one large common vector (as at the start of training) sit where the
+    uncentred loss has a vanishing gradient; the centred comparison still sees, and pushes,
+    their small class differences."""
+    from pagkd_core.distill.prototype import centred
+
+    torch.manual_seed(2)
+    common = torch.randn(1, 12, 16) * 100.0
+    w = common + torch.randn(2, 12, 16)          # WLI sets of two classes
+    n = common + torch.randn(2, 12, 16)          # NBI sets of two classes
+    protos, group, modality, classes = two_modalities(w, n)
+    grads = []
+    for transform in (lambda p: p, centred):
+        p = protos.clone().requires_grad_()
+        loss = prototype_infonce(transform(p), group, modality, classes, TAU)
+        grads.append(torch.autograd.grad(loss, p)[0].norm().item())
+        if transform is centred:
+            assert loss.item() > math.log(3) - 0.5   # random class structure: far from solved
+    assert grads[1] > 100 * grads[0]
