@@ -9,6 +9,8 @@ re-scored without inference. Writes ``report.md``, ``report.json`` and one timel
 video (probability, smoothed, alert, truth) to ``--out``.
 
 A setting is a smoothing spec with optional alert overrides, e.g. ``hmm:stay=0.98,min_frames=6``.
+From Python, ``evaluate_videos(argv) -> report`` runs the same in-process and raises on bad input
+(FileNotFoundError, ValueError) where the command prints a one-line error and exits with 2.
 """
 from __future__ import annotations
 
@@ -214,15 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command: exit code 0, or 2 with a one-line ``error: ...`` on bad input."""
     try:
-        return _evaluate(args, argv if argv is not None else sys.argv[1:])
+        evaluate_videos(sys.argv[1:] if argv is None else argv)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
 
 
-def _evaluate(args, argv: list[str]) -> int:
+def evaluate_videos(argv: list[str]) -> dict:
+    """Run ``python -m stream evaluate ARGV`` in-process and return its report (the dict written
+    to ``--out``/report.json), raising instead of exiting: a missing video or truth file raises
+    FileNotFoundError, a bad setting or truth file ValueError. ``argv`` is parsed by the
+    command's own parser (an unknown option exits like any argparse command)."""
+    args = build_parser().parse_args(argv)
     settings = args.settings or list(DEFAULT_SETTINGS)
     for s in settings:
         split_setting(s)
@@ -283,7 +291,7 @@ def _evaluate(args, argv: list[str]) -> int:
         print(f"wrote {out_dir / 'report.md'}, report.json" + ("" if args.no_plots else ", timelines/*.png"))
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
-    return 0
+    return report
 
 
 def markdown(rep: dict) -> str:

@@ -270,7 +270,7 @@ class Pipeline:
             pass
         return self.stop()
 
-    def __enter__(self) -> Pipeline:
+    def __enter__(self) -> Pipeline:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc) -> None:
@@ -292,6 +292,9 @@ class Pipeline:
                     st.slots.release()
                     break
                 t1 = time.perf_counter()
+                # The stream's id on every frame it analyses, whatever source (or wrapper around
+                # one) made the frame: trackers, croppers, smoothers and sinks are keyed by it.
+                frame.stream_id = st.sid
                 self.stats.add("source", (t1 - t0) * 1e3)
                 if not self._running.is_set():
                     if st.live:  # a live feed goes on: frames arriving while paused are skipped
@@ -313,7 +316,8 @@ class Pipeline:
                 fut.add_done_callback(lambda f, sid=st.sid: self._post_q.put((sid, f)))
         except SourceError as e:
             st.error = str(e)
-        except Exception as e:  # report, do not hang the other streams
+        except Exception as e:  # noqa: BLE001 - whatever stops this stream (a decoder, preprocessing or
+            # engine failure) becomes its one-line error; the other streams and the session go on.
             st.error = f"stream {st.sid}: {type(e).__name__}: {e}"
         finally:
             with self._cv:
@@ -328,7 +332,8 @@ class Pipeline:
             sid, fut = item
             try:
                 self._post(fut.result())
-            except Exception as e:  # an engine or sink failure: report it, keep the stream going
+            except Exception as e:  # noqa: BLE001 - the engine's or a callback's failure, of any type:
+                # reported as the stream's error while the stream keeps going.
                 self.stats.count("failed")
                 self.streams[sid].error = f"stream {sid}: {type(e).__name__}: {' '.join(str(e).split())}"
             finally:

@@ -7,12 +7,17 @@ times in a row before it replaces the old one, so one dark frame cannot move it)
 re-detected at once when the frame size changes.
 
 One batched path: ``Preprocessor(frames) -> (N,3,H,W) float32`` on the engine's device.
-On CPU the crops are resized with OpenCV on uint8 (cheapest); on a GPU the whole frames
-are uploaded once and cropped+resized together with ``roi_align``.
+A decoded picture (files, devices, network streams) is cropped, scaled and converted to RGB
+in one swscale pass straight from the decoder's planes (``PictureCropper``): only the content
+area is read and the colour conversion runs at model size, so the full-size RGB frame is never
+made unless a sink wants it. RGB arrays (folders, the synthetic generator, browser pictures)
+are resized with OpenCV on uint8 on CPU; on a GPU they are uploaded once and cropped+resized
+together with ``roi_align``. Normalisation runs on the engine's device.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -33,13 +38,19 @@ class ContentArea:
 
 
 def detect_content_area(
-    rgb: np.ndarray, black_level: int = 30, min_fraction: float = 0.05
+    image: np.ndarray | Frame, black_level: int = 30, min_fraction: float = 0.05
 ) -> ContentArea | None:
-    """The largest bright region's box, or None when the frame is too dark to tell."""
-    h, w = rgb.shape[:2]
+    """The largest bright region's box, or None when the frame is too dark to tell.
+
+    ``image``: an HxWx3 RGB array or a Frame (a decoded picture is subsampled from its own
+    planes, without converting the full frame)."""
+    frame = image if isinstance(image, Frame) else Frame(0, None, 0.0, image)
+    h, w = frame.size
     step = max(1, min(h, w) // 160)
-    # Brightest channel: dark red mucosa is still clearly above the black border.
-    small = rgb[::step, ::step].max(axis=2)
+    # Brightest channel: dark red mucosa is still clearly above the black border. (Two
+    # elementwise maxima: ~40x faster than numpy's max over the last, 3-long axis.)
+    thumb = frame.thumbnail(step)
+    small = np.maximum(np.maximum(thumb[..., 0], thumb[..., 1]), thumb[..., 2])
     mask = (small > black_level).astype(np.uint8)
     # Opening removes sensor noise and thin overlay text in the border.
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
@@ -80,17 +91,19 @@ class ContentTracker:
     def _full(self, h: int, w: int) -> ContentArea:
         return ContentArea((0, 0, w, h), "rect", 1.0)
 
-    def update(self, rgb: np.ndarray) -> ContentArea:
-        h, w = rgb.shape[:2]
+    def update(self, frame: Frame | np.ndarray) -> ContentArea:
+        """The content area for this frame (a Frame or an HxWx3 RGB array)."""
+        frame = frame if isinstance(frame, Frame) else Frame(0, None, 0.0, frame)
+        h, w = frame.size
         if (h, w) != self._size:
             self._size, self._count, self._pending = (h, w), 0, None
-            self.area = detect_content_area(rgb, self.black_level) or self._full(h, w)
+            self.area = detect_content_area(frame, self.black_level) or self._full(h, w)
             self.changes += 1
             return self.area
         self._count += 1
         if self._count % self.every:
             return self.area
-        cand = detect_content_area(rgb, self.black_level)
+        cand = detect_content_area(frame, self.black_level)
         tol = self.tolerance * max(h, w)
         if cand is None or cand.close_to(self.area, tol):
             self._pending = None
@@ -104,8 +117,111 @@ class ContentTracker:
         return self.area
 
 
+class PictureCropper:
+    """Crop + area-resize + RGB conversion of one stream's decoded pictures in one pass.
+
+    An FFmpeg filter graph: ``crop`` (moves plane pointers, copies nothing) -> ``scale``
+    (area averaging, converting to RGB at the output size) -> rgb24. For a whole 720p frame
+    to 96x96 this is ~0.3-0.45 ms of CPU, against ~0.45 ms to convert the frame to RGB plus
+    ~1.2 ms to crop and resize it with OpenCV (2-core dev machine). The colour conversion is
+    swscale's, as in ``Frame.rgb``. The graph is rebuilt when the picture's size, format or
+    colour tags, the box or the output size change. One per stream: a graph is not shared
+    between threads.
+    """
+
+    def __init__(self):
+        self._graph = None
+        self._key: tuple | None = None
+        self.error: str | None = None
+        self.unsupported = 0  # pictures this FFmpeg could not crop+scale (handed back as RGB)
+
+    def __call__(self, frame: Frame, box: tuple[int, int, int, int], out: np.ndarray) -> bool:
+        """Write ``box`` of ``frame.picture`` as RGB into ``out`` ((h, w, 3) uint8). False when
+        this FFmpeg cannot build the graph for the picture (an exotic pixel format, an old
+        FFmpeg without a filter option): the caller then crops ``frame.rgb`` instead."""
+        pic = frame.picture
+        fmt = (pic.width, pic.height, pic.format.name, pic.colorspace, pic.color_range, frame.field_only)
+        key = (fmt, box, out.shape)
+        import av  # only decoded pictures come here, so PyAV is there
+
+        if key != self._key:
+            self._key = key
+            try:
+                self._graph = self._build(frame, box, out.shape[:2])
+            except (av.error.FFmpegError, ValueError) as e:
+                self._graph, self.error = None, f"{type(e).__name__}: {e}"
+        if self._graph is not None:
+            try:
+                self._graph.push(pic)
+                out[...] = self._graph.pull().to_ndarray()
+                return True
+            except (av.error.FFmpegError, ValueError) as e:  # e.g. a property the graph did not expect
+                self._key, self.error = None, f"{type(e).__name__}: {e}"  # rebuild for the next picture
+        self.unsupported += 1
+        return False
+
+    @staticmethod
+    def _build(frame: Frame, box: tuple[int, int, int, int], size: tuple[int, int]):
+        import av
+
+        pic = frame.picture
+        x0, y0, x1, y1 = box
+        g = av.filter.Graph()
+        chain = [
+            g.add(
+                "buffer",
+                video_size=f"{pic.width}x{pic.height}",
+                pix_fmt=pic.format.name,
+                time_base="1/90000",
+                pixel_aspect="1/1",
+                # The frame's colour tags, so the conversion matches Frame.rgb (BT.601/709, range).
+                colorspace=str(int(pic.colorspace)),
+                range=str(int(pic.color_range)),
+            )
+        ]
+        if frame.field_only:  # field doubling: the top field is all the picture there is
+            chain.append(g.add("field", "type=top"))
+            y0, y1 = y0 // 2, (y1 + 1) // 2
+        chain += [
+            g.add("crop", f"w={x1 - x0}:h={y1 - y0}:x={x0}:y={y0}"),
+            # Area averaging with full-resolution chroma and exact rounding: within ~1.5 grey
+            # levels on average of an exact area average of the RGB frame. One thread: the crop
+            # is small and the other cores decode.
+            g.add("scale", f"w={size[1]}:h={size[0]}:flags=area+full_chroma_int+accurate_rnd:threads=1"),
+            g.add("format", "pix_fmts=rgb24"),
+            g.add("buffersink"),
+        ]
+        for a, b in itertools.pairwise(chain):
+            a.link_to(b)
+        g.configure()
+        return g
+
+
+def resize_area(rgb: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray) -> None:
+    """Crop ``box`` of an RGB array and area-resize it into ``out`` (h, w, 3) uint8 (OpenCV)."""
+    h, w = out.shape[:2]
+    x0, y0, x1, y1 = box
+    crop = rgb[y0:y1, x0:x1]
+    # Area averaging (no aliasing when shrinking, like training's antialiased resize).
+    # OpenCV's area resize is about twice as fast at a whole factor, so shrink by the
+    # largest whole factor first and finish with a factor below 2.
+    k = min(crop.shape[0] // h, crop.shape[1] // w)
+    if k >= 2:
+        dy, dx = crop.shape[0] % k, crop.shape[1] % k  # trim the remainder evenly (< k px)
+        crop = crop[dy // 2 : crop.shape[0] - (dy - dy // 2), dx // 2 : crop.shape[1] - (dx - dx // 2)]
+        crop = cv2.resize(crop, (crop.shape[1] // k, crop.shape[0] // k), interpolation=cv2.INTER_AREA)
+    interp = cv2.INTER_AREA if crop.shape[0] >= h else cv2.INTER_LINEAR
+    cv2.resize(crop, (w, h), dst=out, interpolation=interp)
+
+
 class Preprocessor:
-    """Batched crop + resize + normalise for one model input size and normalisation."""
+    """Batched crop + resize + normalise for one model input size and normalisation.
+
+    ``backend`` picks how RGB arrays are cropped and resized: ``cv2`` (CPU) or ``torch``
+    (``roi_align`` on the engine's device); ``auto`` = torch on CUDA, else cv2. Decoded
+    pictures always go through ``PictureCropper`` (cheaper than any path that first makes
+    the full-size RGB frame, also beside a GPU).
+    """
 
     def __init__(
         self,
@@ -131,47 +247,52 @@ class Preprocessor:
         self._scale = torch.from_numpy(self._np_scale).to(self.device)
         self._shift = torch.from_numpy(self._np_shift).to(self.device)
         self.trackers: dict[str, ContentTracker] = {}
+        self.croppers: dict[str, PictureCropper] = {}
 
     def area(self, frame: Frame) -> ContentArea:
         if not self.detect:
             h, w = frame.size
             return ContentArea((0, 0, w, h), "rect", 1.0)
         tracker = self.trackers.setdefault(frame.stream_id, ContentTracker(every=self.detect_every))
-        return tracker.update(frame.rgb)
+        return tracker.update(frame)
+
+    def _cropper(self, stream_id: str) -> PictureCropper:
+        cropper = self.croppers.get(stream_id)
+        if cropper is None:
+            cropper = self.croppers[stream_id] = PictureCropper()
+        return cropper
 
     def __call__(self, frames: list[Frame]) -> torch.Tensor:
-        boxes = [self.area(f).box for f in frames]
-        if self.backend == "cv2":
-            return self._cv2(frames, boxes)
-        return self._torch(frames, boxes)
-
-    def _cv2(self, frames: list[Frame], boxes) -> torch.Tensor:
         h, w = self.input_size
-        out = np.empty((len(frames), h, w, 3), np.uint8)
-        for i, (f, (x0, y0, x1, y1)) in enumerate(zip(frames, boxes)):
-            crop = f.rgb[y0:y1, x0:x1]
-            # Area averaging (no aliasing when shrinking, like training's antialiased resize).
-            # OpenCV's area resize is about twice as fast at a whole factor, so shrink by the
-            # largest whole factor first and finish with a factor below 2.
-            k = min(crop.shape[0] // h, crop.shape[1] // w)
-            if k >= 2:
-                dy, dx = crop.shape[0] % k, crop.shape[1] % k  # trim the remainder evenly (< k px)
-                crop = crop[
-                    dy // 2 : crop.shape[0] - (dy - dy // 2), dx // 2 : crop.shape[1] - (dx - dx // 2)
-                ]
-                crop = cv2.resize(
-                    crop, (crop.shape[1] // k, crop.shape[0] // k), interpolation=cv2.INTER_AREA
-                )
-            interp = cv2.INTER_AREA if crop.shape[0] >= h else cv2.INTER_LINEAR
-            cv2.resize(crop, (w, h), dst=out[i], interpolation=interp)
-        # numpy, not torch, for this small elementwise step: torch's OpenMP workers cost more
-        # than the work here, and far more when other processes share the cores.
-        x = out.transpose(0, 3, 1, 2).astype(np.float32)
-        x *= self._np_scale
-        x += self._np_shift
-        return torch.from_numpy(x).to(self.device)
+        boxes = [self.area(f).box for f in frames]
+        pixels = np.empty((len(frames), h, w, 3), np.uint8)
+        on_device = []  # RGB arrays that roi_align crops and resizes on the engine's device
+        for i, (f, box) in enumerate(zip(frames, boxes)):
+            if f.picture is not None and self._cropper(f.stream_id)(f, box, pixels[i]):
+                continue
+            if self.backend == "cv2":
+                resize_area(f.rgb, box, pixels[i])
+            else:
+                on_device.append(i)
+        if self.device.type == "cpu":
+            # numpy, not torch, for this small elementwise step: torch's OpenMP workers cost more
+            # than the work here, and far more when other processes share the cores. Planar
+            # uint8 first, then contiguous float arithmetic: ~8x faster than strided float.
+            x = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).astype(np.float32)
+            x *= self._np_scale
+            x += self._np_shift
+            out = torch.from_numpy(x)
+        else:
+            u8 = torch.from_numpy(pixels)
+            if self.device.type == "cuda":
+                u8 = u8.pin_memory()
+            out = u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+            out = out * self._scale + self._shift
+        if on_device:
+            out[on_device] = self._roi_align([frames[i] for i in on_device], [boxes[i] for i in on_device])
+        return out
 
-    def _torch(self, frames: list[Frame], boxes) -> torch.Tensor:
+    def _roi_align(self, frames: list[Frame], boxes) -> torch.Tensor:
         from torchvision.ops import roi_align
 
         h, w = self.input_size

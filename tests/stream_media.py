@@ -13,6 +13,17 @@ import numpy as np
 
 FFMPEG = shutil.which("ffmpeg")
 
+# (file name, codec, pixel format, extra encoder options): what PyAV itself writes.
+PYAV_FORMATS = [
+    ("h264.mp4", "libx264", "yuv420p", {}),
+    ("h264_422_10.mkv", "libx264", "yuv422p10le", {}),
+    ("hevc_10.mkv", "libx265", "yuv420p10le", {"x265-params": "log-level=error"}),
+    ("mjpeg.avi", "mjpeg", "yuvj422p", {}),
+    ("prores.mov", "prores_ks", "yuv422p10le", {}),
+    ("ffv1.mkv", "ffv1", "yuv422p10le", {}),
+    ("h264.ts", "libx264", "yuv420p", {}),
+]
+
 
 def scope_frame(
     i: int, w: int = 160, h: int = 128, field: str = "round", radius: float = 0.46, lesion: bool = False

@@ -167,6 +167,16 @@ def test_subcommands_delegate_with_their_own_arguments(monkeypatch, sub, module)
     assert seen["argv"] == ["--x", "1", "videos/"]
 
 
+def test_evaluate_from_python_raises_where_the_command_exits(tmp_path):
+    from stream.evaluate import evaluate_videos, main
+
+    with pytest.raises(FileNotFoundError, match="no such video"):
+        evaluate_videos([str(tmp_path / "nope.mp4")])
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        evaluate_videos([str(tmp_path), "--setting", "kalman"])
+    assert main([str(tmp_path / "nope.mp4")]) == 2  # the command keeps its exit code
+
+
 def test_yaml_config_with_flag_overrides(tmp_path):
     from pathlib import Path
 

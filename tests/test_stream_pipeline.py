@@ -20,7 +20,7 @@ from stream_media import FFMPEG, http_test_stream, retry_until_open, scope_frame
 
 from stream.frame import Frame
 from stream.pipeline import Pipeline, PipelineConfig
-from stream.preprocess import ContentTracker, Preprocessor, detect_content_area
+from stream.preprocess import Preprocessor
 from stream.sinks import read_predictions
 from stream.sources import SourceError
 
@@ -92,10 +92,7 @@ def test_replay_analyses_every_frame_in_order(engine, tmp_path):
     assert r["latency_ms"] > 0 and r["pts"] == pytest.approx(7 / 30, abs=1e-3)
     # The logged probabilities are the engine's on the preprocessed frame.
     pre = Preprocessor(engine.input_size, engine.source.meta["mean"], engine.source.meta["std"])
-    frames = [
-        Frame(i, i / 30, 0.0, f.to_ndarray(format="rgb24"))
-        for i, f in enumerate(av.open(str(path)).decode(video=0))
-    ]
+    frames = [Frame(i, i / 30, 0.0, picture=f) for i, f in enumerate(av.open(str(path)).decode(video=0))]
     # One frame at a time through the preprocessor, like the ingest thread (same content-area timeline).
     z = engine.infer(torch.cat([pre([f]) for f in frames]).numpy())
     ref = np.exp(z) / np.exp(z).sum(1, keepdims=True)
@@ -103,6 +100,48 @@ def test_replay_analyses_every_frame_in_order(engine, tmp_path):
     # Every stage was timed.
     assert {"source", "preprocess", "queue", "infer", "post", "total"} <= set(summary["latency_ms"])
     assert summary["batches"]["mean_batch"] > 1  # replay fills batches
+
+
+def test_replay_without_sinks_never_converts_whole_frames(engine, tmp_path, monkeypatch):
+    import stream.frame
+
+    full_size = []  # full-size RGB conversions (thumbnails for content-area detection are small)
+    reformat = stream.frame._reformat
+
+    def counting(picture, width, height, fmt, interpolation):
+        full_size.append(width is None)
+        return reformat(picture, width, height, fmt, interpolation)
+
+    monkeypatch.setattr(stream.frame, "_reformat", counting)
+    path = write_video(tmp_path / "a.mp4", n=20, w=W, h=H)
+    _, summary, _ = run(engine, tmp_path, path)
+    assert summary["frames"] == 20 and full_size and not any(full_size)
+    _, summary, _ = run(engine, tmp_path, path, record=str(tmp_path / "rec.mp4"))
+    assert sum(full_size) == 20  # a recording needs them: one conversion per frame
+
+
+def test_stream_id_reaches_the_frames_of_a_wrapped_source(engine, tmp_path):
+    from stream.sources import LatestFrameReader, Source, SourceInfo
+
+    class Pushed(Source):
+        """Frames made before the pipeline named the stream (like pictures pushed from a browser)."""
+
+        def __init__(self):
+            super().__init__(SourceInfo("pushed", "browser", fps=30.0))
+            self._frames = [Frame(i, i / 30, time.monotonic(), scope_frame(i, W, H)) for i in range(6)]
+
+        def frames(self):
+            yield from self._frames
+
+    seen = []
+    pipe = Pipeline(PipelineConfig(batch=2, predictions=str(tmp_path / "p.jsonl")), engine=engine,
+                    on_result=lambda r: seen.append(r.frame.stream_id))  # fmt: skip
+    pipe.add_stream(Pushed(), stream_id="scope")
+    pipe.add_stream(LatestFrameReader(Pushed()), stream_id="live")
+    pipe.run(timeout=60)
+    assert seen and set(seen) == {"scope", "live"} and not pipe.errors()
+    assert set(pipe.pre.trackers) == {"scope", "live"}
+    assert {r["stream"] for r in read_predictions(str(tmp_path / "p.jsonl"))} == {"scope", "live"}
 
 
 def test_two_streams_share_one_engine(engine, tmp_path):
@@ -160,43 +199,6 @@ def test_pause_and_change_parameters_while_running(engine, tmp_path):
     assert summary["frames"] == 60 and len(seen) == 60
     st = pipe.streams["0"]
     assert type(st.smoother).__name__ == "HMMFilter" and st.alerts.cfg.threshold == 0.9
-
-
-# -- preprocessing ---------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "field,fill", [("round", (0.74, 0.815)), ("octagon", (0.815, 0.9)), ("none", (0.97, 1.0))]
-)
-def test_content_area_detection(field, fill):
-    rgb = scope_frame(3, 640, 480, field=field)
-    rgb[440:470, 10:200] = 255  # overlay text in the border must not widen the box
-    area = detect_content_area(rgb)
-    if field == "none":
-        assert area.box == (0, 0, 640, 480)
-    else:
-        r = 0.46 * 480
-        exp = (320 - r, 240 - r, 320 + r, 240 + r)
-        assert max(abs(a - b) for a, b in zip(area.box, exp)) <= 8, area
-    assert fill[0] <= area.fill <= fill[1]
-
-
-def test_content_area_is_stable_and_redetected_on_change():
-    tr = ContentTracker(every=2, confirm=3)
-    first = tr.update(scope_frame(0, 320, 240)).box
-    for i in range(1, 10):  # dark frames (scope in the lumen) must not move the box
-        assert tr.update(np.zeros((240, 320, 3), np.uint8)).box == first
-    for i in range(10, 40):  # a real change (zoomed field) is taken after it persists
-        box = tr.update(scope_frame(i, 320, 240, radius=0.3)).box
-    assert box != first and box[3] - box[1] < first[3] - first[1]
-    assert tr.update(scope_frame(0, 640, 480)).box[2] > 320  # size change: at once
-
-
-def test_preprocess_backends_agree():
-    frames = [Frame(i, 0, 0, scope_frame(i, 640, 480, field="octagon")) for i in range(3)]
-    a = Preprocessor((96, 96), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], backend="cv2")(frames)
-    b = Preprocessor((96, 96), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], backend="torch")(frames)
-    assert a.shape == b.shape == (3, 3, 96, 96) and a.dtype == torch.float32
-    # Two resamplers (area vs roi_align sampling): within ~3 grey levels on average.
-    assert (a - b).abs().mean() < 0.05
 
 
 # -- live ------------------------------------------------------------------------------------
@@ -385,6 +387,6 @@ def test_replay_display_callback_gets_each_frame_annotated(engine, tmp_path):
     pipe.add_stream(str(path))  # a second stream records next to the first
     pipe.run(timeout=60)
     assert sorted(i for i, _, _ in shown) == sorted(list(range(12)) * 2)
-    idx, annotated, raw = shown[0]
+    _, annotated, raw = shown[0]
     assert annotated.shape == raw.shape and not np.array_equal(annotated, raw)  # overlay drawn on a copy
     assert (tmp_path / "rec.mp4").is_file() and (tmp_path / "rec.1.mp4").is_file()

@@ -7,22 +7,19 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from stream_media import FFMPEG, ffmpeg_video, http_test_stream, retry_until_open, scope_frame, write_video
+from stream_media import (
+    FFMPEG,
+    PYAV_FORMATS,
+    ffmpeg_video,
+    http_test_stream,
+    retry_until_open,
+    scope_frame,
+    write_video,
+)
 
 from stream.sources import SourceError, open_source, source_kind
 
 N, W, H = 12, 160, 128
-
-# (file name, codec, pixel format, extra encoder options): what PyAV itself writes.
-PYAV_FORMATS = [
-    ("h264.mp4", "libx264", "yuv420p", {}),
-    ("h264_422_10.mkv", "libx264", "yuv422p10le", {}),
-    ("hevc_10.mkv", "libx265", "yuv420p10le", {"x265-params": "log-level=error"}),
-    ("mjpeg.avi", "mjpeg", "yuvj422p", {}),
-    ("prores.mov", "prores_ks", "yuv422p10le", {}),
-    ("ffv1.mkv", "ffv1", "yuv422p10le", {}),
-    ("h264.ts", "libx264", "yuv420p", {}),
-]
 
 
 @pytest.mark.parametrize("name,codec,pix_fmt,opts", PYAV_FORMATS, ids=[f[0] for f in PYAV_FORMATS])
@@ -188,3 +185,16 @@ def test_capture_goes_through_pyav_v4l2(tmp_path):
     with pytest.raises(SourceError) as e:
         open_source(f"v4l2:{fake}", size="640x480", fps=30, pixel_format="mjpeg")
     assert "capture" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sources_without_pyav(tmp_path, monkeypatch):
+    # A GPU host without PyAV: folders and the generator work, files get a one-line hint.
+    import sys
+
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails as if not installed
+    monkeypatch.delitem(sys.modules, "stream.sources.av_reader", raising=False)
+    assert len(list(open_source("synthetic:seconds=0.2,width=64,height=48"))) > 0
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"not decoded anyway")
+    with pytest.raises(SourceError, match="need PyAV: pip install av"):
+        open_source(str(path))

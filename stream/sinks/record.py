@@ -19,7 +19,6 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -82,6 +81,8 @@ class Recorder:
 
     # -- encoder thread ---------------------------------------------------------------
     def _open(self, rgb: np.ndarray) -> None:
+        import av  # only when recording: the pipeline imports this module also on hosts without PyAV
+
         opts = (
             {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
             if self.fmt in ("mp4", "mov")
@@ -108,6 +109,8 @@ class Recorder:
         self._stream = s
 
     def _encode(self, frame: Frame, rgb: np.ndarray) -> None:
+        import av
+
         if self._container is None:
             self._open(rgb)
         s = self._stream

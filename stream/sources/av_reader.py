@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 
 import av
-import numpy as np
 
 from stream.frame import Frame
 from stream.sources.base import Source, SourceError, SourceInfo
@@ -203,11 +202,13 @@ class AVSource(Source):
                     wait = t0 + (pts - pts0) / self.speed - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
-                rgb = vf.to_ndarray(format="rgb24")
-                if vf.interlaced_frame and self.deinterlace == "field":
-                    rgb = np.ascontiguousarray(rgb[0::2].repeat(2, axis=0)[: rgb.shape[0]])
+                # The decoder's picture as it is: the model path crops and scales it directly and
+                # the full-size RGB conversion happens only if a sink asks for it (stream.frame).
+                field_only = bool(vf.interlaced_frame) and self.deinterlace == "field"
                 self.counters["frames"] += 1
-                yield Frame(index, pts, time.monotonic(), rgb, self.stream_id)
+                yield Frame(
+                    index, pts, time.monotonic(), stream_id=self.stream_id, picture=vf, field_only=field_only
+                )
                 index, last_pts = index + 1, pts
             self._check_complete(index)
             if not self.loop or index == 0:

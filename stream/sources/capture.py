@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from stream.sources.av_reader import AVSource
-from stream.sources.base import Source, SourceError
+from stream.sources.base import Source, SourceError, av_source_class
 from stream.sources.live import LatestFrameReader
 
 
@@ -42,9 +41,10 @@ def open_capture(
             "(list devices with `v4l2-ctl --list-devices`)"
         )
     opts = capture_options(size, fps, pixel_format)
+    av_source = av_source_class()
 
     def reopen() -> Source:
-        return AVSource(
+        return av_source(
             device,
             kind="capture",
             format="v4l2",

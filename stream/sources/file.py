@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from stream.sources.av_reader import AVSource
-from stream.sources.base import Source, SourceError
+from stream.sources.base import Source, SourceError, av_source_class
 from stream.sources.live import LatestFrameReader
 
 VIDEO_EXTENSIONS = {
@@ -44,7 +43,7 @@ def open_file(
         raise SourceError(f"cannot open {path!r}: no such file")
     if os.path.getsize(path) == 0:
         raise SourceError(f"cannot open {path!r}: the file is empty")
-    src = AVSource(
+    src = av_source_class()(
         path, kind="file", pace=realtime, speed=speed, loop=loop, deinterlace=deinterlace, stream_id=stream_id
     )
     return LatestFrameReader(src) if realtime else src

@@ -53,6 +53,17 @@ class LatestFrameReader(Source):
 
     # -- producer ---------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._read()
+        except Exception as e:  # noqa: BLE001 - a failure outside the input (a bug): end the iteration
+            # with a one-line error instead of leaving the consumer waiting for frames forever.
+            self._error = f"{self.info.name!r}: reader stopped: {type(e).__name__}: {e}"
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _read(self) -> None:
         index, pts_offset, last_pts, delay = 0, 0.0, None, self.backoff
         src = self._src
         while not self._stop.is_set():
@@ -72,7 +83,8 @@ class LatestFrameReader(Source):
                     index += 1
                     delay = self.backoff
                     self._publish(f)
-            except Exception as e:  # any failure of a live input means: reconnect
+            except Exception as e:  # noqa: BLE001 - a live session survives whatever its input raises
+                # (SourceError, PyAV/FFmpeg errors, OS errors of a device or socket): reconnect.
                 self.note(f"input failed after frame {index}: {' '.join(str(e).split())}")
             finally:
                 self._absorb(src)
@@ -83,9 +95,6 @@ class LatestFrameReader(Source):
             delay = min(delay * 2, self.max_backoff)
             if src is None:
                 break
-        with self._cond:
-            self._done = True
-            self._cond.notify_all()
 
     def _reconnect(self, delay: float) -> Source | None:
         while not self._stop.is_set():
@@ -99,7 +108,7 @@ class LatestFrameReader(Source):
             self.counters["reconnects"] += 1
             try:
                 return self._reopen()
-            except Exception as e:
+            except SourceError as e:  # opening wraps every FFmpeg/OS failure in a SourceError
                 self.note(f"reconnect failed: {' '.join(str(e).split())}")
                 delay = min(delay * 2, self.max_backoff)
         return None
@@ -117,7 +126,8 @@ class LatestFrameReader(Source):
         for tap in self.taps:
             try:
                 tap(f)
-            except Exception as e:  # a broken display must not stop the input
+            except Exception as e:  # noqa: BLE001 - taps are the display's and recorders' callbacks:
+                # whatever a broken one raises must not stop the input.
                 self.note(f"pass-through output failed: {e}")
         with self._cond:
             if self._latest is not None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from stream.sources.av_reader import AVSource
-from stream.sources.base import Source, SourceError
+from stream.sources.base import Source, SourceError, av_source_class
 from stream.sources.live import LatestFrameReader
 
 SCHEMES = {"rtsp", "rtsps", "rtmp", "udp", "rtp", "srt", "tcp", "http", "https"}
@@ -52,10 +51,11 @@ def open_network(
             f"cannot open {url!r}: unsupported scheme {scheme!r} (use one of {sorted(SCHEMES)})"
         )
     opts = network_options(url, options)
+    av_source = av_source_class()
 
     def reopen() -> Source:
         # read_timeout turns a silent sender into an error, which the reader answers by reconnecting.
-        return AVSource(
+        return av_source(
             url,
             kind="network",
             options=opts,

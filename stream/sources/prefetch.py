@@ -45,7 +45,7 @@ class Prefetcher(Source):
                 if not self._put(f):
                     return
             self._put(_END)
-        except Exception as e:  # handed to the consumer, which raises it in its own thread
+        except Exception as e:  # noqa: BLE001 - not swallowed: the consumer re-raises it in its thread
             self._put(e)
 
     def frames(self) -> Iterator[Frame]:

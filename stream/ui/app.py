@@ -138,7 +138,7 @@ class AppContext:
 
         def open_live(spec: str):
             # Files replay paced at their own rate and loop, so the demo keeps running.
-            return open_source(spec, realtime=True, loop=True, stream_id="live")
+            return open_source(spec, realtime=True, loop=True)
 
         self.runner = LiveRunner(self.hub, self.engine, self.base, controls, open_live)
         self.files = SessionFiles(os.environ.get("GRADIO_TEMP_DIR"))

@@ -93,7 +93,7 @@ def evaluate_replay(
         "-q",
     ]
     try:
-        evaluate._evaluate(evaluate.build_parser().parse_args(argv), argv)
+        evaluate.evaluate_videos(argv)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise ValueError(f"labels {labels.name}: {e}") from None
     md = (work / "report.md").read_text()

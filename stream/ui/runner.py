@@ -119,7 +119,7 @@ class LiveRunner:
         spec = spec.strip()
         push = None
         if spec == "webcam":
-            push = PushSource(stream_id="live")  # frames carry it: the pipeline routes on it
+            push = PushSource()  # the pipeline gives its frames the stream's id
             src: Source = LatestFrameReader(push)  # live semantics: newest frame, pass-through overlay
         else:
             src = self.open_source(spec)  # raises SourceError with a one-line message
