@@ -1,5 +1,6 @@
 """Which student the fps benchmark runs: the bundled one, a given export, or a random-init
-backbone (speed does not depend on the weights, so GPU sweeps need no trained ResNet-50)."""
+backbone (speed does not depend on the weights, so GPU sweeps need no trained ResNet-50);
+and its int8 graphs, calibrated on the student's training images."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,13 @@ from pathlib import Path
 
 BUNDLED = Path(__file__).resolve().parent.parent / "stream" / "assets" / "student.json"
 CLASS_NAMES = ["hyperplastic", "adenoma"]
+# The bundled student's training images: benchmarks.distill's data set, with the synthetic
+# generator's difficulty of that time pinned (the defaults changed since), and the trainer's
+# lesion folds over it (data.folds=3, val_fraction=0.2, split_seed=0). Both regenerate
+# byte-identically in seconds, so calibration and the AUC drop need no training run on disk.
+BUNDLED_DATA_ARGS = ["--size", "128", "--lesions-per-class", "30", "--views", "3", "--seed", "7",
+                     "--set", "difficulty.wli_pattern=0.5", "--set", "difficulty.wli_color=0.6"]
+BUNDLED_FOLDS = {"k": 3, "val_fraction": 0.2, "seed": 0}
 
 
 @dataclass
@@ -16,17 +24,15 @@ class BenchModel:
     meta: dict
     input_size: tuple[int, int]
     label: str          # for tables: "resnet50@448 (random init)"
+    int8_onnx: Path | None = None  # calibrated int8 graph at input_size (prepare_int8)
 
     def source(self):
         """A fresh ModelSource at the benchmark's input size (engines take it directly)."""
         from stream.engines import ModelSource
 
-        src = ModelSource.from_path(self.path)
-        if tuple(src.meta["input_size"]) != self.input_size:
-            # A CNN with global pooling runs at any size, but its exported graphs have the
-            # exported size baked in: drop them so the ONNX engine exports one at this size.
-            src.meta = {**src.meta, "input_size": list(self.input_size)}
-            src.onnx = src.int8_onnx = None
+        src = ModelSource.from_path(self.path).at_input_size(self.input_size)
+        if self.int8_onnx is not None:
+            src.int8_onnx = self.int8_onnx
         return src
 
     def torch_module(self):
@@ -78,3 +84,62 @@ def resolve_model(model: str | None, backbone: str | None, input_size: int | Non
     if not backbone:
         label = f"{meta.get('backbone', '?')}@{size[0]} ({path.stem})"
     return BenchModel(path, meta, tuple(int(s) for s in size), label)
+
+
+def bundled_training_data(cache: str | Path) -> tuple[Path, Path]:
+    """(image root, splits.json) of the bundled student's training images, made once in ``cache``."""
+    from pagkd_core.data.layouts import read_manifest
+    from pagkd_core.data.splits import make_folds
+    from pagkd_core.synth.cli import main as synth
+
+    root = Path(cache) / "bundled_student_data"
+    splits = root.with_name(root.name + ".splits.json")
+    if not (root / "manifest.csv").is_file() and synth(["images", "--out", str(root), *BUNDLED_DATA_ARGS,
+                                                         "--no-progress"]):
+        raise FileNotFoundError(f"could not generate the synthetic training images in {root}")
+    if not splits.is_file():
+        folds = make_folds(read_manifest(root / "manifest.csv"), **BUNDLED_FOLDS)
+        splits.write_text(json.dumps(folds, indent=1) + "\n")
+    return root, splits
+
+
+def prepare_int8(bench: BenchModel, data_root: str, splits: str, cache: str | Path, quick: bool) -> dict:
+    """Calibrate the int8 graphs the benchmark needs, with the engines' own tool (stream.engines.int8):
+    one at the student's trained size, measured on the held-out (test) lesions of its fold -> the
+    AUC drop; one at the benchmark's input size for the inference rows (``bench.int8_onnx``).
+    Both are calibrated on the fold's training lesions. Returns the accuracy measurement."""
+    from stream.engines import ModelSource
+    from stream.engines.int8 import (
+        HeldOut,
+        QuantOptions,
+        calibrate_and_measure,
+        calibration_frames,
+        quantize,
+        split_lesions,
+    )
+
+    if not data_root:
+        root, split_file = bundled_training_data(cache)
+    else:
+        root, split_file = Path(data_root), Path(splits) if splits else None
+    trained = ModelSource.from_path(bench.path)
+    fold = int(trained.meta.get("fold") or 0)
+    data = HeldOut(str(root), splits=str(split_file) if split_file else None, fold=fold,
+                   count=32 if quick else 256)
+    options = QuantOptions()
+    out_dir = Path(cache) / "int8"
+
+    def graph_path(src: ModelSource) -> Path:
+        size = src.meta["input_size"][0]
+        return out_dir / f"{src.name}-{src.weights_hash()}-{size}.int8.onnx"
+
+    acc = calibrate_and_measure(trained, data, options, graph_path(trained), batches=())
+    bench.int8_onnx = None
+    if tuple(trained.meta["input_size"]) == bench.input_size:
+        bench.int8_onnx = Path(acc["int8"])
+    else:
+        at_size = bench.source()
+        train = split_lesions(data.splits, fold, "train") if data.splits else None
+        frames = calibration_frames(root, at_size.meta, data.count, lesions=train, half=None if train else 0)
+        bench.int8_onnx = quantize(at_size, frames, graph_path(at_size), options)
+    return {**acc, "benchmark_graph": str(bench.int8_onnx), "benchmark_input_size": list(bench.input_size)}

@@ -43,6 +43,8 @@ def engine_specs(device: str, compile_batches: tuple[int, ...]) -> list[EngineSp
         EngineSpec("compile-fp32", "torch", {"precision": "fp32", "compile": True}, compile_batches),
         EngineSpec("onnxruntime-fp32", "onnxruntime", {"precision": "fp32"}),
         EngineSpec("onnxruntime-int8", "onnxruntime", {"precision": "int8"}),
+        # the engine's default does not spin (live, the decoder needs the cores); spinning beside it
+        EngineSpec("onnxruntime-int8-spin", "onnxruntime", {"precision": "int8", "spinning": True}, (1, 8)),
     ]
 
 
@@ -112,6 +114,40 @@ def bench_inference(specs, source_fn, device: str, batches, seconds: float, prog
             continue
         rows += bench_engine(spec, source_fn, device, batches, seconds, progress)
     return rows
+
+
+def bench_pair(base: EngineSpec, other: EngineSpec, source_fn, device: str, batch: int, seconds: float,
+               rounds: int = 4) -> dict:
+    """Two engines timed in alternating rounds at one batch size. On a machine shared with other
+    jobs the load changes between two sequential measurements; alternating rounds expose both
+    engines to the same load, so their ratio is the fair one (the sweep's rows are sequential)."""
+    from stream.engines import EngineError, build_engine
+
+    engines = {}
+    try:
+        for spec in (base, other):
+            engines[spec.id] = build_engine(spec.kind, source_fn(), device=device, max_batch=batch, **spec.opts)
+    except (EngineError, ImportError, FileNotFoundError) as e:
+        for eng in engines.values():
+            eng.close()
+        return {"batch": batch, "base": base.id, "other": other.id, "skipped": " ".join(str(e).split())[:240]}
+    x = _input(batch, engines[base.id].input_size, device)
+    times: dict[str, list[float]] = {sid: [] for sid in engines}
+    try:
+        for _ in range(rounds):
+            for sid, eng in engines.items():
+                # one untimed call per round: the other engine's threads may still be winding down
+                times[sid] += repeat(partial(eng.infer, x), seconds=seconds / rounds, warmup=1, min_iters=2,
+                                     device=device)
+    finally:
+        for eng in engines.values():
+            eng.close()
+    out: dict = {"batch": batch, "base": base.id, "other": other.id, "rounds": rounds}
+    for sid, t in times.items():
+        s = summary_ms(t)
+        out[sid] = {"p50_ms": s["p50_ms"], "n": s["n"], "img_s": round(batch * 1e3 / s["p50_ms"], 1)}
+    out["ratio"] = round(out[other.id]["img_s"] / out[base.id]["img_s"], 2)
+    return out
 
 
 def bench_preprocess(frames_by_clip: dict, meta: dict, input_size, device: str, seconds: float,

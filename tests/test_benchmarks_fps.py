@@ -113,6 +113,20 @@ def test_config_lists_quick_and_errors(tmp_path):
     assert FpsConfig().batches == [1, 2, 4, 8, 16, 32, 64]
 
 
+def test_bundled_training_data_is_made_once_with_lesion_folds(tmp_path):
+    from benchmarks.fps_model import bundled_training_data
+
+    root, splits = bundled_training_data(tmp_path)
+    folds = json.loads(splits.read_text())["folds"]
+    assert len(folds) == 3 and (root / "manifest.csv").is_file()
+    for fold in folds:  # every lesion in exactly one part of each fold
+        parts = [set(fold[k]) for k in ("train", "val", "test")]
+        assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:]) and parts[2]
+    mtime = (root / "manifest.csv").stat().st_mtime_ns
+    assert bundled_training_data(tmp_path) == (root, splits)
+    assert (root / "manifest.csv").stat().st_mtime_ns == mtime
+
+
 def test_gpu_check_script_parses():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
 
@@ -151,6 +165,17 @@ def test_quick_run_writes_every_section(tmp_path):
         assert row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"] and row["img_s"] > 0
     # every engine of the device appears: timed, or skipped with the reason
     assert {row["engine"] for row in inf} >= {"torch-fp32", "onnxruntime-fp32", "onnxruntime-int8"}
+    # int8: calibrated in the run at the benchmark's size (224 by default) and timed; its accuracy
+    # cost measured at the student's trained size on held-out lesions
+    assert r["model"]["input_size"] == [224, 224] and ("onnxruntime-int8", 8) in {(t["engine"], t["batch"])
+                                                                                  for t in timed}
+    acc = r["int8_accuracy"]
+    trained = json.loads(BUNDLED.read_text())["input_size"] if BUNDLED.is_file() else [96, 96]
+    assert acc["input_size"] == trained
+    assert acc["images"] > 0 and -1 <= acc["auc_drop"] <= 1 and acc["benchmark_input_size"] == [224, 224]
+    pair = r["stages"]["int8_vs_eager"]
+    assert pair["batch"] == 8 and pair["ratio"] == pytest.approx(
+        pair["onnxruntime-int8"]["img_s"] / pair["torch-fp32"]["img_s"], rel=0.02)
 
     assert {row["stage"] for row in r["stages"]["smoothing"]} >= {"smoother ema", "smoother hmm", "alert machine"}
 

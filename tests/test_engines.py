@@ -79,6 +79,55 @@ def test_onnxruntime_fp32_matches_reference(student, batch, reference):
     assert _rel(out, reference) <= 1e-4
 
 
+def test_onnxruntime_threads_and_spinning(student):
+    from stream.engines.onnxruntime_engine import usable_cores
+    with build_engine("onnxruntime", student, device="cpu") as eng:
+        info = eng.describe()
+        so = eng.session.get_session_options()
+        assert info["threads"] == usable_cores() and info["spinning"] is False
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with build_engine("onnxruntime", student, device="cpu", threads=1, spinning=True) as eng:
+        so = eng.session.get_session_options()
+        assert so.intra_op_num_threads == 1
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    with pytest.raises(EngineError, match="threads"):
+        build_engine("onnxruntime", student, device="cpu", threads=0)
+
+
+def test_int8_options_formats_and_histogram_calibration(student, batch, reference, tmp_path):
+    import onnx
+
+    from stream.engines.int8 import QuantOptions, quantize
+    with pytest.raises(ValueError, match="fmt"):
+        QuantOptions(fmt="qdqq")
+    src = ModelSource.from_path(student)
+    calib, _ = toy_images(13, seed=5)  # not a multiple of the calibration batch: a short last batch
+    for opts in (QuantOptions(fmt="qoperator"), QuantOptions(method="percentile", per_channel=False)):
+        out = quantize(src, normalise(calib), tmp_path / f"{opts.fmt}-{opts.method}.int8.onnx", opts)
+        ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+        if opts.fmt == "qoperator":
+            assert "QLinearConv" in ops and "Conv" not in ops
+        else:  # QDQ: float Conv between Q/DQ pairs, fused into QLinearConv when the session loads
+            assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+        with build_engine("onnxruntime", src, device="cpu", precision="int8", onnx_path=out) as eng:
+            q = eng.infer(batch[0])
+        assert (q.argmax(1) == reference.argmax(1)).mean() >= 0.9
+
+
+def test_source_at_another_input_size(student, batch, reference, tmp_path):
+    src = ModelSource.from_path(student)
+    assert src.at_input_size(tuple(src.meta["input_size"])) is src
+    big = src.at_input_size((SIZE * 2, SIZE * 2))
+    assert big.meta["input_size"] == [SIZE * 2] * 2 and big.onnx is None and big.int8_onnx is None
+    assert src.meta["input_size"] == [SIZE, SIZE]  # the original is untouched
+    # its int8 graph never lands next to the student, where auto would take it for the trained size
+    assert big.default_int8_path().parent == tmp_path / "cache" / "onnx"
+    assert big.weights_hash() != src.weights_hash()
+    x = np.repeat(np.repeat(batch[0][:4], 2, axis=2), 2, axis=3)
+    with build_engine("onnxruntime", big, device="cpu", max_batch=4) as eng:
+        assert eng.infer(x).shape == (4, 2)
+
+
 def test_onnx_exported_on_demand_for_in_memory_model(batch, tmp_path):
     torch.manual_seed(0)
     from pagkd_core.models import build_model

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 import tempfile
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -151,24 +153,55 @@ def calibration_frames(path: str | Path, meta: dict, count: int = 256, seed: int
 
 
 # -- quantise -----------------------------------------------------------------------------
-def quantize(source: ModelSource, frames: np.ndarray, out: Path | None = None, method: str = "minmax",
-             per_channel: bool = True) -> Path:
-    """Write the QDQ int8 graph (uint8 activations, int8 per-channel weights); returns its path."""
+_FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+_TYPES = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """How the int8 graph is made. Defaults, measured on the bundled ResNet-10t on the 2-core dev
+    machine (AVX-512 VNNI), docs/engines.md: the fast u8 x s8 pair, per-channel weights (same
+    speed, a third of the logit error), QDQ (as fast as QOperator once fused), MinMax."""
+
+    method: str = "minmax"      # calibration: minmax | entropy | percentile
+    fmt: str = "qdq"            # qdq (ONNX Runtime fuses it into QLinearConv at load) | qoperator
+    activations: str = "u8"     # u8 | s8; u8 activations x s8 weights is the VNNI-native pair
+    weights: str = "s8"         # s8 | u8
+    per_channel: bool = True    # one weight scale per output channel: same speed, smaller error
+
+    def __post_init__(self):
+        for name, value, allowed in (("method", self.method, _METHODS), ("fmt", self.fmt, _FORMATS),
+                                     ("activations", self.activations, _TYPES), ("weights", self.weights, _TYPES)):
+            if value not in allowed:
+                raise ValueError(f"int8 {name} must be one of {list(allowed)}, got {value!r}")
+
+    def describe(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def quantize(source: ModelSource, frames: np.ndarray, out: Path | None = None,
+             options: QuantOptions | None = None) -> Path:
+    """Write the calibrated int8 graph of ``source`` at its ``input_size``; returns its path."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    if method not in _METHODS:
-        raise ValueError(f"calibration method must be one of {list(_METHODS)}, got {method!r}")
+    options = options or QuantOptions()
     if len(frames) == 0:
         raise ValueError("no calibration frames")
     out = Path(out) if out else source.default_int8_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        # shape inference + graph folding first: the quantiser then sees fused Conv+BN+ReLU
+        # Shape inference and ONNX Runtime's basic graph optimisation first: BatchNorm is folded
+        # into the convolutions, so the quantiser sees Conv+ReLU and drops the ReLU (the uint8
+        # range after it starts at zero); at load the runtime fuses each DQ-Conv-Q group into
+        # one QLinearConv.
         quant_pre_process(str(source.onnx_path()), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(out) + ".tmp", FrameBatches(frames),
-                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=per_channel,
-                        calibrate_method=_METHODS[method])
+        # The histogram calibrators (entropy, percentile) stack every batch's activations and fail
+        # on a short last batch: they get one frame at a time.
+        reader = FrameBatches(frames, batch=8 if options.method == "minmax" else 1)
+        quantize_static(str(prepared), str(out) + ".tmp", reader,
+                        quant_format=_FORMATS[options.fmt], activation_type=_TYPES[options.activations],
+                        weight_type=_TYPES[options.weights], per_channel=options.per_channel,
+                        calibrate_method=_METHODS[options.method])
     Path(str(out) + ".tmp").replace(out)
     source.int8_onnx = out
     return out
@@ -185,26 +218,30 @@ def _throughput(engine, x: np.ndarray, batch: int, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def compare(source: ModelSource, images: np.ndarray, labels: np.ndarray | None = None, threads: int | None = None,
-            batches=(1, 8), seconds: float = 2.0) -> dict:
-    """int8 vs fp32 ONNX Runtime on the same images: agreement, logit error, AUC and speed."""
+def auc(logits: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of the softmax scores (binary: of the second class; else one-vs-rest macro)."""
     from sklearn.metrics import roc_auc_score
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    if p.shape[1] == 2:
+        return float(roc_auc_score(labels, p[:, 1]))
+    return float(roc_auc_score(labels, p, multi_class="ovr", average="macro"))
 
+
+def compare(source: ModelSource, images: np.ndarray, labels: np.ndarray | None = None, threads: int | None = None,
+            batches=(1, 8), seconds: float = 2.0, **session) -> dict:
+    """int8 vs fp32 ONNX Runtime on the same images: agreement, logit error, AUC and (unless
+    ``batches`` is empty) speed. ``session``: further OrtEngine options (spinning, graph_opt)."""
     from . import build_engine
-    fp32 = build_engine("onnxruntime", source, device="cpu", precision="fp32", max_batch=max(batches), threads=threads)
-    int8 = build_engine("onnxruntime", source, device="cpu", precision="int8", max_batch=max(batches), threads=threads)
+    engines = {p: build_engine("onnxruntime", source, device="cpu", precision=p, max_batch=max(batches, default=8),
+                               threads=threads, **session) for p in ("fp32", "int8")}
+    fp32, int8 = engines["fp32"], engines["int8"]
     a, b = fp32.infer(images), int8.infer(images)
     res: dict = {"images": len(images), "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
                  "max_abs_logit_diff": float(np.abs(a - b).max()),
                  "rel_logit_diff": float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))}
     if labels is not None and len(set(labels.tolist())) > 1:
-        def auc(logits):
-            p = np.exp(logits - logits.max(1, keepdims=True))
-            p /= p.sum(1, keepdims=True)
-            if p.shape[1] == 2:
-                return float(roc_auc_score(labels, p[:, 1]))
-            return float(roc_auc_score(labels, p, multi_class="ovr", average="macro"))
-        res.update(auc_fp32=auc(a), auc_int8=auc(b), accuracy_fp32=float((a.argmax(1) == labels).mean()),
+        res.update(auc_fp32=auc(a, labels), auc_int8=auc(b, labels), accuracy_fp32=float((a.argmax(1) == labels).mean()),
                    accuracy_int8=float((b.argmax(1) == labels).mean()))
         res["auc_drop"] = res["auc_fp32"] - res["auc_int8"]
     for bs in batches:  # interleaved in one run, so the ratio is fair on a shared machine
@@ -214,6 +251,49 @@ def compare(source: ModelSource, images: np.ndarray, labels: np.ndarray | None =
     fp32.close()
     int8.close()
     return res
+
+
+@dataclass
+class HeldOut:
+    """Which images calibrate and which measure the accuracy cost."""
+
+    calib: str                   # image set root (manifest.csv or <modality>/<class>/) or a video
+    eval: str | None = None      # labelled image set to measure on; None: calib's other lesions
+    splits: str | None = None    # a training run's splits.json: calibrate on the fold's train lesions,
+    fold: int = 0                # measure on its test lesions (default: two stable halves of the lesions)
+    modality: str = "WLI"        # WLI for students, NBI for a teacher
+    count: int = 256             # calibration images
+    eval_count: int = 512        # evaluation images at most
+
+
+def calibrate_and_measure(source: ModelSource, data: HeldOut, options: QuantOptions | None = None,
+                          out: Path | None = None, threads: int | None = None, batches=(1, 8),
+                          seconds: float = 2.0, **session) -> dict:
+    """Calibrate the int8 graph of ``source`` (at its input size) and measure its accuracy cost on
+    held-out images: the one code path of the command below and of ``python -m benchmarks.fps``."""
+    options = options or QuantOptions()
+    meta = source.meta
+    calib_is_images = not Path(data.calib).is_file()
+    train = split_lesions(data.splits, data.fold, "train") if data.splits else None
+    test = split_lesions(data.splits, data.fold, "test") if data.splits else None
+    frames = calibration_frames(data.calib, meta, data.count, lesions=train, modality=data.modality,
+                                half=0 if calib_is_images and not data.eval else None)
+    t0 = time.perf_counter()
+    graph = quantize(source, frames, out, options)
+    res: dict = {"int8": str(graph), "calib": str(data.calib), "calib_frames": len(frames),
+                 "quantise_s": round(time.perf_counter() - t0, 1), **options.describe(),
+                 "input_size": list(meta["input_size"]), "splits": data.splits,
+                 "fold": data.fold if data.splits else None, "modality": data.modality}
+    eval_root = Path(data.eval or data.calib)
+    if eval_root.is_file():
+        return {**res, "note": "no labelled images to measure on (give --eval IMAGE_ROOT)"}
+    items = pick_items(labelled_images(eval_root, list(meta["class_names"]), data.modality),
+                       half=None if data.eval else 1, lesions=test)
+    pick = np.random.default_rng(1).permutation(len(items))[:data.eval_count]
+    images = read_images([items[i][0] for i in pick], meta)
+    labels = np.array([items[i][1] for i in pick])
+    return {**res, **compare(source, images, labels, threads, batches, seconds, **session), "eval": str(eval_root),
+            "eval_lesions": len({items[i][2] for i in pick})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,43 +308,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--modality", default="WLI", help="image modality to use (WLI for students, NBI for a teacher)")
     ap.add_argument("--eval-count", type=int, default=512)
-    ap.add_argument("--method", default="minmax", choices=list(_METHODS))
+    defaults = QuantOptions()
+    ap.add_argument("--method", default=defaults.method, choices=list(_METHODS))
+    ap.add_argument("--format", default=defaults.fmt, choices=list(_FORMATS), help="QDQ or QOperator graph")
+    ap.add_argument("--activations", default=defaults.activations, choices=list(_TYPES))
+    ap.add_argument("--weights", default=defaults.weights, choices=list(_TYPES))
+    ap.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor, not per channel")
     ap.add_argument("--out", help="int8 graph path (default <stem>.int8.onnx)")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--input-size", type=int, default=0,
+                    help="calibrate and measure at this square size instead of the trained one")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: one per core)")
+    ap.add_argument("--spinning", action="store_true", help="time sessions whose idle threads spin-wait")
+    ap.add_argument("--graph-opt", default="all", choices=["disable", "basic", "extended", "all"],
+                    help="ONNX Runtime graph optimisation level of the timed sessions")
     ap.add_argument("--seconds", type=float, default=3.0, help="timing window per engine and batch size")
     ap.add_argument("--json", help="write the measurements here")
     args = ap.parse_args(argv)
     try:
         source = ModelSource.from_path(args.model)
-        meta = source.meta
-        calib_is_images = not Path(args.calib).is_file()
-        train = split_lesions(args.splits, args.fold, "train") if args.splits else None
-        test = split_lesions(args.splits, args.fold, "test") if args.splits else None
-        frames = calibration_frames(args.calib, meta, args.count, lesions=train, modality=args.modality,
-                                    half=0 if calib_is_images and not args.eval else None)
-        t0 = time.perf_counter()
-        out = quantize(source, frames, args.out, args.method)
-        print(f"int8 graph: {out} ({len(frames)} calibration frames, {args.method}, "
-              f"{time.perf_counter() - t0:.1f} s)")
-        eval_root = Path(args.eval or args.calib)
-        if eval_root.is_file():
-            print("no labelled images to measure on (give --eval IMAGE_ROOT)", file=sys.stderr)
-            return 0
-        items = pick_items(labelled_images(eval_root, list(meta["class_names"]), args.modality),
-                           half=None if args.eval else 1, lesions=test)
-        pick = np.random.default_rng(1).permutation(len(items))[:args.eval_count]
-        images = read_images([items[i][0] for i in pick], meta)
-        labels = np.array([items[i][1] for i in pick])
-        res = compare(source, images, labels, args.threads, seconds=args.seconds)
+        if args.input_size:
+            source = source.at_input_size((args.input_size, args.input_size))
+        options = QuantOptions(args.method, args.format, args.activations, args.weights, not args.per_tensor)
+        data = HeldOut(args.calib, args.eval, args.splits, args.fold, args.modality, args.count, args.eval_count)
+        res = calibrate_and_measure(source, data, options, Path(args.out) if args.out else None, args.threads,
+                                    seconds=args.seconds, spinning=args.spinning, graph_opt=args.graph_opt)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    res.update(model=str(args.model), int8=str(out), calib=str(args.calib), calib_frames=len(frames),
-               method=args.method, eval=str(eval_root), splits=args.splits, fold=args.fold if args.splits else None,
-               eval_lesions=len({items[i][2] for i in pick}), modality=args.modality)
+    res.update(model=str(args.model), threads=args.threads, spinning=args.spinning, graph_opt=args.graph_opt)
     print(json.dumps(res, indent=2))
+    if "note" in res:
+        print(res["note"], file=sys.stderr)
+        return 0
     # next to the graph: build_engine("auto") uses int8 only where this shows it pays off
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    Path(res["int8"]).with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0

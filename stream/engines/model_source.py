@@ -6,6 +6,7 @@ graph and find none export one into the cache, keyed by the weights' hash.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ class ModelSource:
     module: Any = None                       # set for in-memory sources
     onnx: Path | None = None
     int8_onnx: Path | None = None
+    resized: bool = False                    # run at another size than exported (at_input_size)
     _hash: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -65,6 +67,16 @@ class ModelSource:
         meta = {"num_classes": len(meta["class_names"]), **meta}
         return cls(meta=_check_meta(meta, name), name=name, module=module.eval(),
                    onnx=Path(onnx) if onnx else None, int8_onnx=Path(int8_onnx) if int8_onnx else None)
+
+    def at_input_size(self, size: tuple[int, int]) -> ModelSource:
+        """This student run at another input size (a CNN with global pooling runs at any size).
+        Exported graphs have their size baked in: they are dropped, and the ONNX engine exports
+        one at the new size into the cache (the cache key includes the size)."""
+        size = (int(size[0]), int(size[1]))
+        if size == tuple(self.meta["input_size"]):
+            return self
+        return dataclasses.replace(self, meta={**self.meta, "input_size": list(size)}, onnx=None, int8_onnx=None,
+                                   resized=True, _hash=None)
 
     # -- torch -----------------------------------------------------------------------------
     def load_torch(self):
@@ -109,8 +121,9 @@ class ModelSource:
         return None
 
     def default_int8_path(self) -> Path:
-        """Where a calibrated int8 graph of this student belongs (next to it, else in the cache)."""
-        if self.stem is not None and os.access(self.stem.parent, os.W_OK):
+        """Where a calibrated int8 graph of this student belongs: next to it (where ``auto`` finds
+        it), else, or when calibrated at another input size than exported, in the cache."""
+        if self.stem is not None and not self.resized and os.access(self.stem.parent, os.W_OK):
             return self.stem.parent / (self.stem.name + ".int8.onnx")
         return cache_dir() / "onnx" / f"{self.name}-{self.weights_hash()}.int8.onnx"
 

@@ -2,9 +2,14 @@
 
 The fp32 graph is the student's ``.onnx`` (exported on first use if absent); the int8 graph is
 ``<stem>.int8.onnx`` written by ``python -m stream.engines.int8``.
+
+CPU sessions run one intra-op thread per usable core and, by default, without spin-waiting
+(``spinning=False``): a spinning worker keeps its core busy between operators, which the
+live pipeline's decoder and preprocessing threads need (docs/engines.md has the measurement).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +27,25 @@ _GRAPH_OPT = {
 }
 
 
-def session_options(threads: int | None = None, graph_opt: str = "all") -> ort.SessionOptions:
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's core count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def session_options(threads: int | None = None, graph_opt: str = "all", spinning: bool = False) -> ort.SessionOptions:
+    """``threads``: intra-op threads (None: one per usable core). ``spinning``: let idle intra-op
+    threads spin-wait for the next operator (lower latency on an otherwise idle machine, but the
+    spinning burns the cores other threads of the process need)."""
     if graph_opt not in _GRAPH_OPT:
         raise EngineError(f"graph_opt must be one of {list(_GRAPH_OPT)}, got {graph_opt!r}")
+    if threads is not None and int(threads) < 1:
+        raise EngineError(f"threads must be >= 1, got {threads}")
     so = ort.SessionOptions()
     so.graph_optimization_level = _GRAPH_OPT[graph_opt]
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if threads:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
+    so.intra_op_num_threads = int(threads) if threads else usable_cores()
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return so
 
 
@@ -39,7 +54,7 @@ class OrtEngine(Engine):
 
     def __init__(self, source: ModelSource, device: str = "cpu", max_batch: int = 8,
                  precision: str = "auto", threads: int | None = None, graph_opt: str = "all",
-                 onnx_path: str | Path | None = None):
+                 spinning: bool = False, onnx_path: str | Path | None = None):
         cuda = device.startswith("cuda")
         if precision == "auto":
             precision = "fp32"
@@ -63,12 +78,13 @@ class OrtEngine(Engine):
         if not Path(path).is_file():
             raise EngineError(f"ONNX graph {path} not found")
         self.onnx_path = Path(path)
+        self.spinning = bool(spinning)
         if cuda:
             index = int(device.split(":")[1]) if ":" in device else 0
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(self.onnx_path), sess_options=session_options(threads, graph_opt),
+        self.session = ort.InferenceSession(str(self.onnx_path), sess_options=session_options(threads, graph_opt, spinning),
                                             providers=providers)
         if cuda and "CUDAExecutionProvider" not in self.session.get_providers():
             # onnxruntime silently falls back to the CPU when its CUDA/cuDNN libraries do not load
@@ -84,8 +100,10 @@ class OrtEngine(Engine):
         return self.session.run([self.output_name], {self.input_name: x})[0].astype(np.float32, copy=False)
 
     def describe(self) -> dict:
+        opts = self.session.get_session_options() if self.session else None
         return {**super().describe(), "onnx": str(self.onnx_path),
-                "providers": self.session.get_providers() if self.session else []}
+                "providers": self.session.get_providers() if self.session else [],
+                "threads": opts.intra_op_num_threads if opts else None, "spinning": self.spinning}
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
