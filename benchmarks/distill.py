@@ -48,11 +48,11 @@ ROWS: dict[str, tuple[str, dict, bool]] = {
 DATA = {
     # Views of one lesion are strongly correlated: more lesions with fewer views give more
     # independent evidence (and larger validation/test splits) for the same training cost.
-    "full": ["--size", "128", "--lesions-per-class", "45", "--views", "2", "--seed", "7"],
+    "full": ["--size", "128", "--lesions-per-class", "90", "--views", "2", "--seed", "7"],
     "quick": ["--size", "48", "--lesions-per-class", "6", "--views", "2", "--seed", "7"],
 }
 # The full run's budget (about 30 min on 2 CPU cores): short schedules, one warm-up epoch.
-FULL = ["optim.epochs=6", "teacher_optim.epochs=5", "distill.warmup_epochs=1", "run.progress=false"]
+FULL = ["optim.epochs=12", "teacher_optim.epochs=6", "distill.warmup_epochs=1", "run.progress=false"]
 QUICK = [
     "data.image_size=32",
     "data.folds=2",
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     n_boot = 50 if args.quick else args.n_boot
     data = prepare(cfg, cfg.run.out_dir, progress=False)  # decoded once, shared by every run
     meta = {
-        "command": "python -m benchmarks.distill " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": ("python -m benchmarks.distill " + shlex.join(argv if argv is not None else sys.argv[1:])).strip(),
         "machine": f"2-core CPU dev machine ({platform.machine()}, {torch.get_num_threads()} torch threads), "
         f"torch {torch.__version__}",
         "folds": cfg.data.folds,
