@@ -276,8 +276,9 @@ def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, s
                     replay_frames=cfg.replay_frames, replay_batch=cfg.replay_batch,
                     paced_fps=tuple(cfg.paced_fps), seconds=cfg.e2e_seconds,
                     max_streams=cfg.max_streams, keeps_up=keeps_up, progress=bar.update)
-            bare = fps_decode.decode_ceiling(result["stages"].get("decode", []), clip.name, ("none",))
-            row.update(engine_id=engine_id, decode_ceiling=ceiling, decode_only=bare)
+            arrays = fps_decode.decode_ceiling(result["stages"].get("decode", []), clip.name,
+                                               fps_decode.ARRAY_OUTPUTS)
+            row.update(engine_id=engine_id, decode_ceiling=ceiling, decode_to_arrays=arrays)
             result["end_to_end"].append(row)
             _save(cfg, result)
     finally:
