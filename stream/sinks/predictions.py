@@ -13,7 +13,7 @@ class PredictionLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Line buffering writes each record as soon as its newline is written.
-        self._f = open(self.path, "w", buffering=1, encoding="utf-8")
+        self._f = open(self.path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - open for the sink's lifetime, closed by close()
         self._lock = threading.Lock()
         self.lines = 0
 

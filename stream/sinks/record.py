@@ -140,7 +140,7 @@ class Recorder:
                     break
                 if self.error is None:
                     self._encode(*item)
-        except Exception as e:  # a failing recorder must not take the analysis down with it
+        except Exception as e:  # noqa: BLE001 - a failing recorder must not take the analysis down with it
             self.error = f"recording to {self.path} failed: {' '.join(str(e).split())}"
             while self._q.get() is not None:
                 pass
