@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pagkd_core.config import load_config
+from pagkd_core.config import add_config_arguments, load_config
 from pagkd_core.data import prepare
 from pagkd_core.evaluate import pooled_predictions, summarise
 from pagkd_core.train import train_stage
@@ -136,12 +136,12 @@ def markdown(results: dict, meta: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.distill", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny data and 1 step per stage (smoke test)")
-    p.add_argument("--config", default="configs/synthetic_small.yaml")
+    add_config_arguments(p, "training config the rows start from", "optim.epochs=3",
+                         default_config="configs/synthetic_small.yaml")
     p.add_argument("--data", help="dataset root (default: generated under --out)")
     p.add_argument("--out", default="runs/bench_distill")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma list from {','.join(ROWS)}")
     p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rows = [r for r in args.rows.split(",") if r]

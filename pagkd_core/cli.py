@@ -15,19 +15,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from pagkd_core.config import Config, ConfigError, load_config
+from pagkd_core.config import Config, ConfigError, add_config_arguments, load_config
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (configs/paper.yaml, configs/synthetic_small.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.epochs=3 (repeatable)",
-    )
+    add_config_arguments(p, "YAML config (configs/paper.yaml, configs/synthetic_small.yaml)", "optim.epochs=3")
 
 
 def _folds(cfg: Config, args) -> list[int]:

@@ -181,6 +181,14 @@ def parse_overrides(pairs: list[str]) -> dict:
     return nested
 
 
+def add_config_arguments(parser, config_help: str, example: str, default_config: str | None = None) -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE``: the options of every command whose
+    config ``load_dataclass`` reads (they become ``args.config`` and ``args.overrides``)."""
+    parser.add_argument("--config", default=default_config, help=config_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. --set {example} (repeatable)")
+
+
 def load_dataclass(cls, path: str | Path | None = None, overrides: list[str] | None = None, **values):
     """A config of type ``cls``: defaults, then a YAML file, then ``values`` (None = not given),
     then ``key=value`` overrides. Every config of the project loads through here."""

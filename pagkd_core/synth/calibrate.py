@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pagkd_core.config import ConfigError
+from pagkd_core.config import ConfigError, add_config_arguments
 
 from .config import ImageConfig, load
 from .dataset import validate
@@ -34,15 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="processes for rendering")
     p.add_argument("--modalities", default="NBI,WLI")
-    p.add_argument("--config", help="YAML with image-config values (e.g. a difficulty section)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. difficulty.wli_pattern=0.25 (repeatable)",
-    )
+    add_config_arguments(p, "YAML with image-config values (e.g. a difficulty section)",
+                         "difficulty.wli_pattern=0.25")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c])
     p.add_argument("--no-progress", action="store_true")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pagkd_core.config import ConfigError
+from pagkd_core.config import ConfigError, add_config_arguments
 
 from .config import ImageConfig, VideoConfig, load
 
@@ -27,15 +27,8 @@ def _classes(text: str) -> list[str]:
 
 
 def _common(p: argparse.ArgumentParser):
-    p.add_argument("--config", help="YAML file with config values (flags and --set override it)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. difficulty.wli_pattern=0.3 (repeatable)",
-    )
+    add_config_arguments(p, "YAML file with config values (flags and --set override it)",
+                         "difficulty.wli_pattern=0.3")
     p.add_argument("--seed", type=int)
     p.add_argument("--classes", type=_classes, help="comma list from hyperplastic,adenoma,adenocarcinoma")
     p.add_argument("--no-progress", action="store_true")
