@@ -246,6 +246,7 @@ def train_stage(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     step_fn, weights = ddp.wrap(objective, d), loss_weights(cfg)
+    distiller = getattr(objective, "distiller", None)  # the teacher's objective has none
     for epoch in range(state["epoch"], optim.epochs):
         loader.batch_sampler.set_epoch(epoch)
         distill_on = epoch >= cfg.distill.warmup_epochs
@@ -268,7 +269,6 @@ def train_stage(
             loss.backward()
             optimizer.step()
             # Diagnostics (e.g. GKD-Pro's set similarities) are averaged with the losses, unweighted.
-            distiller = getattr(objective, "distiller", None)
             diagnostics = distiller.diagnostics if distiller is not None and distill_on else {}
             for k, v in {**losses, **diagnostics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())

@@ -41,22 +41,22 @@ def prototype_infonce(protos: torch.Tensor, group: torch.Tensor, modality: torch
                       classes: torch.Tensor, temperature: float) -> torch.Tensor:
     """protos (M, N_q, d) for M (group, modality) sets; group/modality/classes (M,).
     Mean over anchors of -log softmax(positive | positive + other-class sets)."""
-    sim = set_similarity(protos, protos) / temperature
-    positive, negative = pair_masks(group, modality, classes)
+    return infonce(set_similarity(protos, protos), *pair_masks(group, modality, classes), temperature)
+
+
+def infonce(sim: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``prototype_infonce`` from the (M, M) set similarities and the pair masks."""
     anchors = positive.any(dim=1)
     if not anchors.any():
-        return protos.sum() * 0.0   # keeps the graph (and DDP) connected
-    logits = sim.masked_fill(~(positive | negative), float("-inf"))[anchors]
+        return sim.sum() * 0.0   # keeps the graph (and DDP) connected
+    logits = (sim / temperature).masked_fill(~(positive | negative), float("-inf"))[anchors]
     return -(logits.log_softmax(dim=1)[positive[anchors]]).mean()
 
 
 @torch.no_grad()
-def separation(protos: torch.Tensor, group: torch.Tensor, modality: torch.Tensor,
-               classes: torch.Tensor) -> dict[str, torch.Tensor]:
+def separation(sim: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean set similarity of positive and of negative pairs. Both near 1 = collapsed prototypes
     (every set alike; the loss then sits at log(1 + negatives) and carries no signal)."""
-    sim = set_similarity(protos, protos)
-    positive, negative = pair_masks(group, modality, classes)
     nan = sim.new_tensor(float("nan"))
     return {"pro_sim_pos": sim[positive].mean() if positive.any() else nan,
             "pro_sim_neg": sim[negative].mean() if negative.any() else nan}
@@ -97,8 +97,10 @@ class GKDPro(nn.Module):
     def forward(self, s_emb: torch.Tensor, t_emb: torch.Tensor, groups: Groups) -> torch.Tensor:
         protos, group, modality, classes = self.prototypes(s_emb, t_emb, groups)
         compared = centred(protos) if self.centre else protos
-        self.diagnostics = separation(compared, group, modality, classes)
-        loss = prototype_infonce(compared, group, modality, classes, self.temperature)
+        sim = set_similarity(compared, compared)
+        positive, negative = pair_masks(group, modality, classes)
+        self.diagnostics = separation(sim, positive, negative)
+        loss = infonce(sim, positive, negative, self.temperature)
         if self.set_head is not None:
             loss = loss + F.cross_entropy(self.set_head(protos.mean(dim=1)), classes)
         return loss
