@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU run: engine correctness against CPU, SRCA kernels, and the fps benchmarks
-# (stages, batch sweeps at 224 and 448, end to end) on CUDA with fp16 and CUDA graphs.
+# (stages, batch sweeps at 224 and 448, end to end) on CUDA with fp16 and CUDA graphs; first the
+# CUDA-only tests (tests/test_gpu.py: compiled Triton/Flex kernels, GPU preprocessing).
 #
 #   benchmarks/gpu_check.sh OUTDIR          # one call, < 8 min on an H100/H200, no network
 #   GPU_CHECK_ALLOW_CPU=1 benchmarks/gpu_check.sh /tmp/gc   # same steps on CPU at tiny sizes
@@ -69,6 +70,7 @@ MODEL=()
 step nvidia-smi 30 bash -c "nvidia-smi > '$OUT/nvidia-smi.txt' 2>&1; cat '$OUT/nvidia-smi.txt'"
 step environment 30 "$PY" -c "import json; from benchmarks.env import environment; \
 json.dump(environment('$DEV'), open('$OUT/environment.json', 'w'), indent=1); print(open('$OUT/environment.json').read())"
+step gpu-tests 120 "$PY" -m pytest tests/test_gpu.py -q -p no:cacheprovider --timeout 100
 step engines 90 "$PY" -m stream.engines.gpu_selfcheck --json "$OUT/engines.json" "${SELF[@]}"
 step kernels 60 "$PY" -m benchmarks.kernels --json "$OUT/kernels.json" "${KERN[@]}"
 # ResNet-50 student (random init: speed does not depend on the weights) at the paper's 448.
