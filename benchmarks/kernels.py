@@ -198,6 +198,13 @@ def dispatch_order(results, impls) -> list[str]:
     return sorted(ok, key=lambda i: sum(r["seconds"][i] for r in big))
 
 
+def dispatch_by_dtype(results, impls) -> dict[str, list[str]]:
+    """One order per measured dtype: on a GPU the half-precision tensor-core kernels and the
+    float32 ones rank differently (see docs/kernels.md)."""
+    dtypes = sorted({r["case"]["dtype"] for r in results})
+    return {d: dispatch_order([r for r in results if r["case"]["dtype"] == d], impls) for d in dtypes}
+
+
 def table(results, impls, device_name) -> str:
     head = "| case | allowed pairs | " + " | ".join(f"{i} time (x ref) | {i} peak mem (x ref)" for i in impls) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(impls))]
@@ -239,8 +246,10 @@ def main(argv=None) -> int:
     if args.apply_dispatch:
         with open(args.apply_dispatch) as f:
             run = json.load(f)
-        write_dispatch(run["device_type"], run["order"], run["source"])
-        print(f"kernels/dispatch.json: {run['device_type']} -> {run['order']} ({run['source']})")
+        impls = sorted({i for r in run["results"] for i in r["seconds"]})
+        by_dtype = dispatch_by_dtype(run["results"], impls)
+        write_dispatch(run["device_type"], dispatch_order(run["results"], impls), run["source"], by_dtype)
+        print(f"kernels/dispatch.json: {run['device_type']} -> {run['order']}, by dtype {by_dtype} ({run['source']})")
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks.kernels: --device cuda but torch sees no GPU; run on a GPU host", file=sys.stderr)
@@ -258,6 +267,15 @@ def main(argv=None) -> int:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {os.cpu_count()} cores"
     budget = args.budget_s or (60 if args.device == "cuda" else 1800)
     start, results, skipped = time.perf_counter(), [], []
+    source = (f"python -m benchmarks.kernels --device {args.device}{flags(args)} on "
+              f"{device_name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+
+    def save(order):  # after every case too, so a run killed at its time limit keeps what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": device_name, "device_type": args.device, "torch": torch.__version__,
+                           "results": results, "order": order, "skipped": skipped, "source": source}, f, indent=1)
+
     for case in tqdm(cases, desc="srca cases"):
         if time.perf_counter() - start > budget:
             skipped.append(case.name)
@@ -270,27 +288,29 @@ def main(argv=None) -> int:
         results.append({"case": asdict(case), "case_name": case.name, "peak_bytes": peak, **r})
         tqdm.write(f"{case.name}: " + ", ".join(f"{i} {r['seconds'][i] * 1e3:.1f} ms err {r['max_rel_error'][i]:.1e}"
                                                 for i in r["seconds"]) + "".join(f"; {i} FAILED {m}" for i, m in r["failed"].items()))
+        save(dispatch_order(results, impls))
     order = dispatch_order(results, impls)
     print(table(results, impls, device_name))
-    print(f"dispatch ({args.device}, fastest correct first): {order}" + (f"; skipped (budget): {skipped}" if skipped else ""))
-    flags = "".join(f" {f}" for f, on in (("--quick", args.quick), (f"--threads {args.threads}", args.threads),
-                                              (f"--clock {args.clock}", args.clock != "wall")) if on)
-    source = (f"python -m benchmarks.kernels --device {args.device}{flags} on "
-              f"{device_name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": device_name, "device_type": args.device, "torch": torch.__version__, "results": results, "order": order,
-                       "skipped": skipped, "source": source}, f, indent=1)
+    by_dtype = dispatch_by_dtype(results, impls)
+    print(f"dispatch ({args.device}, fastest correct first): {order}; by dtype {by_dtype}"
+          + (f"; skipped (budget): {skipped}" if skipped else ""))
+    save(order)
     if args.update_dispatch:
-        write_dispatch(args.device, order, source)
+        write_dispatch(args.device, order, source, by_dtype)
     return 0
 
 
-def write_dispatch(device_type: str, order: list[str], source: str) -> None:
+def flags(args) -> str:
+    return "".join(f" {f}" for f, on in (("--quick", args.quick), (f"--threads {args.threads}", args.threads),
+                                           (f"--clock {args.clock}", args.clock != "wall")) if on)
+
+
+def write_dispatch(device_type: str, order: list[str], source: str, by_dtype: dict | None = None) -> None:
     if not order:
         raise SystemExit("benchmarks.kernels: no implementation passed the checks; dispatch left unchanged")
     current = json.loads(DISPATCH_PATH.read_text()) if DISPATCH_PATH.exists() else {}
-    current[device_type] = {"order": order, "source": source}
+    current[device_type] = {"order": order, "by_dtype": {d: o for d, o in (by_dtype or {}).items() if o},
+                            "source": source}
     DISPATCH_PATH.write_text(json.dumps(current, indent=2) + "\n")
 
 

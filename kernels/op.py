@@ -1,7 +1,7 @@
 """The public SRCA op: one entry point, implementations picked by device and measured speed.
 
-The order in which `impl="auto"` tries implementations per device lives in
-kernels/dispatch.json, written by `python -m benchmarks.kernels --update-dispatch` from its
+The order in which `impl="auto"` tries implementations per device (and, where measured, per
+dtype) lives in kernels/dispatch.json, written by `python -m benchmarks.kernels --update-dispatch` from its
 own timings (fastest forward+backward first); the first one that can run the call wins."""
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ def dispatch_table() -> dict:
 
 def choose_impl(device, dtype: torch.dtype, needs_grad: bool) -> str:
     entry = dispatch_table().get(torch.device(device).type, {})
-    for name in list(entry.get("order", ())) + list(_FALLBACK_ORDER):
+    # A dtype measured on its own has its own order; any other dtype takes the device's overall one.
+    order = entry.get("by_dtype", {}).get(str(dtype).removeprefix("torch."), entry.get("order", ()))
+    for name in list(order) + list(_FALLBACK_ORDER):
         if name in IMPLS and can_run(name, device, dtype, needs_grad, auto=True):
             return name
     return "reference"
