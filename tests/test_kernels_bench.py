@@ -39,3 +39,22 @@ def test_peak_memory_linear_for_numba_quadratic_for_reference():
     assert ref > 3 * 4 * 4096**2, ref                # quadratic: at least three L x L buffers
     assert fused[1] < ref / 8, (fused, ref)
     assert fused[1] / max(fused[0], 1) < 6, fused   # linear: 4x expected
+
+
+def test_dispatch_is_kept_per_dtype(monkeypatch):
+    """Measured rows of two dtypes that rank differently give two orders, and `auto` follows the
+    one for the call's dtype (the overall order for a dtype that was not measured)."""
+    import kernels.op
+    from benchmarks.kernels import dispatch_by_dtype
+
+    def row(dtype, ref_s, numba_s):
+        return {"case": {"L": 1600, "dtype": dtype}, "seconds": {"reference": ref_s, "numba": numba_s},
+                "max_rel_error": {"reference": 0.0, "numba": 0.0}}
+
+    rows = [row("bfloat16", 2.0, 1.0), row("float32", 1.0, 2.0)]
+    by_dtype = dispatch_by_dtype(rows, ["reference", "numba"])
+    assert by_dtype == {"bfloat16": ["numba", "reference"], "float32": ["reference", "numba"]}
+    table = {"cpu": {"order": ["numba", "reference"], "by_dtype": {"float32": ["reference", "numba"]}}}
+    monkeypatch.setattr(kernels.op, "dispatch_table", lambda: table)
+    assert kernels.op.choose_impl("cpu", torch.float32, needs_grad=True) == "reference"
+    assert kernels.op.choose_impl("cpu", torch.float64, needs_grad=True) == "numba"
