@@ -39,6 +39,7 @@ from stream.sinks import Annotation, LatencyStats, PassThroughOverlay, Predictio
 from stream.smoothing import build_smoother, parse_spec
 from stream.sources import Source, SourceError, open_source
 from stream.sources.prefetch import Prefetcher
+from stream.summary import session_summary, stream_errors
 
 __all__ = ["Pipeline", "PipelineConfig", "Result"]
 
@@ -398,52 +399,12 @@ class Pipeline:
 
     # -- reporting -----------------------------------------------------------------------
     def summary(self) -> dict:
-        s = self.stats.summary()
+        """Engine, wall time, frames/s, per-stream counts and errors, per-stage latency, batches."""
         end = self.t_end or time.monotonic()
         wall = (end - self.t_start) if self.t_start else 0.0
-        streams = {}
-        for sid, st in self.streams.items():
-            c = st.source.counters
-            rec = [r for r in (st.recorder, st.raw_recorder) if r is not None]
-            streams[sid] = {
-                "source": st.source.info.name,
-                "live": st.live,
-                "analysed": st.taken,
-                "dropped": int(c.get("dropped", 0)),
-                "decode_errors": int(c.get("decode_errors", 0)),
-                "reconnects": int(c.get("reconnects", 0)),
-                "problems": list(st.source.problems),
-                "error": st.error,
-                "record_dropped": sum(r.dropped for r in rec),
-                "record_errors": [r.error for r in rec if r.error],
-            }
-        frames = s["counters"].get("frames", 0)
-        return {
-            "engine": self.engine.describe(),
-            "wall_s": round(wall, 3),
-            "fps": round(frames / wall, 2) if wall > 0 else 0.0,
-            "frames": frames,
-            "streams": streams,
-            "latency_ms": s["stages"],
-            "batches": self._batcher.stats() if self._batcher else {},
-            "paused": self.paused,
-        }
+        batches = self._batcher.stats() if self._batcher else {}
+        return session_summary(self.engine.describe(), self.streams, self.stats, wall, batches, self.paused)
 
     def errors(self) -> list[str]:
         """One line per stream that ended on an error or saw damaged input."""
-        out = []
-        for st in self.streams.values():
-            out += [r.error for r in (st.recorder, st.raw_recorder) if r is not None and r.error]
-            if st.error:
-                out.append(st.error)
-            elif st.source.problems:
-                c = st.source.counters
-                out.append(
-                    f"{st.source.info.name}: {st.source.problems[0]}"
-                    + (
-                        f" (+{int(c.get('decode_errors', 0)) - 1} more errors)"
-                        if c.get("decode_errors", 0) > 1
-                        else ""
-                    )
-                )
-        return out
+        return stream_errors(self.streams)

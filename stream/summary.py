@@ -1,0 +1,54 @@
+"""What a finished (or running) pipeline reports: its summary dict and one error line per stream."""
+
+from __future__ import annotations
+
+from stream.sinks import LatencyStats
+
+
+def session_summary(
+    engine: dict, streams: dict, stats: LatencyStats, wall: float, batches: dict, paused: bool
+) -> dict:
+    s = stats.summary()
+    per_stream = {}
+    for sid, st in streams.items():
+        c = st.source.counters
+        rec = [r for r in (st.recorder, st.raw_recorder) if r is not None]
+        per_stream[sid] = {
+            "source": st.source.info.name,
+            "live": st.live,
+            "analysed": st.taken,
+            "dropped": int(c.get("dropped", 0)),
+            "decode_errors": int(c.get("decode_errors", 0)),
+            "reconnects": int(c.get("reconnects", 0)),
+            "problems": list(st.source.problems),
+            "error": st.error,
+            "record_dropped": sum(r.dropped for r in rec),
+            "record_errors": [r.error for r in rec if r.error],
+        }
+    frames = s["counters"].get("frames", 0)
+    return {
+        "engine": engine,
+        "wall_s": round(wall, 3),
+        "fps": round(frames / wall, 2) if wall > 0 else 0.0,
+        "frames": frames,
+        "streams": per_stream,
+        "latency_ms": s["stages"],
+        "batches": batches,
+        "paused": paused,
+    }
+
+
+def stream_errors(streams: dict) -> list[str]:
+    out = []
+    for st in streams.values():
+        out += [r.error for r in (st.recorder, st.raw_recorder) if r is not None and r.error]
+        if st.error:
+            out.append(st.error)
+        elif st.source.problems:
+            c = st.source.counters
+            more = int(c.get("decode_errors", 0)) - 1
+            out.append(
+                f"{st.source.info.name}: {st.source.problems[0]}"
+                + (f" (+{more} more errors)" if more > 0 else "")
+            )
+    return out
