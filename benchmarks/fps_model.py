@@ -3,18 +3,20 @@ backbone (speed does not depend on the weights, so GPU sweeps need no trained Re
 and its int8 graphs, calibrated on the student's training images."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.distill import DATA as DISTILL_DATA
+
 BUNDLED = Path(__file__).resolve().parent.parent / "stream" / "assets" / "student.json"
 CLASS_NAMES = ["hyperplastic", "adenoma"]
-# The bundled student's training images: benchmarks.distill's data set, with the synthetic
-# generator's difficulty of that time pinned (the defaults changed since), and the trainer's
+# The bundled student's training images: benchmarks.distill's full data set (what
+# `python -m benchmarks.distill` generates under runs/bench_distill/data), and the trainer's
 # lesion folds over it (data.folds=3, val_fraction=0.2, split_seed=0). Both regenerate
 # byte-identically in seconds, so calibration and the AUC drop need no training run on disk.
-BUNDLED_DATA_ARGS = ["--size", "128", "--lesions-per-class", "30", "--views", "3", "--seed", "7",
-                     "--set", "difficulty.wli_pattern=0.5", "--set", "difficulty.wli_color=0.6"]
+BUNDLED_DATA_ARGS = DISTILL_DATA["full"]
 BUNDLED_FOLDS = {"k": 3, "val_fraction": 0.2, "seed": 0}
 
 
@@ -92,7 +94,9 @@ def bundled_training_data(cache: str | Path) -> tuple[Path, Path]:
     from pagkd_core.data.splits import make_folds
     from pagkd_core.synth.cli import main as synth
 
-    root = Path(cache) / "bundled_student_data"
+    # Named by the generator's arguments: a cache made for an earlier bundled student is not reused.
+    tag = hashlib.sha1(" ".join(BUNDLED_DATA_ARGS).encode()).hexdigest()[:8]
+    root = Path(cache) / f"bundled_student_data-{tag}"
     splits = root.with_name(root.name + ".splits.json")
     if not (root / "manifest.csv").is_file() and synth(["images", "--out", str(root), *BUNDLED_DATA_ARGS,
                                                          "--no-progress"]):

@@ -12,6 +12,8 @@ import timm
 import torch
 from torch import nn
 
+from pagkd_core import backbones  # noqa: F401 - registers our own backbones with timm
+
 # Classifier keys of timm models (and our own head/proj): a pretrained file may carry them; ignored.
 _HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "proj.")
 

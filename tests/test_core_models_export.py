@@ -13,7 +13,10 @@ from pagkd_core.export import check_onnx, export_student, load_student
 from pagkd_core.models import build_model
 
 
-@pytest.mark.parametrize("backbone,channels", [("resnet10t", 512), ("mobilenetv3_small_100", 576)])
+@pytest.mark.parametrize(
+    "backbone,channels",
+    [("resnet10t", 512), ("resnet10t_w50", 256), ("resnet10t_w75", 384), ("mobilenetv3_small_100", 576)],
+)
 def test_lesionnet_parts(backbone, channels):
     torch.manual_seed(0)
     m = build_model(backbone, 3, embed_dim=16).eval()
@@ -23,6 +26,14 @@ def test_lesionnet_parts(backbone, channels):
     assert m.embed(f).shape == (2, 16, *f.shape[2:])
     assert torch.allclose(m(x), m.classify(f))
     assert m(x).shape == (2, 3)
+
+
+def test_own_backbones_are_timm_names_without_weights():
+    import timm
+
+    assert {"resnet10t_w50", "resnet10t_w75"} <= set(timm.list_models("resnet10t*"))
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("resnet10t_w50", pretrained=True)
 
 
 def test_bad_backbone_and_pretrained_files(tmp_path):

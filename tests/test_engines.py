@@ -165,6 +165,12 @@ def test_int8_calibrated_close_and_selected_by_auto(student, batch, reference):
         assert (eng.name, eng.precision) == ("onnxruntime", "fp32")
     report.write_text(json.dumps({"speedup_b1": 1.3, "top1_agreement": 0.99}))
     assert build_engine("auto", student, device="cpu").precision == "int8"
+    # a graph calibrated for other weights (the student re-exported over the old one) is never used
+    report.write_text(json.dumps({"speedup_b1": 1.3, "top1_agreement": 0.99, "weights_hash": "0" * 16}))
+    with pytest.warns(UserWarning, match="calibrated for other weights"):
+        assert ModelSource.from_path(student).int8_onnx_path() is None
+    report.write_text(json.dumps({"speedup_b1": 1.3, "weights_hash": src.weights_hash()}))
+    assert ModelSource.from_path(student).int8_onnx_path() == out
     report.unlink()
 
 

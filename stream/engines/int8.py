@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    res.update(model=str(args.model), threads=args.threads, spinning=args.spinning, graph_opt=args.graph_opt)
+    res.update(model=str(args.model), weights_hash=source.weights_hash(), threads=args.threads,
+               spinning=args.spinning, graph_opt=args.graph_opt)
     print(json.dumps(res, indent=2))
     if "note" in res:
         print(res["note"], file=sys.stderr)

@@ -116,9 +116,19 @@ class ModelSource:
         return out
 
     def int8_onnx_path(self) -> Path | None:
-        if self.int8_onnx is not None and self.int8_onnx.is_file():
-            return self.int8_onnx
-        return None
+        """The calibrated int8 graph next to this student, unless its report says it was made from
+        other weights (a student re-exported over the old one): a stale graph is never used."""
+        if self.int8_onnx is None or not self.int8_onnx.is_file():
+            return None
+        report = self.int8_onnx.with_suffix(".json")
+        made_from = json.loads(report.read_text()).get("weights_hash") if report.is_file() else None
+        if made_from is not None and made_from != self.weights_hash():
+            import warnings
+
+            warnings.warn(f"{self.int8_onnx} was calibrated for other weights than {self.name}'s; "
+                          f"ignored (re-run python -m stream.engines.int8 to make a new one)", stacklevel=2)
+            return None
+        return self.int8_onnx
 
     def default_int8_path(self) -> Path:
         """Where a calibrated int8 graph of this student belongs: next to it (where ``auto`` finds
