@@ -341,7 +341,8 @@ class Pipeline:
                 self.streams[sid].slots.release()
                 with self._cv:
                     self._pending -= 1
-                    self._cv.notify_all()
+                    if self._pending == 0:  # wait() can only be done now: no wake-up per frame
+                        self._cv.notify_all()
 
     def _post(self, res) -> None:
         t0 = time.perf_counter()
