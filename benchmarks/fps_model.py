@@ -8,15 +8,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.distill import DATA as DISTILL_DATA
-
 BUNDLED = Path(__file__).resolve().parent.parent / "stream" / "assets" / "student.json"
 CLASS_NAMES = ["hyperplastic", "adenoma"]
-# The bundled student's training images: benchmarks.distill's full data set (what
-# `python -m benchmarks.distill` generates under runs/bench_distill/data), and the trainer's
-# lesion folds over it (data.folds=3, val_fraction=0.2, split_seed=0). Both regenerate
-# byte-identically in seconds, so calibration and the AUC drop need no training run on disk.
-BUNDLED_DATA_ARGS = DISTILL_DATA["full"]
+# The bundled student's training images are benchmarks.distill's full data set (what
+# `python -m benchmarks.distill` generates under runs/bench_distill/data: its DATA["full"]),
+# with the trainer's lesion folds over it (data.folds=3, val_fraction=0.2, split_seed=0). Both
+# regenerate byte-identically in seconds, so calibration and the AUC drop need no training run
+# on disk.
 BUNDLED_FOLDS = {"k": 3, "val_fraction": 0.2, "seed": 0}
 
 
@@ -90,15 +88,19 @@ def resolve_model(model: str | None, backbone: str | None, input_size: int | Non
 
 def bundled_training_data(cache: str | Path) -> tuple[Path, Path]:
     """(image root, splits.json) of the bundled student's training images, made once in ``cache``."""
+    # Imported here, not at the top: benchmarks.distill pulls in the trainer and its report
+    # stack (~4 s), which the benchmark's other sections never need.
+    from benchmarks.distill import DATA
     from pagkd_core.data.layouts import read_manifest
     from pagkd_core.data.splits import make_folds
     from pagkd_core.synth.cli import main as synth
 
+    args = DATA["full"]
     # Named by the generator's arguments: a cache made for an earlier bundled student is not reused.
-    tag = hashlib.sha1(" ".join(BUNDLED_DATA_ARGS).encode()).hexdigest()[:8]
+    tag = hashlib.sha1(" ".join(args).encode()).hexdigest()[:8]
     root = Path(cache) / f"bundled_student_data-{tag}"
     splits = root.with_name(root.name + ".splits.json")
-    if not (root / "manifest.csv").is_file() and synth(["images", "--out", str(root), *BUNDLED_DATA_ARGS,
+    if not (root / "manifest.csv").is_file() and synth(["images", "--out", str(root), *args,
                                                          "--no-progress"]):
         raise FileNotFoundError(f"could not generate the synthetic training images in {root}")
     if not splits.is_file():
