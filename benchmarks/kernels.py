@@ -246,10 +246,11 @@ def main(argv=None) -> int:
     if args.apply_dispatch:
         with open(args.apply_dispatch) as f:
             run = json.load(f)
+        # Orders recomputed from the results, so a file from before per-dtype orders works too.
         impls = sorted({i for r in run["results"] for i in r["seconds"]})
-        by_dtype = dispatch_by_dtype(run["results"], impls)
-        write_dispatch(run["device_type"], dispatch_order(run["results"], impls), run["source"], by_dtype)
-        print(f"kernels/dispatch.json: {run['device_type']} -> {run['order']}, by dtype {by_dtype} ({run['source']})")
+        order, by_dtype = dispatch_order(run["results"], impls), dispatch_by_dtype(run["results"], impls)
+        write_dispatch(run["device_type"], order, run["source"], by_dtype)
+        print(f"kernels/dispatch.json: {run['device_type']} -> {order}, by dtype {by_dtype} ({run['source']})")
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks.kernels: --device cuda but torch sees no GPU; run on a GPU host", file=sys.stderr)
