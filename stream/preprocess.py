@@ -214,6 +214,15 @@ def resize_area(rgb: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray
     cv2.resize(crop, (w, h), dst=out, interpolation=interp)
 
 
+def _per_stream(table: dict, stream_id: str, make):
+    """The stream's entry of ``table``, made on first use (not on every frame, as
+    ``dict.setdefault`` would)."""
+    item = table.get(stream_id)
+    if item is None:
+        item = table[stream_id] = make()
+    return item
+
+
 class Preprocessor:
     """Batched crop + resize + normalise for one model input size and normalisation.
 
@@ -253,14 +262,11 @@ class Preprocessor:
         if not self.detect:
             h, w = frame.size
             return ContentArea((0, 0, w, h), "rect", 1.0)
-        tracker = self.trackers.setdefault(frame.stream_id, ContentTracker(every=self.detect_every))
+        tracker = _per_stream(self.trackers, frame.stream_id, lambda: ContentTracker(every=self.detect_every))
         return tracker.update(frame)
 
     def _cropper(self, stream_id: str) -> PictureCropper:
-        cropper = self.croppers.get(stream_id)
-        if cropper is None:
-            cropper = self.croppers[stream_id] = PictureCropper()
-        return cropper
+        return _per_stream(self.croppers, stream_id, PictureCropper)
 
     def __call__(self, frames: list[Frame]) -> torch.Tensor:
         h, w = self.input_size
