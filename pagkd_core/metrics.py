@@ -49,7 +49,9 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]
     }
 
 
-def _auc(y: np.ndarray, probs: np.ndarray) -> float:
+def auc_score(y: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC of (N, K) class probabilities: of the second class for two, else one-vs-rest
+    macro; NaN when a class is missing from ``y``."""
     k = probs.shape[1]
     if len(np.unique(y)) < k:
         return math.nan
@@ -76,7 +78,7 @@ def fast_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         "recall": float(rec.mean()),
         "specificity": float(np.nanmean(spec)) if np.isfinite(spec).any() else math.nan,
         "f1": float(f1.mean()),
-        "auc": _auc(y, probs),
+        "auc": auc_score(y, probs),
     }
 
 

@@ -219,13 +219,11 @@ def _throughput(engine, x: np.ndarray, batch: int, seconds: float) -> float:
 
 
 def auc(logits: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of the softmax scores (binary: of the second class; else one-vs-rest macro)."""
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC of the softmax scores, as the training core reports it (pagkd_core.metrics)."""
+    from pagkd_core.metrics import auc_score
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    if p.shape[1] == 2:
-        return float(roc_auc_score(labels, p[:, 1]))
-    return float(roc_auc_score(labels, p, multi_class="ovr", average="macro"))
+    return auc_score(labels, p)
 
 
 def compare(source: ModelSource, images: np.ndarray, labels: np.ndarray | None = None, threads: int | None = None,
