@@ -14,6 +14,8 @@ import pytest
 
 from pagkd_core.synth import ImageConfig, VideoConfig, generate_images, iter_procedure_frames, write_video
 from pagkd_core.synth.cli import main
+from pagkd_core.synth.procedure import Procedure
+from pagkd_core.synth.video import MIN_VISIBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +109,21 @@ def test_video_decodes_with_frame_count_fps_and_aligned_truth(tmp_path):
     frames, rate, size = _decode(video)
     assert len(frames) == 30 and rate == 25 and size == (96, 64)
     rows = _rows(truth)
-    assert list(rows[0]) == ["frame", "pts", "lesion_visible", "lesion_id", "class", "x0", "y0", "x1", "y1"]
+    assert list(rows[0]) == [
+        "frame",
+        "pts",
+        "lesion_visible",
+        "lesion_id",
+        "class",
+        "x0",
+        "y0",
+        "x1",
+        "y1",
+        "modality",
+        "coverage",
+        "wli_evidence",
+    ]  # the first nine are the original layout: new columns are appended
+    assert {r["modality"] for r in rows} == {"WLI"}
     assert [int(r["frame"]) for r in rows] == list(range(30))
     for r, (_, t) in zip(rows, frames):
         assert abs(float(r["pts"]) - t) < 1e-3
@@ -121,14 +137,35 @@ def test_truth_boxes_cover_lesions_and_lie_inside_the_frame():
     seen, hidden = set(), 0
     for rgb, t in iter_procedure_frames(cfg):
         assert rgb.shape == (72, 128, 3) and rgb.dtype == np.uint8
+        assert t["modality"] == "WLI"
         if t["lesion_visible"]:
             assert 0 <= t["x0"] <= t["x1"] < 128 and 0 <= t["y0"] <= t["y1"] < 72
             assert t["class"] in cfg.classes and t["lesion_id"]
+            assert MIN_VISIBLE <= t["coverage"] <= 1 and 0 <= t["wli_evidence"] <= 1
             seen.add(t["class"])
         else:
-            assert t["x0"] is None and t["lesion_id"] == ""
+            assert t["x0"] is None and t["lesion_id"] == "" and t["coverage"] == 0
+            assert t["wli_evidence"] is None
             hidden += 1
     assert seen == {"hyperplastic", "adenoma"} and hidden > 0  # lesions of both classes come and go
+
+
+def test_video_lesions_show_a_fixed_evidence_share_nbi_near_full():
+    """Each video lesion keeps one evidence share for the whole clip (U(0, 1) in WLI, as the
+    image views); NBI clips show most of the cue and leave the WLI column empty."""
+    ev: dict[str, set] = {}
+    for _, t in iter_procedure_frames(
+        VideoConfig(width=96, height=54, fps=4, seconds=20, seed=2, text=False)
+    ):
+        if t["lesion_visible"]:
+            ev.setdefault(t["lesion_id"], set()).add(t["wli_evidence"])
+    assert ev and all(len(v) == 1 for v in ev.values())
+    nbi = VideoConfig(width=96, height=54, fps=4, seconds=8, seed=2, text=False, modality="NBI")
+    rows = [t for _, t in iter_procedure_frames(nbi)]
+    assert {t["modality"] for t in rows} == {"NBI"} and all(t["wli_evidence"] is None for t in rows)
+    proc = Procedure(nbi)
+    proc.step(0.0, 0.1)
+    assert all(0.8 <= p.evidence <= 1.0 for p in proc.lesions)
 
 
 def test_live_source_is_endless_when_seconds_is_zero():

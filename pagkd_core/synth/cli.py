@@ -1,4 +1,4 @@
-"""`python -m pagkd_core.synth {images,video,calibrate,figures}`: the synthetic data commands.
+"""`python -m pagkd_core.synth {images,frames,video,calibrate,figures}`: the synthetic data commands.
 
 `main(argv) -> int` is also what `python -m pagkd_core synth-images / synth-video` calls.
 Bad input gives one line on stderr and exit code 2; no traceback.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pagkd_core.config import ConfigError, add_config_arguments
 
-from .config import ImageConfig, VideoConfig, load
+from .config import FrameConfig, ImageConfig, VideoConfig, load
 
 PROG = "python -m pagkd_core.synth"
 
@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired-fraction", type=float, help="fraction of lesions in both modalities")
     p.add_argument("--workers", type=int, help="processes (output does not depend on it)")
     p.add_argument("--border", choices=["round", "octagon", "none", "random"])
+    _common(p)
+    p = sub.add_parser(
+        "frames",
+        help="training frames rendered like the videos: <out>/<modality>/<class>/<lesion>_<n>.png + manifest.csv",
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, help="square frame size in pixels (default 192)")
+    p.add_argument("--lesions-per-class", type=int, help="lesions per class per modality (default 60)")
+    p.add_argument("--frames-per-lesion", type=int, help="camera poses per lesion (default 8)")
+    p.add_argument("--no-lesion-frames", type=int, help="frames with no lesion, per modality (default 320)")
+    p.add_argument("--workers", type=int, help="processes (output does not depend on it)")
     _common(p)
     p = sub.add_parser("video", help="procedure clip <out>.mp4 (H.264) + <out>.truth.csv")
     p.add_argument("--out", required=True, help="output .mp4 path")
@@ -121,6 +132,24 @@ def run(a) -> int:
         )
         manifest = generate_images(cfg, progress=not a.no_progress)
         print(f"wrote {manifest} (SYNTHETIC data)")
+    elif a.cmd == "frames":
+        from .frames import generate_frames
+
+        cfg = load(
+            FrameConfig,
+            a.config,
+            a.overrides,
+            out=a.out,
+            seed=a.seed,
+            classes=a.classes,
+            size=a.size,
+            lesions_per_class=a.lesions_per_class,
+            frames_per_lesion=a.frames_per_lesion,
+            no_lesion_frames=a.no_lesion_frames,
+            workers=a.workers,
+        )
+        manifest = generate_frames(cfg, progress=not a.no_progress)
+        print(f"wrote {manifest} (SYNTHETIC frames)")
     elif a.cmd == "video":
         from .dataset import check_writable
         from .video import write_video

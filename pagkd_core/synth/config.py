@@ -66,6 +66,32 @@ class VideoConfig:
     difficulty: Difficulty = field(default_factory=Difficulty)
 
 
+@dataclass
+class FrameConfig:
+    """Training frames rendered like the procedure videos (frames.py, docs/synthetic_data.md)."""
+
+    out: str = "data/synthetic_frames"
+    classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
+    lesions_per_class: int = 60  # per modality: each lesion is rendered in one modality only
+    frames_per_lesion: int = 8  # camera poses per lesion
+    no_lesion_frames: int = 320  # per modality, spread over the patients of that modality
+    lesions_per_patient: int = 6  # lesions sharing one patient's colon (one wall-texture bake)
+    size: int = 192  # saved square frame: the content area resized, as the runtime feeds the model
+    width: int = 1280  # the video frame the content area is cut from
+    height: int = 720
+    render_scale: float = 0.5  # as VideoConfig: the lumen is rendered at this fraction, then upscaled
+    min_coverage: float = 0.004  # a lesion frame shows at least this share of the field (video: visible)
+    max_distance: float = 4.0  # camera-lesion distance range, tube radii (log-uniform)
+    min_distance: float = 0.25
+    motion_blur: float = 0.5  # chance that a frame is taken while the camera turns
+    exposure_swing: float = 0.3  # std of log(gain) around the auto-exposure's target
+    text_prob: float = 0.8  # chance of the on-screen text (SYNTHETIC, modality, time)
+    border: str = "random"  # endoscope field: round | octagon | random (per frame)
+    seed: int = 0
+    workers: int = 1
+    difficulty: Difficulty = field(default_factory=Difficulty)
+
+
 def check_classes(classes) -> list[str]:
     for c in classes:
         if c not in CLASSES:

@@ -143,6 +143,14 @@ def sample_lesion(
     return Lesion(lesion_id, cls, p, sample_patient(rng))
 
 
+def sample_evidence(rng: np.random.Generator, modality: str) -> float:
+    """Share of the class cue (pattern contrast, colour) a view or a video lesion shows, 0..1.
+
+    WLI: U(0, 1) (focus, distance, glare: some views carry almost nothing); NBI always shows
+    most of it -- that is what NBI is for. Both renderers draw it here (docs/synthetic_data.md)."""
+    return float(rng.uniform(0.8, 1.0) if modality == "NBI" else rng.uniform(0.0, 1.0))
+
+
 def sample_view(rng: np.random.Generator, diff: Difficulty, radius: float) -> np.ndarray:
     """A camera on the mucosa plane: 3x3 map from normalised pixel coords ([-1, 1]) to lesion units."""
     half = radius * 1.65 / rng.uniform(diff.min_scale, diff.max_scale)  # half field width

@@ -116,10 +116,12 @@ def _fetch(tex, u, v, wt, out, r, c):
 
 
 @njit(cache=True, parallel=True)
-def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
+def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, evidence, h, w, out, ids):
     """Ray-cast every pixel to the tube wall; fill the physical maps and the lesion id map.
 
     cam: (4, 3) rows position, forward, right, up. lesions (K, N_LESION); lesion_pos (K, 2) = (angle, z).
+    evidence (K,): the share of each lesion's class cue (own pit/vessel pattern, tint) shown, 0..1;
+    the rest of the pattern stays normal mucosa, so a lesion without evidence is a plain dome.
     """
     N_Z, N_ANGLE = m0.shape[0], m0.shape[1]
     tan_v = tan_h * h / w
@@ -176,15 +178,16 @@ def tube_maps(m0, m1, m2, m3, cam, tan_h, lesions, lesion_pos, h, w, out, ids):
                 if mask <= 0.001:
                     continue
                 out[M_HEIGHT, r, c] += hl / LESION_SCALE
-                wp = mask * smoothstep(0.09, 0.045, foot * LESION_SCALE)  # fade in once resolvable
+                ev = evidence[k]
+                wp = ev * mask * smoothstep(0.09, 0.045, foot * LESION_SCALE)  # fade in once resolvable
                 if wp > 0.0:
                     lpit, lves = lesion_pattern(lu, lv, lesions[k])
                     out[M_PIT, r, c] += wp * (lpit - out[M_PIT, r, c])
                     out[M_VESSEL, r, c] += wp * (lves - out[M_VESSEL, r, c])
                 out[M_DEEP, r, c] *= 1.0 - mask
                 out[M_MASK, r, c] = mask
-                out[M_BROWN, r, c] = lesions[k, L.BROWN] * mask
-                out[M_RED, r, c] = lesions[k, L.RED] * mask
+                out[M_BROWN, r, c] = lesions[k, L.BROWN] * mask * ev
+                out[M_RED, r, c] = lesions[k, L.RED] * mask * ev
                 if mask > 0.5:
                     ids[r, c] = k
             out[M_LIGHT, r, c] = min(1.7 * math.sqrt(cosi) / (0.25 + t * t), 2.0)

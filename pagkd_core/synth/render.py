@@ -78,9 +78,7 @@ def render_view(
     lgx, lgy = rng.uniform(-0.25, 0.25, 2)
     maps = plane_maps(Hm, size, lesion_.params, lesion_.patient, lgx, lgy)
     nbi = modality == "NBI"
-    # how much of the cue this WLI view shows (focus, distance, glare): from none to wli_* contrast;
-    # NBI views always show it -- that is what NBI is for
-    seen = rng.uniform(0.8, 1.0) if nbi else rng.uniform(0.0, 1.0)
+    seen = L.sample_evidence(rng, modality)  # how much of the class cue this view shows
     rgb = shade(
         maps,
         modality,
