@@ -6,7 +6,10 @@ the live smoother and alert machine would have done, at a fraction of the cost -
 every setting against ``<video>.truth.csv`` side by side (metrics: stream.video_metrics).
 Raw probabilities are cached as prediction logs (``--predictions-dir``) so settings can be
 re-scored without inference. Writes ``report.md``, ``report.json`` and one timeline plot per
-video (probability, smoothed, alert, truth) to ``--out``.
+video (probability, smoothed, alert, truth) to ``--out``. The report's key table holds the
+video-level targets of issue 14 (stream.video_metrics_report.VIDEO_TARGETS); older students
+(no ``no_lesion`` output), logs (no ``modality``) and truth files (no ``modality``, ``coverage``,
+``wli_evidence``) still evaluate: the figures that need what they lack are left empty.
 
 A setting is a smoothing spec with optional alert overrides, e.g. ``hmm:stay=0.98,min_frames=6``.
 From Python, ``evaluate_videos(argv) -> report`` runs the same in-process and raises on bad input
@@ -17,10 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +30,19 @@ from tqdm import tqdm
 
 from stream.alerts import AlertConfig, AlertMachine
 from stream.smoothing import build_smoother, parse_spec
-from stream.video_metrics import Outcome, Truth, outcome, read_truth, runs, summarise, truth_path
+from stream.sources.file import VIDEO_EXTENSIONS
+from stream.video_metrics import Outcome, Truth, outcome, read_truth, truth_path
+from stream.video_metrics_breakdown import figures, pooled_splits
+from stream.video_metrics_report import check_targets, machine_line, markdown, plot_timeline, table
 
-VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".ts", ".m2ts", ".mpg", ".webm")
 DEFAULT_SETTINGS = ("none", "ema:alpha=0.3", "window:size=8", "hmm:stay=0.98")
-KEY_METRICS = [("auc_raw", "AUC raw"), ("auc_smoothed", "AUC smoothed"),
-               ("auc_lesion_frames_smoothed", "AUC lesion frames"), ("sensitivity", "sens"),
-               ("specificity", "spec"), ("lesion_sensitivity", "lesion sens"),
-               ("lesion_first_call_correct", "first call correct"), ("false_alarms_per_min", "false alarms/min"),
-               ("time_to_correct_call_median_s", "time to correct call (median s)"),
-               ("frac_uncertain", "uncertain"), ("frac_no_call", "no call")]
 
 
 def find_videos(paths: list[str]) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(v for v in p.iterdir() if v.suffix.lower() in VIDEO_EXTS and truth_path(v).is_file())
+            found = sorted(v for v in p.iterdir() if v.suffix.lower() in VIDEO_EXTENSIONS and truth_path(v).is_file())
             if not found:
                 raise FileNotFoundError(f"{p}: no videos with a <video>.truth.csv next to them")
             out += found
@@ -64,27 +62,56 @@ def split_setting(spec: str) -> tuple[str, dict, dict]:
 
 
 # -- raw probabilities ---------------------------------------------------------------------
-def read_log(path: Path, n: int, k: int) -> np.ndarray:
-    probs = np.full((n, k), np.nan)
+@dataclass
+class Raw:
+    """What the runtime said per frame: softmax (NaN rows where it analysed nothing), its
+    modality detector ("" where the log has none: older logs) and, for frames not analysed,
+    the state it showed instead (e.g. "NBI: not analysed"; None where it logged nothing)."""
+
+    probs: np.ndarray
+    modality: np.ndarray
+    skipped: list
+
+    @classmethod
+    def empty(cls, n: int, k: int) -> Raw:
+        return cls(np.full((n, k), np.nan), np.full(n, "", dtype=object), [None] * n)
+
+    def put(self, rec: dict) -> None:
+        """One prediction-log line (stream.result.Result.record's format). Frames another model
+        read (``model``: the NBI teacher) are not the student's to re-smooth: they keep the
+        state the runtime showed, like frames no model read."""
+        i = rec["frame"]
+        if not 0 <= i < len(self.probs):
+            return
+        if rec.get("probs") is not None and rec.get("model", "student") == "student":
+            self.probs[i] = rec["probs"]
+        else:
+            self.skipped[i] = rec.get("state")
+        self.modality[i] = rec.get("modality") or ""
+
+    def analysed(self) -> int:
+        return int(np.isfinite(self.probs).all(1).sum())
+
+
+def read_log(path: Path, n: int, k: int) -> Raw:
+    raw = Raw.empty(n, k)
     with open(path) as f:
         for line in f:
             if line.strip():
-                rec = json.loads(line)
-                if 0 <= rec["frame"] < n:
-                    probs[rec["frame"]] = rec["probs"]
-    return probs
+                raw.put(json.loads(line))
+    return raw
 
 
-def infer_video(video: Path, engine, n: int, args) -> tuple[np.ndarray, list[str]]:
+def infer_video(video: Path, engine, n: int, args) -> tuple[Raw, list[str]]:
     """Raw softmax per frame from the real pipeline (fast replay, every frame, no smoothing)."""
     from stream.pipeline import Pipeline, PipelineConfig
 
-    probs = np.full((n, engine.num_classes), np.nan)
+    raw = Raw.empty(n, engine.num_classes)
+    names = list(engine.class_names)
     bar = tqdm(total=n, desc=video.name, unit="frame", leave=False, disable=args.quiet)
 
     def collect(res):
-        if 0 <= res.frame.index < n:
-            probs[res.frame.index] = res.probs
+        raw.put(res.record(names))  # the log line: probs, and modality where the runtime has one
         bar.update(1)
 
     cfg = PipelineConfig(model=args.model or "", batch=args.batch, realtime=False, smoothing="none",
@@ -93,16 +120,23 @@ def infer_video(video: Path, engine, n: int, args) -> tuple[np.ndarray, list[str
     pipe.add_stream(str(video))
     pipe.run()
     bar.close()
-    return probs, pipe.errors()
+    return raw, pipe.errors()
 
 
-def write_log(path: Path, probs: np.ndarray, truth: Truth, class_names: list[str]) -> None:
+def write_log(path: Path, raw: Raw, truth: Truth, class_names: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
-        for i, p in enumerate(probs):
+        for i, p in enumerate(raw.probs):
+            rec = {"frame": i, "pts": float(truth.pts[i]), "classes": class_names}
             if np.isfinite(p).all():
-                f.write(json.dumps({"frame": i, "pts": float(truth.pts[i]), "probs": [round(float(v), 6) for v in p],
-                                    "classes": class_names}) + "\n")
+                rec["probs"] = [round(float(v), 6) for v in p]
+            elif raw.skipped[i] or raw.modality[i]:
+                rec.update(probs=None, state=raw.skipped[i])
+            else:
+                continue
+            if raw.modality[i]:
+                rec["modality"] = raw.modality[i]
+            f.write(json.dumps(rec) + "\n")
 
 
 def check_cache_owner(cache: Path, source) -> None:
@@ -122,10 +156,11 @@ def check_cache_owner(cache: Path, source) -> None:
 
 
 # -- settings -> outcomes ------------------------------------------------------------------
-def apply_setting(name: str, truth: Truth, times: np.ndarray, probs: np.ndarray, spec: str,
+def apply_setting(name: str, truth: Truth, times: np.ndarray, raw: Raw, spec: str,
                   base: AlertConfig) -> tuple[Outcome, np.ndarray]:
     mode, params, alert_over = split_setting(spec)
     smoother, machine = build_smoother(mode, **params), AlertMachine(replace(base, **alert_over))
+    probs = raw.probs
     smoothed = np.full_like(probs, np.nan)
     states: list = [None] * len(probs)
     for i, p in enumerate(probs):  # frames never analysed keep their slot in time but feed nothing
@@ -133,62 +168,8 @@ def apply_setting(name: str, truth: Truth, times: np.ndarray, probs: np.ndarray,
             smoothed[i] = smoother.update(p)
             states[i] = machine.update(smoothed[i], float(times[i]))
     cfg = machine.cfg
-    return outcome(name, truth, times, probs, smoothed, states, list(cfg.class_names), cfg.alert_indices), smoothed
-
-
-# -- report --------------------------------------------------------------------------------
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
-def table(rows: dict[str, dict]) -> str:
-    head = "| setting | " + " | ".join(label for _, label in KEY_METRICS) + " |"
-    sep = "|" + "---|" * (len(KEY_METRICS) + 1)
-    body = ["| `" + name + "` | " + " | ".join(_fmt(m[k]) for k, _ in KEY_METRICS) + " |" for name, m in rows.items()]
-    return "\n".join([head, sep, *body])
-
-
-def plot_timeline(path: Path, video: str, times: np.ndarray, out: dict[str, tuple[Outcome, np.ndarray]],
-                  threshold: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(out)
-    first = out[names[0]][0]
-    fig, axes = plt.subplots(len(names), 1, figsize=(12, 1.6 + 1.5 * len(names)), sharex=True, squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
-        o, _ = out[name]
-        for s, e in runs(o.visible & ~o.y):
-            ax.axvspan(times[s], times[min(e, len(times) - 1)], color="tab:green", alpha=0.15, lw=0)
-        for s, e in runs(o.y):
-            ax.axvspan(times[s], times[min(e, len(times) - 1)], color="tab:red", alpha=0.18, lw=0)
-        ax.plot(times, o.raw, color="0.6", lw=0.6, label="raw probability")
-        ax.plot(times, o.smoothed, color="tab:blue", lw=1.2, label="smoothed")
-        ax.axhline(threshold, color="k", ls=":", lw=0.8)
-        ax.fill_between(times, 1.02, 1.10, where=o.alert, color="tab:red", step="mid", label="alert")
-        ax.set_ylim(-0.02, 1.12)
-        ax.set_ylabel("P(positive)")
-        ax.set_title(f"{name}: {o.false_alarms} false alarm(s)", fontsize=9, loc="left")
-    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
-    axes[-1, 0].set_xlabel("time (s)   shading: red = positive lesion in view, green = other lesion")
-    fig.suptitle(f"{video} (SYNTHETIC data) - {first.y.sum()} positive frames of {len(first.y)}", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()}-core {cpu}, {platform.system()}"
+    return outcome(name, truth, times, probs, smoothed, states, list(cfg.class_names), cfg.alert_indices,
+                   pred_modality=raw.modality, skipped_states=raw.skipped), smoothed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--uncertain-low", type=float, default=AlertConfig.uncertain_low)
     ap.add_argument("--min-frames", type=int, default=AlertConfig.min_frames)
     ap.add_argument("--min-duration", dest="min_duration_s", type=float, default=AlertConfig.min_duration_s)
-    ap.add_argument("--alert-classes", help="comma-separated classes that raise the alert (default: all but the first)")
+    ap.add_argument("--alert-classes", help="comma-separated classes that raise the alert (default: the lesion classes but the first)")
     ap.add_argument("--predictions-dir", help="cache of raw per-frame logs (<video>.jsonl): read if present, else written")
     ap.add_argument("--max-frames", type=int, default=0)
     ap.add_argument("--out", default="runs/video_eval")
@@ -252,63 +233,59 @@ def evaluate_videos(argv: list[str]) -> dict:
     outcomes: dict[str, list[Outcome]] = {s: [] for s in settings}
     for video in tqdm(videos, desc="videos", disable=args.quiet or len(videos) < 2):
         truth = read_truth(truth_path(video))
-        n = len(truth) if not args.max_frames else min(len(truth), args.max_frames)
-        truth = Truth(*(a[:n] for a in (truth.frame, truth.pts, truth.visible, truth.lesion_id, truth.cls)))
+        truth = truth.head(len(truth) if not args.max_frames else min(len(truth), args.max_frames))
+        n = len(truth)
         cached = Path(args.predictions_dir) / f"{video.stem}.jsonl" if args.predictions_dir else None
         if cached is not None and cached.is_file():
-            probs = read_log(cached, n, len(class_names))
+            raw = read_log(cached, n, len(class_names))
         else:
             if engine is None:
                 engine = build_engine(args.engine, source, device=args.device, max_batch=args.batch,
                                       precision=args.precision)
             t0 = time.perf_counter()
-            probs, errs = infer_video(video, engine, n, args)
+            raw, errs = infer_video(video, engine, n, args)
             t_infer += time.perf_counter() - t0
-            frames_inferred += int(np.isfinite(probs).all(1).sum())
+            frames_inferred += raw.analysed()
             problems += [f"{video.name}: {e}" for e in errs]
             if cached is not None:
-                write_log(cached, probs, truth, class_names)
+                write_log(cached, raw, truth, class_names)
         times = np.where(np.isfinite(truth.pts), truth.pts, truth.frame / 30.0)
-        res = {s: apply_setting(s, truth, times, probs, s, base) for s in settings}
+        res = {s: apply_setting(s, truth, times, raw, s, base) for s in settings}
         for s, (o, _) in res.items():
             outcomes[s].append(o)
-        per_video[video.name] = {"frames": n, "analysed": int(np.isfinite(probs).all(1).sum()),
-                                 "metrics": {s: summarise([o]) for s, (o, _) in res.items()},
-                                 "lesions": {s: o.lesions for s, (o, _) in res.items()}}
+        per_video[video.name] = {"frames": n, "analysed": raw.analysed(),
+                                 "frames_with_modality": int((raw.modality != "").sum())}
         if not args.no_plots:
             plot_timeline(out_dir / "timelines" / f"{video.stem}.png", video.name, times, res, base.threshold)
-    pooled = {s: summarise(os_) for s, os_ in outcomes.items()}
+    # one evidence split for every table: lesion evidence does not depend on the setting
+    ev_median, ev_edges = pooled_splits(outcomes[settings[0]])
+    pooled = {s: figures(os_, ev_median, ev_edges) for s, os_ in outcomes.items()}
+    for i, name in enumerate(per_video):
+        one = {s: figures([outcomes[s][i]], ev_median, ev_edges) for s in settings}
+        per_video[name].update(metrics={s: f["metrics"] for s, f in one.items()},
+                               breakdowns={s: {k: f[k] for k in ("by_coverage", "by_evidence")} for s, f in one.items()},
+                               lesions={s: outcomes[s][i].lesions for s in settings},
+                               lesion_tracks={s: outcomes[s][i].tracks for s in settings})
     report = {"command": "python -m stream evaluate " + " ".join(argv), "machine": machine_line(),
-              "model": model, "engine": engine.describe() if engine else "cached predictions",
+              "model": model, "class_names": class_names,
+              "engine": engine.describe() if engine else "cached predictions",
               "inference_fps": round(frames_inferred / t_infer, 2) if t_infer else None,
-              "alert_config": base.to_dict(), "settings": settings, "pooled": pooled, "videos": per_video,
-              "problems": problems, "synthetic": bool(source.meta.get("synthetic", True))}
+              "alert_config": base.to_dict(), "settings": settings,
+              "evidence_split": {"median": ev_median, "tertile_edges": ev_edges},
+              "pooled": {s: f["metrics"] for s, f in pooled.items()},
+              "targets": {s: check_targets(f["metrics"]) for s, f in pooled.items()},
+              "breakdowns": {s: {k: f[k] for k in ("by_coverage", "by_evidence")} for s, f in pooled.items()},
+              "videos": per_video, "problems": problems, "no_plots": bool(args.no_plots),
+              "synthetic": bool(source.meta.get("synthetic", True))}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out_dir / "report.md").write_text(markdown(report))
     if not args.quiet:
-        print(table(pooled))
+        print(table(report["pooled"]))
         print(f"wrote {out_dir / 'report.md'}, report.json" + ("" if args.no_plots else ", timelines/*.png"))
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     return report
-
-
-def markdown(rep: dict) -> str:
-    lines = ["# Video-level evaluation" + (" (SYNTHETIC videos)" if rep["synthetic"] else ""), "",
-             f"Command: `{rep['command']}`  ", f"Machine: {rep['machine']}  ", f"Model: `{rep['model']}`  ",
-             f"Engine: {rep['engine'] if isinstance(rep['engine'], str) else rep['engine']['engine'] + ' ' + rep['engine']['precision']}"
-             + (f", {rep['inference_fps']} frames/s through the pipeline" if rep["inference_fps"] else ""), "",
-             "Alert machine: " + ", ".join(f"{k}={v}" for k, v in rep["alert_config"].items() if k != "class_names"),
-             "", ("Positive = a lesion of an alert class in view. False alarm = an alert episode overlapping no "
-                  "positive frame. Lesion = a maximal run of frames showing one lesion."), "",
-             f"## All videos pooled ({len(rep['videos'])} videos)", "", table(rep["pooled"]), ""]
-    for name, v in rep["videos"].items():
-        lines += [f"## {name} ({v['analysed']}/{v['frames']} frames analysed)", "", table(v["metrics"]), "",
-                  f"![timeline](timelines/{Path(name).stem}.png)", ""]
-    if rep["problems"]:
-        lines += ["## Problems", "", *[f"- {p}" for p in rep["problems"]], ""]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Video-level evaluation: metrics on hand-made truth, and the whole command on a real video.
 
-The end-to-end video is synthetic: toy lesion pictures (engine_fixtures) held for runs of
-frames, H.264-encoded with PyAV, with a truth CSV in the contract's format.
+Metric tests run on small seeded arrays (no video). The end-to-end video is synthetic: toy
+lesion pictures (engine_fixtures) held for runs of frames, H.264-encoded with PyAV, with a truth
+CSV in the older format (no modality/coverage/evidence columns), scored by a two-class student.
 """
 from __future__ import annotations
 
@@ -14,11 +15,23 @@ import numpy as np
 import pytest
 from engine_fixtures import shared_student, toy_images
 
-from stream.alerts import AlertConfig, AlertMachine
-from stream.evaluate import main, split_setting
+from pagkd_core.outputs import NO_LESION
+from stream.alerts import NBI_NOT_ANALYSED, AlertConfig, AlertMachine
+from stream.evaluate import Raw, main, read_log, split_setting, write_log
 from stream.video_metrics import Truth, lesion_segments, outcome, read_truth, runs, summarise
+from stream.video_metrics_breakdown import (
+    COVERAGE_BINS,
+    bin_labels,
+    bin_of,
+    by_coverage,
+    evidence_cuts,
+    figures,
+)
+from stream.video_metrics_modality import modality_summary, nbi_stretch_switches
+from stream.video_metrics_report import VIDEO_TARGETS, check_targets
 
 CLASSES = ["hyperplastic", "adenoma"]
+CLASSES3 = [NO_LESION, "hyperplastic", "adenoma"]
 
 
 def make_truth(spec):
@@ -87,6 +100,222 @@ def test_setting_specs():
         split_setting("hmm:alpha=0.3")
 
 
+# -- the issue-14 figures on hand-made arrays ------------------------------------------------
+class State:
+    """What the metrics read of an AlertState."""
+
+    def __init__(self, state: str, alert: bool):
+        self.state, self.alert = state, alert
+
+
+def states_of(names, alert_names=("adenoma",)):
+    return [None if n is None else State(n, n in alert_names) for n in names]
+
+
+def make_truth2(spec, fps=10):
+    """spec: runs of (n_frames, lesion_id or '', class or '', coverage, modality, evidence)."""
+    cols = [[], [], [], [], []]
+    for n, lid, c, cov, mod, ev in spec:
+        for col, v in zip(cols, (lid, c, cov, mod, ev)):
+            col += [v] * n
+    ids, cls, cov, mod, ev = cols
+    t = len(ids)
+    return Truth(np.arange(t), np.arange(t) / fps, np.array([bool(i) for i in ids]), np.array(ids, dtype=object),
+                 np.array(cls, dtype=object), np.array(mod, dtype=object), np.array(cov, float), np.array(ev, float))
+
+
+def test_no_lesion_output_through_the_metrics():
+    nan = np.nan
+    truth = make_truth2([(30, "", "", 0, "WLI", nan), (20, "A", "adenoma", 0.1, "WLI", 0.8),
+                         (30, "", "", 0, "WLI", nan), (20, "B", "hyperplastic", 0.1, "WLI", 0.3),
+                         (10, "", "", 0, "WLI", nan)])
+    rng = np.random.default_rng(0)
+    bg = np.full(110, 0.9) + rng.uniform(-0.05, 0.05, 110)   # P(no_lesion)
+    share = rng.uniform(0.3, 0.7, 110)                        # adenoma share of the lesion classes
+    bg[30:50], share[30:50] = 0.8, 0.6    # A: a faint lesion, adenoma-ish
+    bg[80:100], share[80:100] = 0.0, 0.4  # B: a clear lesion, hyperplastic-ish
+    probs = np.stack([bg, (1 - bg) * (1 - share), (1 - bg) * share], 1)
+    names = ["no lesion"] * 110
+    names[5:9] = ["adenoma"] * 4          # an alert episode with no lesion anywhere: a false alarm
+    names[28:50] = ["adenoma"] * 22       # called early, running into lesion A: not a no-lesion false alarm
+    names[60:63] = ["uncertain"] * 3
+    names[80:100] = ["hyperplastic"] * 20
+    cfg = AlertConfig(class_names=tuple(CLASSES3))
+    assert cfg.alert_indices == {2}           # the background raises nothing, nor does NICE 1
+    o = outcome("v", truth, truth.pts, probs, probs, states_of(names), CLASSES3, cfg.alert_indices)
+    m = summarise([o])
+    assert m["auc_presence_raw"] == m["auc_presence"] == 1.0     # score 1 - P(no_lesion)
+    # P(adenoma) alone mixes presence into the class question (A's is lower than B's) ...
+    assert m["auc_lesion_frames_raw"] == 0.0
+    # ... renormalised over the lesion classes it separates them
+    assert m["auc_class_close_raw"] == 1.0 and m["close_frames"] == 40
+    assert m["false_alarms_no_lesion"] == 1 and m["no_lesion_minutes"] == pytest.approx(7 / 60)
+    assert m["false_alarms_no_lesion_per_min"] == pytest.approx(60 / 7)
+    assert m["frac_uncertain_no_lesion"] == pytest.approx(3 / 70)
+    assert m["frac_call_no_lesion"] == pytest.approx(6 / 70)
+    # a two-class student has no presence score
+    two = np.stack([1 - share, share], 1)
+    o2 = outcome("v", truth, truth.pts, two, two, states_of(names), CLASSES, {1})
+    assert summarise([o2])["auc_presence"] is None
+
+
+def close_view_case():
+    nan = np.nan
+    truth = make_truth2([
+        (10, "A", "adenoma", 0.01, "WLI", 0.9), (15, "A", "adenoma", 0.08, "WLI", 0.9),  # far, then close 1.5 s
+        (5, "", "", 0, "WLI", nan),
+        (8, "B", "hyperplastic", 0.10, "WLI", 0.7),      # close for 0.8 s only: not a close-view lesion
+        (5, "", "", 0, "WLI", nan),
+        (12, "C", "adenoma", 0.20, "NBI", 0.6),          # close, but on NBI frames
+        (5, "", "", 0, "WLI", nan),
+        (10, "D", "hyperplastic", 0.06, "WLI", 0.2),     # close for exactly 1 s
+        (5, "", "", 0, "WLI", nan),
+        (10, "E", "adenoma", 0.30, "WLI", 0.5),          # close, never called
+    ])
+    names = (["no call"] * 5 + ["hyperplastic"] * 8 + ["adenoma"] * 12 + ["no call"] * 5 + ["hyperplastic"] * 8
+             + ["no call"] * 5 + [None] * 12 + ["no call"] * 5 + ["hyperplastic"] * 10 + ["no call"] * 15)
+    probs = np.full((len(truth), 2), 0.5)
+    probs[~truth.modality.astype(str).__eq__("WLI")] = np.nan
+    skipped = [NBI_NOT_ANALYSED if n is None else None for n in names]
+    return outcome("v", truth, truth.pts, probs, probs, states_of(names), CLASSES, {1}, skipped_states=skipped)
+
+
+def test_close_view_first_call_and_time_to_correct():
+    o = close_view_case()
+    les = {x["lesion_id"]: x for x in o.tracks}
+    assert [les[k]["close_view"] for k in "ABCDE"] == [True, False, False, True, True]
+    a = les["A"]
+    assert a["first_call"] == "hyperplastic"             # called wrong while still far: a wrong first call
+    assert a["time_close_to_correct_s"] == pytest.approx(0.3)
+    assert les["D"]["time_close_to_correct_s"] == 0.0 and les["E"]["time_close_to_correct_s"] is None
+    m = summarise([o])
+    assert m["close_view_lesions"] == 3
+    assert m["close_first_call_correct"] == pytest.approx(1 / 3)   # D only
+    assert m["evidence_median"] == pytest.approx(0.5)              # of A 0.9, D 0.2, E 0.5
+    assert m["close_lesions_upper_evidence"] == 2 and m["close_first_call_correct_upper_evidence"] == 0.0
+    assert m["time_close_to_correct_median_s"] == pytest.approx(0.3)  # of 0.3, 0, never
+    assert m["close_never_correct"] == 1
+    # NBI frames: counted, not scored; their skipped state is kept
+    assert m["frames_nbi"] == 12 and m["frames_not_analysed"] == 12 and m["frames"] == len(o.y) - 12
+    assert (o.states[o.wli == 0] == NBI_NOT_ANALYSED).all()
+    # a pooled evidence split overrides the video's own
+    assert summarise([o], ev_median=0.95)["close_lesions_upper_evidence"] == 0
+
+
+def test_median_time_counts_never_called_lesions():
+    o = close_view_case()
+    for les in o.tracks:
+        if les["lesion_id"] == "D":
+            les["time_close_to_correct_s"] = None   # 2 of 3 close-view lesions never called right
+    assert summarise([o])["time_close_to_correct_median_s"] is None
+
+
+def test_a_lesion_that_leaves_the_view_is_one_lesion():
+    nan = np.nan
+    truth = make_truth2([(10, "A", "adenoma", 0.01, "WLI", 0.6), (5, "", "", 0, "WLI", nan),   # far, lost ...
+                         (15, "A", "adenoma", 0.10, "WLI", 0.6)])                             # ... back, close
+    names = ["hyperplastic"] * 10 + ["no call"] * 5 + ["no call"] * 4 + ["adenoma"] * 11
+    probs = np.full((30, 2), 0.5)
+    o = outcome("v", truth, truth.pts, probs, probs, states_of(names), CLASSES, {1})
+    assert len(o.lesions) == 2 and len(o.tracks) == 1                 # two runs in view, one lesion
+    (t,) = o.tracks
+    assert t["runs"] == 2 and t["first_call"] == "hyperplastic"        # its first call came in the far run
+    assert t["close_view"] and t["time_close_to_correct_s"] == pytest.approx(0.4)
+    m = summarise([o])
+    assert m["close_view_lesions"] == 1 and m["close_first_call_correct"] == 0.0
+
+
+def test_breakdown_binning():
+    assert bin_of([0, 0.01, 0.02, 0.049, 0.05, 0.2, np.nan, None, -1], COVERAGE_BINS).tolist() == \
+        [0, 0, 1, 1, 2, 3, -1, -1, -1]
+    assert bin_of([0.0, 0.5, 1.0], [0.0, 0.5, 1.0]).tolist() == [0, 1, 1]   # the last bin is closed
+    assert bin_labels(COVERAGE_BINS, pct=True) == ["<2%", "2%-5%", "5%-15%", ">=15%"]
+    lesions = [{"close_view": True, "evidence": e} for e in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)]
+    lesions.append({"close_view": False, "evidence": 0.99})   # not a close-view lesion: not in the split
+    assert evidence_cuts(lesions) == pytest.approx([0.0, 0.3, 0.5, 1.0])
+    assert evidence_cuts([{"close_view": True, "evidence": None}]) is None
+    rows = by_coverage([close_view_case()])
+    assert [r["bin"] for r in rows] == ["<2%", "2%-5%", "5%-15%", ">=15%"]
+    assert [r["frames"] for r in rows] == [10, 0, 15 + 8 + 10, 10]      # WLI lesion frames; C is NBI
+    assert [r["lesions"] for r in rows] == [0, 0, 3, 2]                 # by peak coverage: A B D | C E
+    f = figures([close_view_case()], None, [0.0, 0.4, 0.8, 1.0])
+    ev = f["by_evidence"]
+    assert [r["lesions"] for r in ev] == [1, 1, 1]                       # D 0.2 | E 0.5 | A 0.9
+    assert [r["first_call_correct"] for r in ev] == [1.0, 0.0, 0.0]
+    assert f["metrics"]["modality_accuracy"] is None                     # no modality in this "log"
+
+
+def test_old_truth_csv_and_logs(tmp_path):
+    old = tmp_path / "old.truth.csv"
+    old.write_text("frame,pts,lesion_visible,lesion_id,class,x0,y0,x1,y1\n0,0,0,,,,,,\n1,0.1,1,L,adenoma,1,1,5,5\n")
+    t = read_truth(old)
+    assert t.modality.tolist() == ["WLI", "WLI"] and np.isnan(t.coverage).all() and np.isnan(t.evidence).all()
+    new = tmp_path / "new.truth.csv"
+    new.write_text("frame,pts,lesion_visible,lesion_id,class,x0,y0,x1,y1,modality,coverage,wli_evidence\n"
+                   "0,0,0,,,,,,,NBI,0,\n1,0.1,1,L,adenoma,1,1,5,5,WLI,0.12,0.7\n")
+    t = read_truth(new)
+    assert t.modality.tolist() == ["NBI", "WLI"] and t.coverage.tolist() == [0.0, 0.12]
+    assert np.isnan(t.evidence[0]) and t.evidence[1] == 0.7
+    assert len(t.head(1)) == 1 and t.head(1).modality.tolist() == ["NBI"]
+    log = tmp_path / "v.jsonl"
+    log.write_text(json.dumps({"frame": 0, "probs": [0.2, 0.8]}) + "\n"                       # old line
+                   + json.dumps({"frame": 1, "probs": None, "state": NBI_NOT_ANALYSED, "modality": "NBI"}) + "\n"
+                   + json.dumps({"frame": 2, "probs": [0.6, 0.4], "modality": "WLI"}) + "\n")
+    raw = read_log(log, 4, 2)
+    assert raw.analysed() == 2 and np.isnan(raw.probs[[1, 3]]).all()
+    assert raw.modality.tolist() == ["", "NBI", "WLI", ""] and raw.skipped == [None, NBI_NOT_ANALYSED, None, None]
+    truth = Truth(np.arange(4), np.arange(4) / 10, np.zeros(4, bool), np.full(4, "", object), np.full(4, "", object))
+    write_log(tmp_path / "again.jsonl", raw, truth, CLASSES)
+    again = read_log(tmp_path / "again.jsonl", 4, 2)
+    assert np.array_equal(np.isnan(again.probs), np.isnan(raw.probs)) and again.skipped == raw.skipped
+    assert again.modality.tolist() == raw.modality.tolist()
+    assert Raw.empty(2, 3).probs.shape == (2, 3)
+
+
+def test_modality_accuracy_and_switches():
+    truth = np.array(list("WWWWWNNNNNNWWWWNNNWW"))
+    pred = np.array(list("WWWWWWNWNNNNNWWWNNNW"), dtype=object)
+    truth = np.where(truth == "W", "WLI", "NBI")
+    pred = np.where(pred == "W", "WLI", "NBI").astype(object)
+    assert nbi_stretch_switches(truth, pred) == [3, 1]    # flicker in the first, one clean (late) switch
+    m = modality_summary([(truth, pred)])
+    assert m["modality_accuracy"] == pytest.approx(14 / 20) and m["nbi_stretches"] == 2
+    assert m["modality_switches_per_nbi_stretch_max"] == 3 and m["modality_switches_per_nbi_stretch_mean"] == 2.0
+    assert m["modality_switches_total"] == 6
+    gaps = pred.copy()
+    gaps[[6, 7]] = ""                                   # frames the detector gave nothing for: last value holds
+    assert nbi_stretch_switches(truth, gaps) == [1, 1]
+    assert modality_summary([(truth, gaps)])["modality_frames"] == 18
+    assert modality_summary([(truth, np.full(20, "", object))])["modality_accuracy"] is None   # an old log
+
+
+def test_benchmark_tables_without_videos():
+    from benchmarks import video as bv
+
+    assert all(seed >= bv.HELDOUT_SEED for sets in bv.SETS.values() for vs in sets for seed in vs.seeds)
+    full = bv.SETS["full"]
+    assert sum(len(vs.seeds) * vs.seconds for vs in full) / 60 >= bv.MIN_MINUTES
+    assert {vs.size for vs in full} == {"1280x720", "1920x1080"}
+    assert full[0].folder == "1280x720_60s_seeds1000-1005"
+    assert bv.closeup_auc({"metrics": {"validation": {"auc": 0.76, "n": 36}}}) == (0.76, "validation, n=36")
+    assert bv.closeup_auc({})[0] is None
+    pooled = {"close_first_call_correct": 0.9, "auc_class_close": 0.74, "modality_accuracy": None}
+    text = bv.target_table({"settings": ["none"], "pooled": {"none": pooled}}, (0.76, "validation, n=36"))
+    assert "0.900 met" in text and "0.740 NOT met" in text and "0.020 met" in text   # 0.76 - 0.74 <= 0.03
+    assert text.count("\n") == len(VIDEO_TARGETS) + 2                                # + close-up gap row
+    rt = bv.runtime_table({"replay_720p30": {"speedup": 2.5, "pipeline_fps": 50, "naive_fps": 20},
+                           "live_1080p30": {"how": "file", "p99_ms": 40.0, "lag_growth_ms": None}})
+    assert "2.500 NOT met" in rt and "40.000 met" in rt and "not measured" in rt
+
+
+def test_targets_check():
+    rows = {r["key"]: r for r in check_targets({"close_first_call_correct": 0.9, "auc_presence": 0.5,
+                                                "false_alarms_no_lesion_per_min": 0.5})}
+    assert rows["close_first_call_correct"]["met"] is True and rows["auc_presence"]["met"] is False
+    assert rows["false_alarms_no_lesion_per_min"]["met"] is True       # <= is inclusive
+    assert rows["modality_accuracy"]["met"] is None and rows["modality_accuracy"]["target"] == ">= 0.99"
+
+
 # -- end to end ----------------------------------------------------------------------------
 RUNS = [(12, "", ""), (24, "L1", "adenoma"), (10, "", ""), (24, "L2", "hyperplastic"), (10, "", ""),
         (20, "L3", "adenoma")]
@@ -97,7 +326,8 @@ def video(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
     imgs, labels = toy_images(400, seed=5)
     by_class = {0: imgs[labels == 0], 1: imgs[labels == 1]}
-    plain = np.full_like(imgs[0], 140)
+    plain = np.empty_like(imgs[0])   # lesion-free mucosa: pink, as in white light (grey would read as NBI)
+    plain[:] = np.array([200, 120, 110], np.uint8)[:, None, None]
     path = root / "toy_procedure.mp4"
     rows, f = [], 0
     with av.open(str(path), "w") as box:
@@ -144,7 +374,14 @@ def test_evaluate_command_end_to_end(video, tmp_path):
     png = out / "timelines" / "toy_procedure.png"
     assert png.is_file() and png.stat().st_size > 10_000
     md = (out / "report.md").read_text()
-    assert "SYNTHETIC" in md and "`hmm:stay=0.95,min_frames=5`" in md and "false alarms/min" in md
+    assert "SYNTHETIC" in md and "`hmm:stay=0.95,min_frames=5`" in md and "presence AUC" in md
+    # an old truth file and a two-class student: the figures that need more stay empty, nothing fails
+    assert m["close_view_lesions"] == 0 and m["auc_class_close"] is None and m["auc_presence"] is None
+    assert m["frames_nbi"] == 0 and m["frames_not_analysed"] == 0
+    # a runtime with a modality detector logs it per frame (scored against "all WLI" here)
+    assert m["modality_accuracy"] is None or m["modality_frames"] == v["frames"]
+    assert rep["alert_config"]["alert_classes"] is None
+    assert [r["key"] for r in rep["targets"]["none"]] == [t.key for t in VIDEO_TARGETS]
     # second pass reads the cached raw probabilities (no engine) and scores identically
     log = cache / "toy_procedure.jsonl"
     assert log.is_file() and len(log.read_text().splitlines()) == v["frames"]
@@ -158,6 +395,57 @@ def test_evaluate_command_end_to_end(video, tmp_path):
     marker = cache / "model.json"
     marker.write_text(json.dumps({"model": "other", "weights_hash": "0" * 16}))
     assert main([*args[:-3], "--out", str(tmp_path / "third"), "-q", "--no-plots"]) == 2
+
+
+def write_toy_video(path, frames, rows, header):
+    """H.264 at 30 fps from (H, W, 3) uint8 pictures, and its truth CSV."""
+    with av.open(str(path), "w") as box:
+        s = box.add_stream("libx264", rate=Fraction(30, 1))
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        s.options = {"crf": "12", "g": "30"}
+        for f, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = f, Fraction(1, 30)
+            box.mux(s.encode(frame))
+        box.mux(s.encode())
+    with open(path.with_suffix(".truth.csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def test_evaluate_nbi_stretch_end_to_end(tmp_path):
+    """A truth file with the new columns and an NBI stretch: the runtime's detector keeps those
+    frames from the WLI student (no NBI model here), the report counts them and scores the detector."""
+    imgs, labels = toy_images(60, seed=6)
+    adenoma = [img.transpose(1, 2, 0).repeat(2, 0).repeat(2, 1) for img in imgs[labels == 1]]
+    wli = np.empty((128, 128, 3), np.uint8)
+    wli[:] = (200, 120, 110)                 # pink mucosa
+    nbi = np.empty((128, 128, 3), np.uint8)
+    nbi[:] = (60, 110, 120)                  # cyan/green-brown: how NBI shows the mucosa
+    plan = [(20, "WLI", None), (36, "WLI", "adenoma"), (30, "NBI", None), (20, "WLI", None)]
+    frames, rows = [], []
+    for n, mod, cls in plan:
+        for j in range(n):
+            f = len(frames)
+            frames.append(adenoma[j % len(adenoma)] if cls else (nbi if mod == "NBI" else wli))
+            rows.append([f, round(f / 30, 6), int(bool(cls)), "L1" if cls else "", cls or "",
+                         *([0, 0, 127, 127] if cls else [""] * 4), mod, 0.3 if cls else 0.0, 0.8 if cls else ""])
+    header = ["frame", "pts", "lesion_visible", "lesion_id", "class", "x0", "y0", "x1", "y1", "modality",
+              "coverage", "wli_evidence"]
+    write_toy_video(tmp_path / "nbi_clip.mp4", frames, rows, header)
+    out = tmp_path / "eval"
+    assert main([str(tmp_path), "--model", str(shared_student()), "--engine", "torch", "--device", "cpu",
+                 "--setting", "none", "--out", str(out), "-q", "--no-plots",
+                 "--predictions-dir", str(tmp_path / "preds")]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    m = rep["pooled"]["none"]
+    assert m["frames_total"] == 106 and m["frames_nbi"] == 30
+    assert m["frames_not_analysed"] >= 30 and m["frames"] == 106 - m["frames_not_analysed"]
+    assert m["close_view_lesions"] == 1 and m["nbi_stretches"] == 1
+    assert m["modality_accuracy"] > 0.9 and m["modality_switches_per_nbi_stretch_max"] == 1
+    log = [json.loads(line) for line in (tmp_path / "preds" / "nbi_clip.jsonl").read_text().splitlines()]
+    assert {r["state"] for r in log if r["probs"] is None} == {NBI_NOT_ANALYSED}
 
 
 def test_evaluate_errors(tmp_path, capsys):
