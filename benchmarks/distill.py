@@ -1,17 +1,25 @@
-"""The ablation table: every baseline and PaGKD variant through the one trainer, on synthetic data.
+"""Decisive distillation benchmark: seeds x folds, paired intervals against WLI-only, two controls.
 
-    python -m benchmarks.distill            # full: ~30 min on 2 CPU cores (unloaded)
-    python -m benchmarks.distill --quick    # seconds-scale smoke run (tests)
+    python -m benchmarks.distill                    # preset "cpu": about 40 min on 2 CPU cores
+    python -m benchmarks.distill --preset gpu       # the full protocol, one command, GPU host
+    python -m benchmarks.distill --quick            # = --preset smoke: about a minute (tests)
+    python -m benchmarks.distill --data DIR         # any manifest dataset (e.g. frames with no_lesion)
 
-Per fold: one NBI teacher, then one student per row. Metrics come from the pooled k-fold test
-predictions (AUC with a lesion-bootstrap 95% interval) and per fold (mean and spread).
-Interrupted runs continue where they stopped (each stage resumes from its last epoch).
+Every row trains through the one trainer on the same lesion/patient-level split; per training
+seed and fold one NBI teacher, then one student per (regime, row). Regimes: "full" (all WLI
+labels) and "few" (--few-lesions WLI training lesions per class, all NBI data). Controls: the
+class-swapped teacher (row "swap", distill.teacher_class_shift=1) and the few-labels regime.
+Tables (one per regime, <out>/table-<regime>.md) give each row's test metric pooled over folds
+and its difference against WLI-only and full PaGKD with paired bootstrap intervals
+(benchmarks/distill_tables.py). Resumable: finished stages are skipped, interrupted ones resume;
+--rows/--seeds/--folds/--regime run pieces; --table-only rebuilds the tables from what exists
+(a table covers the --seeds/--folds given). --sweep ranks PaGKD loss weights on validation data
+only (benchmarks/distill_sweep.py). docs/training.md, "Decisive protocol".
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -21,185 +29,173 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pagkd_core.config import add_config_arguments, load_config
+from benchmarks.distill_runs import REGIMES, ROWS, Plan, execute
+from pagkd_core.config import ConfigError, add_config_arguments, load_config
 from pagkd_core.data import prepare
-from pagkd_core.evaluate import pooled_predictions, summarise
-from pagkd_core.train import train_stage
+from pagkd_core.data.layouts import scan
+from pagkd_core.outputs import NO_LESION
 
-# name -> (table label, distill overrides, needs true pairs)
-ROWS: dict[str, tuple[str, dict, bool]] = {
-    "wli_only": ("WLI-only (cross-entropy)", {"method": "none"}, False),
-    "pagkd": ("PaGKD (GKD-Pro + GKD-Den)", {"method": "pro+den", "level": "group"}, False),
-    "gkd_pro": ("GKD-Pro only", {"method": "pro", "level": "group"}, False),
-    "gkd_den": ("GKD-Den only", {"method": "den", "level": "group"}, False),
-    "logit_kd": ("Logit KD, paired data", {"method": "kd", "pairing": "true"}, True),
-    "add": (
-        "Image-level dense (ADD-style), paired data",
-        {"method": "add", "level": "image", "pairing": "true"},
-        True,
-    ),
-    "img_both": ("Image-level Pro + Den", {"method": "pro+den", "level": "image"}, False),
-    "img_pro": ("Image-level Pro", {"method": "pro", "level": "image"}, False),
-    "img_den": ("Image-level Den", {"method": "den", "level": "image"}, False),
-}
 DATA = {
     # Views of one lesion are strongly correlated: more lesions with fewer views give more
     # independent evidence (and larger validation/test splits) for the same training cost.
     "full": ["--size", "128", "--lesions-per-class", "90", "--views", "2", "--seed", "7"],
     "quick": ["--size", "48", "--lesions-per-class", "6", "--views", "2", "--seed", "7"],
+    "gpu": ["--size", "256", "--lesions-per-class", "150", "--views", "2", "--seed", "7"],
 }
-# The full run's budget (about 30 min on 2 CPU cores): short schedules, one warm-up epoch.
-FULL = ["optim.epochs=12", "teacher_optim.epochs=6", "distill.warmup_epochs=1", "run.progress=false"]
-QUICK = [
-    "data.image_size=32",
-    "data.folds=2",
-    "optim.epochs=1",
-    "optim.steps_per_epoch=1",
-    "optim.batch_size=4",
-    "teacher_optim.epochs=1",
-    "teacher_optim.steps_per_epoch=1",
-    "teacher_optim.batch_size=4",
-    "distill.warmup_epochs=0",
-    "distill.n_queries=4",
-    "distill.par_iters=2",
-    "run.progress=false",
-]
+COMMON = ["run.progress=false", "run.grad_norm_every=20"]
+# name -> data, config overrides, image size, output stride, seeds, rows, few-labels lesions, resamples.
+PRESETS: dict[str, dict] = {
+    "smoke": {
+        "data": "quick",
+        "set": ["data.folds=2", "optim.epochs=1", "optim.steps_per_epoch=1", "optim.batch_size=4",
+                "teacher_optim.epochs=1", "teacher_optim.steps_per_epoch=1", "teacher_optim.batch_size=4",
+                "distill.warmup_epochs=0", "distill.n_queries=4", "distill.par_iters=2", "run.grad_norm_every=1"],
+        "size": 32, "stride": 32, "seeds": "0", "rows": "wli_only,pagkd,swap", "few": 1, "n_boot": 50,
+    },
+    # Sized for about 40 min on a quiet 2-core CPU: the decisive rows only (WLI-only, PaGKD, the
+    # swapped control), 2 seeds x 3 folds x 2 regimes; stride 16 gives 6x6 maps at 96 px.
+    "cpu": {
+        "data": "full",
+        "set": ["optim.epochs=10", "teacher_optim.epochs=6", "distill.warmup_epochs=1"],
+        "size": 96, "stride": 16, "seeds": "0,1", "rows": "wli_only,pagkd,swap", "few": 10, "n_boot": 1000,
+    },
+    # The full protocol: 5 seeds x 5 folds, every module row and the image-level comparison;
+    # 192 px at stride 16 = 12x12 maps for GKD-Den.
+    "gpu": {
+        "data": "gpu",
+        "set": ["data.folds=5", "data.workers=4", "optim.epochs=40", "optim.batch_size=24",
+                "teacher_optim.epochs=30", "teacher_optim.batch_size=24", "distill.warmup_epochs=3",
+                "run.device=cuda", "run.threads=0"],
+        "size": 192, "stride": 16, "seeds": "0,1,2,3,4", "rows": "wli_only,pagkd,gkd_pro,gkd_den,img_both,swap",
+        "few": 10, "n_boot": 2000,
+    },
+}
+CLASS_SETS = {"2": ["hyperplastic", "adenoma"], "3": ["hyperplastic", "adenoma", "adenocarcinoma"]}
+METRICS = ("class_auc", "presence_auc", "score", "auc", "sensitivity", "specificity")
 
 
-def ensure_data(root: Path, quick: bool) -> None:
+def ensure_data(root: Path, preset_data: str, classes: list[str] | None) -> None:
     if (root / "manifest.csv").is_file():
         return
     from pagkd_core.synth.cli import main as synth
 
-    rc = synth(["images", "--out", str(root), *DATA["quick" if quick else "full"], "--no-progress"])
+    extra = ["--classes", ",".join(classes)] if classes else []
+    rc = synth(["images", "--out", str(root), *DATA[preset_data], *extra, "--no-progress"])
     if rc:
         raise SystemExit(f"synthetic data generation failed ({rc})")
 
 
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of a t 95% interval over folds (NaN-free values)."""
-    v = np.asarray([x for x in values if math.isfinite(x)])
-    if len(v) < 2:
-        return (float(v.mean()) if len(v) else math.nan), math.nan
-    from scipy import stats
+def class_list(choice: str, root: Path, layout: str) -> list[str]:
+    """data.classes for --classes: 2 or 3 lesion classes, plus no_lesion when the data have it."""
+    if choice == "all":
+        return []
+    from pagkd_core.config import DataConfig
 
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
-def row_result(cfg, stage: str, n_boot: int, data) -> dict:
-    s = summarise(pooled_predictions(cfg, stage, data=data), n_boot=n_boot, seed=cfg.run.seed)
-    aucs = [m["auc"] for m in s["per_fold"].values()]
-    mean, half = interval(aucs)
-    return {
-        "auc": s["metrics"]["auc"],
-        "auc_ci": s["ci95"]["auc"],
-        "acc": s["metrics"]["accuracy"],
-        "f1": s["metrics"]["f1"],
-        "fold_auc": aucs,
-        "fold_mean": mean,
-        "fold_half": half,
-        "n_images": s["n_images"],
-        "n_lesions": s["n_lesions"],
-    }
+    _, samples = scan(DataConfig(root=str(root), layout=layout))
+    has_none = any(s.cls == NO_LESION for s in samples)
+    return ([NO_LESION] if has_none else []) + CLASS_SETS[choice]
 
 
-def pct(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:.1f}"
-
-
-def markdown(results: dict, meta: dict) -> str:
-    lines = [
-        "| Method | needs paired data | AUC pooled [95% CI] | AUC per fold: mean ± 95% t | Acc | F1 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in results.values():
-        ci = f"{pct(r['auc'])} [{pct(r['auc_ci'][0])}, {pct(r['auc_ci'][1])}]"
-        fold = f"{pct(r['fold_mean'])} ± {pct(r['fold_half'])}"
-        lines.append(
-            f"| {r['label']} | {'yes' if r['paired'] else 'no'} | {ci} | {fold} | {pct(r['acc'])} | "
-            f"{pct(r['f1'])} |"
-        )
-    lines += [
-        "",
-        (
-            f"SYNTHETIC data; {meta['folds']}-fold lesion-level CV, predictions pooled over folds; "
-            f"the NBI teacher row is tested on NBI images, all others on WLI. "
-            f"Command: `{meta['command']}`; {meta['machine']}; wall time {meta['minutes']:.1f} min."
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.distill", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--quick", action="store_true", help="= --preset smoke (about a minute; tests)")
+    add_config_arguments(p, "training config the rows start from", "optim.epochs=3",
+                         default_config="configs/synthetic_small.yaml")
+    p.add_argument("--data", help="manifest dataset root (default: synthetic close-ups generated under --out)")
+    p.add_argument("--out", help="default: runs/bench_distill/<preset>-<classes>cls-<size>px-os<stride>")
+    p.add_argument("--rows", help=f"comma list from {','.join(ROWS)} (default: the preset's)")
+    p.add_argument("--seeds", help="training seeds, e.g. 0,1,2 (default: the preset's)")
+    p.add_argument("--folds", help="folds to run and pool, e.g. 0,1 (default: all)")
+    p.add_argument("--regime", default="full,few", help="comma list from " + ",".join(REGIMES))
+    p.add_argument("--few-lesions", type=int, help="WLI training lesions per class in regime few")
+    p.add_argument("--image-size", type=int, help="student and teacher input size (default: the preset's)")
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="student and teacher")
+    p.add_argument("--classes", choices=("2", "3", "all"), default="2",
+                   help="lesion classes: 2 hyperplastic/adenoma, 3 + adenocarcinoma (NICE 1/2/3); no_lesion kept")
+    p.add_argument("--metric", choices=METRICS, default="class_auc", help="figure compared in the tables")
+    p.add_argument("--n-boot", type=int)
+    p.add_argument("--table-only", action="store_true", help="rebuild the tables from finished runs; train nothing")
+    p.add_argument("--sweep", metavar="GRID", help='validation-only sweep of PaGKD, e.g. "pro_weight=0.1,1;'
+                   'den_weight=0.1,1;lr=1e-4,1e-3" (distill keys); writes <out>/sweep.md, no test predictions')
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.distill", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny data and 1 step per stage (smoke test)")
-    add_config_arguments(p, "training config the rows start from", "optim.epochs=3",
-                         default_config="configs/synthetic_small.yaml")
-    p.add_argument("--data", help="dataset root (default: generated under --out)")
-    p.add_argument("--out", default="runs/bench_distill")
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma list from {','.join(ROWS)}")
-    p.add_argument("--n-boot", type=int, default=1000)
-    args = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    rows = [r for r in args.rows.split(",") if r]
-    unknown = [r for r in rows if r not in ROWS]
-    if unknown:
-        print(f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}", file=sys.stderr)
+    preset = PRESETS["smoke" if args.quick else args.preset]
+    rows = (args.rows or preset["rows"]).split(",")
+    regimes = [r for r in args.regime.split(",") if r]
+    bad = [r for r in rows if r not in ROWS] + [r for r in regimes if r not in REGIMES]
+    if bad:
+        print(f"error: unknown row/regime {', '.join(bad)}; rows: {', '.join(ROWS)}; regimes: "
+              f"{', '.join(REGIMES)}", file=sys.stderr)
         return 2
-    t0, out = time.time(), Path(args.out)
-    root = Path(args.data) if args.data else out / "data"
-    if not args.data:
-        ensure_data(root, args.quick)
-    base = [f"data.root={root}", f"run.out_dir={out}", *(QUICK if args.quick else FULL), *args.overrides]
-    cfg = load_config(args.config, base)
-    n_boot = 50 if args.quick else args.n_boot
-    data = prepare(cfg, cfg.run.out_dir, progress=False)  # decoded once, shared by every run
+    size, stride = args.image_size or preset["size"], args.output_stride or preset["stride"]
+    out = Path(args.out or f"runs/bench_distill/{'smoke' if args.quick else args.preset}-"
+               f"{args.classes}cls-{size}px-os{stride}")
+    if args.data:
+        root = Path(args.data)
+    else:
+        root = out.parent / f"data-{preset['data']}-{args.classes}cls"
+        ensure_data(root, preset["data"], CLASS_SETS.get(args.classes))
+    t0 = time.time()
+    base = [*COMMON, *preset["set"], f"data.image_size={size}", f"student.output_stride={stride}",
+            f"teacher.output_stride={stride}", f"data.root={root}", f"run.out_dir={out}"]
+    cfg = load_config(args.config, [*base, *args.overrides])
+    classes = class_list(args.classes, root, cfg.data.layout)
+    if classes:
+        cfg.data.classes = classes
+    data = prepare(cfg, out, progress=False)  # decoded once, shared by every run; writes <out>/splits.json
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(cfg.data.folds))
+    seeds = [int(s) for s in (args.seeds or preset["seeds"]).split(",")]
+    n_wli = len(data.for_config(cfg).part("train", "WLI"))
+    plan = Plan(cfg, seeds, folds, args.few_lesions or preset["few"], math.ceil(n_wli / cfg.optim.batch_size))
+    n_boot = args.n_boot or preset["n_boot"]
     meta = {
-        "command": ("python -m benchmarks.distill " + shlex.join(argv if argv is not None else sys.argv[1:])).strip(),
-        "machine": f"2-core CPU dev machine ({platform.machine()}, {torch.get_num_threads()} torch threads), "
-        f"torch {torch.__version__}",
-        "folds": cfg.data.folds,
-        "config": cfg.to_dict(),
-        "synthetic": True,
+        "command": "python -m benchmarks.distill " + shlex.join(argv),
+        "machine": f"{platform.machine()} {'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() and cfg.run.device != 'cpu' else 'CPU'}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "data": f"{root}",
+        "classes": "classes " + ", ".join(data.class_names),
+        "student": f"{cfg.student.backbone} at {size} px, output stride {stride}, {cfg.optim.epochs} epochs",
     }
-    folds = [
-        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=f)) for f in range(cfg.data.folds)
-    ]
-    for fcfg in folds:
-        print(f"fold {fcfg.data.fold + 1}/{cfg.data.folds}: teacher", flush=True)
-        train_stage(fcfg, "teacher", resume=True, data=data)
-    results = {
-        "nbi_teacher": {
-            "label": "NBI teacher (tested on NBI)",
-            "paired": False,
-            **row_result(cfg, "teacher", n_boot, data),
-        }
-    }
-    # Row by row over all folds, writing the table after each: an interrupted run still reports
-    # its finished rows, and a rerun resumes the rest.
-    for name in rows:
-        for fcfg in folds:
-            print(f"fold {fcfg.data.fold + 1}/{cfg.data.folds}: {name}", flush=True)
-            train_stage(
-                dataclasses.replace(fcfg, distill=dataclasses.replace(fcfg.distill, **ROWS[name][1])),
-                "student",
-                resume=True,
-                name=name,
-                data=data,
-            )
-        rcfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, **ROWS[name][1]))
-        results[name] = {
-            "label": ROWS[name][0],
-            "paired": ROWS[name][2],
-            **row_result(rcfg, name, n_boot, data),
-        }
+
+    def tables(resamples: int = n_boot) -> None:
+        from benchmarks.distill_tables import regime_table
+
         meta["minutes"] = (time.time() - t0) / 60
-        (out / "table.md").write_text(markdown(results, meta))
-        (out / "results.json").write_text(json.dumps({"rows": results, "meta": meta}, indent=1) + "\n")
-    print(markdown(results, meta))
+        suffix = "" if args.metric == "class_auc" else f"-{args.metric}"
+        for regime in regimes:
+            md, res = regime_table(plan, regime, rows, args.metric, resamples, meta)
+            (out / f"table-{regime}{suffix}.md").write_text(md)
+            (out / f"results-{regime}{suffix}.json").write_text(
+                json.dumps({"rows": res, "meta": meta, "config": cfg.to_dict(), "synthetic": True}, indent=1) + "\n")
+
+    try:
+        if args.sweep:
+            from benchmarks.distill_sweep import parse_grid, run_sweep
+
+            md = run_sweep(plan, parse_grid(args.sweep), data, log=lambda m: print(m, flush=True))
+            md += f"\nCommand: `{meta['command']}`; {meta['machine']}; wall time {(time.time() - t0) / 60:.1f} min.\n"
+            (out / "sweep.md").write_text(md)
+            print(md)
+            return 0
+        if not args.table_only:
+            # Interim tables after each (seed, regime) block use fewer resamples (they are
+            # overwritten); the final one below uses --n-boot.
+            execute(plan, regimes, rows, data, after_block=lambda: tables(min(n_boot, 200)),
+                    log=lambda m: print(m, flush=True))
+        tables()
+    except (ValueError, FileExistsError, ConfigError) as e:  # e.g. a finished run made with other options
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for regime in regimes:
+        print((out / f"table-{regime}{'' if args.metric == 'class_auc' else '-' + args.metric}.md").read_text())
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`python -m pagkd_core <command>`: train-teacher, train, evaluate, export, synth-images, synth-video.
+"""`python -m pagkd_core <command>`: train-teacher, train, evaluate, export, synth-images, synth-frames,
+synth-video.
 
 Every training command takes `--config FILE` and any number of `--set section.key=value`.
 Errors in the input are one line on stderr with a non-zero exit (set PAGKD_DEBUG=1 for a traceback).
@@ -46,7 +47,7 @@ def cmd_train(args, argv: list[str]) -> int:
         if best:
             v = best["val"]
             print(
-                f"fold {fold}: best epoch {best['epoch']}  val AUC {v['auc']:.4f}  acc {v['accuracy']:.4f}  "
+                f"fold {fold}: best epoch {best['epoch']}  val score {v['score']:.4f}  acc {v['accuracy']:.4f}  "
                 f"-> {out}"
             )
     return 0
@@ -54,16 +55,19 @@ def cmd_train(args, argv: list[str]) -> int:
 
 def cmd_evaluate(args, argv) -> int:
     from pagkd_core.evaluate import evaluate
-    from pagkd_core.report import fmt
+    from pagkd_core.report import fmt, grad_norm_table, metric_rows
 
     cfg = load_config(args.config, args.overrides)
     stage = "teacher" if args.teacher else args.name
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     s = evaluate(cfg, stage, folds, args.out, n_boot=args.n_boot)
     m, ci = s["metrics"], s["ci95"]
-    print(f"{stage} on {s['modality']}: {s['n_images']} images, {s['n_lesions']} lesions (synthetic)")
-    for k in ("accuracy", "precision", "recall", "specificity", "f1", "auc"):
-        print(f"  {k:12s} {fmt(m[k], ci[k])}")
+    print(f"{stage} on {s['modality']}: {s['n_images']} images, {s['n_lesions']} lesions (synthetic); "
+          f"95% CI by {s['bootstrap']['unit']} bootstrap")
+    for k, label in metric_rows(s):
+        print(f"  {label:60s} {fmt(m[k], ci.get(k))}")
+    for line in grad_norm_table(s.get("grad_norm") or {}):
+        print(f"  {line}" if line else "")
     return 0
 
 
@@ -84,7 +88,7 @@ def cmd_export(args, argv) -> int:
     model = model_from_config(cfg.student, len(info["class_names"]), cfg.distill.embed_dim, pretrained=False)
     load_weights(src / "best.safetensors", {"model": model})
     metrics = {
-        "validation": {k: info["val"][k] for k in ("auc", "accuracy", "f1", "n")},
+        "validation": {k: info["val"][k] for k in ("auc", "class_auc", "accuracy", "macro_f1", "n") if k in info["val"]},
         "epoch": info["epoch"],
     }
     if args.report:
@@ -116,13 +120,52 @@ def cmd_export(args, argv) -> int:
         f"exported {meta['backbone']} student -> {Path(args.out).with_suffix('.safetensors')} (+ .json"
         f"{', .onnx' if not args.no_onnx else ''})"
     )
+    if args.teacher:
+        _export_teacher(cfg, args)
     return 0
+
+
+def _export_teacher(cfg, args) -> None:
+    """The fold's NBI teacher beside the exported student (<out>.nbi.*, same format with
+    "modality": "NBI"): the runtime loads it from there for the NBI frames of a stream."""
+    from pagkd_core.checkpoint import load_weights
+    from pagkd_core.export import export_student, teacher_stem
+    from pagkd_core.models import model_from_config
+    from pagkd_core.train import stage_dir
+
+    src = stage_dir(cfg, "teacher")
+    if not (src / "best.json").is_file():
+        raise FileNotFoundError(f"no trained teacher in {src} (expected best.json); run "
+                                f"`python -m pagkd_core train-teacher` with the same config, or drop --teacher")
+    info = json.loads((src / "best.json").read_text())
+    model = model_from_config(cfg.teacher, len(info["class_names"]), cfg.distill.embed_dim, pretrained=False)
+    load_weights(src / "best.safetensors", {"model": model})
+    command = src / "command.txt"
+    stem = teacher_stem(args.out)
+    export_student(
+        model,
+        stem,
+        class_names=info["class_names"],
+        input_size=cfg.data.image_size,
+        config_hash=cfg.hash(),
+        metrics={"validation": info.get("val", {}), "epoch": info.get("epoch")},
+        train_command=command.read_text().strip() if command.is_file() else "",
+        fp16=args.fp16,
+        onnx=not args.no_onnx,
+        extra={"role": "teacher", "fold": cfg.data.fold},
+        modality="NBI",
+    )
+    print(f"exported the NBI teacher -> {stem}.safetensors (+ .json)")
+
+
+SYNTH_COMMANDS = ("synth-images", "synth-frames", "synth-video")  # parsed by pagkd_core.synth
 
 
 def cmd_synth(argv) -> int:
     from pagkd_core.synth.cli import main as synth_main
 
-    return int(synth_main(["images" if argv[0] == "synth-images" else "video", *argv[1:]]) or 0)
+    mode = {"synth-images": "images", "synth-frames": "frames"}.get(argv[0], "video")
+    return int(synth_main([mode, *argv[1:]]) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,8 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--report", help="evaluate's report.json whose pooled test metrics go into the metadata")
     p.add_argument("--train-command", help="reproduce command to record (default: the recorded ones)")
+    p.add_argument("--teacher", action="store_true",
+                   help="also export the fold's NBI teacher beside the student (<out>.nbi.*) for NBI frames")
     p.set_defaults(func=cmd_export)
-    for name in ("synth-images", "synth-video"):  # parsed by pagkd_core.synth (see main)
+    for name in SYNTH_COMMANDS:  # parsed by pagkd_core.synth (see main)
         sub.add_parser(name, help=f"synthetic data: see `python -m pagkd_core {name} --help`", add_help=False)
     return parser
 
@@ -164,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] in ("synth-images", "synth-video"):
+    if argv and argv[0] in SYNTH_COMMANDS:
         return cmd_synth(argv)
     args = build_parser().parse_args(argv)
     try:

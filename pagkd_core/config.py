@@ -31,6 +31,9 @@ class DataConfig:
     fold: int = 0
     val_fraction: float = 0.2  # of the training folds' lesions, for model selection
     split_seed: int = 0
+    # Few-labels regime: keep the WLI training images of this many lesions per class (seeded by
+    # split_seed and the fold; whole lesions); 0 = all. NBI data, validation and test untouched.
+    wli_train_lesions: int = 0
     augment: bool = True
     cache: bool = True  # keep resized uint8 images in memory (small datasets)
     workers: int = 0
@@ -75,6 +78,12 @@ class DistillConfig:
     par_iters: int = 10
     par_dilations: tuple[int, ...] = (1, 2, 4, 8)
     use_par: bool = True
+    # image: PAR on the image at half the input resolution, then pooled to the feature grid
+    # (the authors' code); grid: PAR directly on the feature-map grid (this project before).
+    par_placement: str = "image"
+    # Control: WLI class c is grouped with NBI class (c + shift) mod K in the group losses (a
+    # class-swapped teacher; 0 = aligned, the method). Level "group" only.
+    teacher_class_shift: int = 0
     cam_create_graph: bool = False  # [C] builds Grad-CAM with create_graph=True: same losses, more memory
     den_detach_teacher: bool = True  # stop-gradient on GKD-Den's teacher side (prevents token collapse)
     den_heads: int = 1
@@ -89,6 +98,10 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
     threads: int = 0  # torch intra-op threads; 0 = torch default
+    # Every N optimiser steps of an epoch (from its first), the norm of each weighted loss's
+    # gradient on the backbone (history "grad_norm"); extra backward passes on those steps
+    # only; 0 = off. Single process.
+    grad_norm_every: int = 20
     progress: bool = True
 
 
@@ -223,6 +236,7 @@ def validate(cfg: Config) -> None:
         "distill.level": (cfg.distill.level, ("group", "image")),
         "distill.pairing": (cfg.distill.pairing, ("random", "true")),
         "distill.den_loss": (cfg.distill.den_loss, ("l2", "cosine")),
+        "distill.par_placement": (cfg.distill.par_placement, ("image", "grid")),
         "run.device": (cfg.run.device, ("cpu", "cuda", "auto")),
     }
     for key, (value, allowed) in choices.items():
@@ -234,3 +248,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.folds must be at least 2")
     if not 0 < cfg.data.val_fraction < 1:
         raise ConfigError("data.val_fraction must be in (0, 1)")
+    for key, spec in (("student", cfg.student), ("teacher", cfg.teacher)):
+        if spec.output_stride not in (8, 16, 32):
+            raise ConfigError(f"{key}.output_stride={spec.output_stride} is not one of 8, 16, 32")
+    if cfg.distill.teacher_class_shift and cfg.distill.level != "group":
+        raise ConfigError("distill.teacher_class_shift needs distill.level=group (image-level couples share a class)")

@@ -2,6 +2,12 @@
 
 Format `pagkd-student/1` (docs/architecture.md). Loading never unpickles: weights come from
 safetensors, metadata from JSON. fp16 storage halves the file; loading casts back to fp32.
+
+The JSON records the output set (``"outputs"``: the background class, if any, and the lesion
+classes; pagkd_core.outputs) and the modality the model reads (``"modality"``: WLI for a
+student). A fold's NBI teacher is exported the same way beside its student, as
+``<stem>.nbi.{safetensors,json}`` (``teacher_stem``), where the runtime finds it. Files written
+before these keys existed load as before: readers take WLI and no background class then.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from safetensors.torch import load_file, save_file
 
 from pagkd_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pagkd_core.models import LesionNet, build_model
+from pagkd_core.outputs import NO_LESION, output_set
+
+__all__ = ["FORMAT", "NO_LESION", "export_student", "load_student", "teacher_stem"]
 
 FORMAT = "pagkd-student/1"
 _META_KEYS = (
@@ -40,6 +49,18 @@ def _stem(path: str | Path) -> Path:
     return p.with_suffix("") if p.suffix in (".json", ".safetensors", ".onnx") else p
 
 
+def _file(stem: Path, ext: str) -> Path:
+    # Not with_suffix: a stem may hold a dot of its own (the teacher's "<stem>.nbi").
+    return stem.with_name(stem.name + ext)
+
+
+def teacher_stem(student: str | Path) -> Path:
+    """Where the NBI teacher of the student at ``student`` (.json/.safetensors/stem) is exported:
+    ``<stem>.nbi``. One rule for the writer (export --teacher) and the runtime that loads it."""
+    stem = _stem(student)
+    return stem.with_name(stem.name + ".nbi")
+
+
 def export_student(
     model: LesionNet,
     stem: str | Path,
@@ -55,10 +76,15 @@ def export_student(
     fp16: bool = False,
     onnx: bool = True,
     extra: dict | None = None,
+    modality: str = "WLI",
 ) -> dict:
-    """Write the student alone; returns the metadata (with the written file names)."""
+    """Write the student alone (or, with ``modality="NBI"``, a teacher in the same format);
+    returns the metadata (with the written file names)."""
     if len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names for a {model.num_classes}-class model")
+    if modality not in ("WLI", "NBI"):
+        raise ValueError(f"modality must be WLI or NBI, got {modality!r}")
+    outputs = output_set(class_names)  # checks that no_lesion, if there, comes first
     stem = _stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if fp16 else torch.float32
@@ -66,13 +92,15 @@ def export_student(
         k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()
     }
-    save_file(state, str(stem.with_suffix(".safetensors")), metadata={"format": FORMAT})
-    os.chmod(stem.with_suffix(".safetensors"), 0o644)  # safetensors creates 0600; the file is shipped
+    save_file(state, str(_file(stem, ".safetensors")), metadata={"format": FORMAT})
+    os.chmod(_file(stem, ".safetensors"), 0o644)  # safetensors creates 0600; the file is shipped
     meta = {
         "format": FORMAT,
         "backbone": model.backbone_name,
         "num_classes": model.num_classes,
         "class_names": list(class_names),
+        "outputs": outputs,
+        "modality": modality,
         "input_size": [int(input_size), int(input_size)],
         "mean": [float(m) for m in mean],
         "std": [float(s) for s in std],
@@ -88,10 +116,10 @@ def export_student(
     if onnx:
         # The graph is traced from the fp32 model as the file stores it (fp16-rounded if asked),
         # so ONNX and safetensors give the same logits.
-        rounded, _ = load_student(stem.with_suffix(".safetensors"), meta=meta)
-        export_onnx(rounded, stem.with_suffix(".onnx"), input_size)
-        meta["onnx"] = stem.with_suffix(".onnx").name
-    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        rounded, _ = load_student(_file(stem, ".safetensors"), meta=meta)
+        export_onnx(rounded, _file(stem, ".onnx"), input_size)
+        meta["onnx"] = _file(stem, ".onnx").name
+    _file(stem, ".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -101,7 +129,7 @@ def load_student(
     """`path`: the .json, the .safetensors or the stem. Returns (model in eval mode, metadata)."""
     stem = _stem(path)
     if meta is None:
-        js = stem.with_suffix(".json")
+        js = _file(stem, ".json")
         if not js.is_file():
             raise FileNotFoundError(
                 f"student metadata not found: {js} (export writes <stem>.json next to the weights)"
@@ -112,7 +140,9 @@ def load_student(
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"{stem}.json lacks keys: {', '.join(missing)}")
-    weights = stem.with_suffix(".safetensors")
+    if "outputs" in meta and meta["outputs"] != output_set(meta["class_names"]):
+        raise ValueError(f"{stem}.json: outputs {meta['outputs']} do not match class_names {meta['class_names']}")
+    weights = _file(stem, ".safetensors")
     if not weights.is_file():
         raise FileNotFoundError(f"student weights not found: {weights}")
     model = build_model(

@@ -50,7 +50,7 @@ def plot_roc(labels, probs, class_names, path: Path, title: str) -> None:
 
     labels, probs = np.asarray(labels), np.asarray(probs)
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    # Binary: one curve, the second class (adenoma) positive; the other would be its mirror image.
+    # Two classes: one curve, the second class (adenoma) positive; the other would be its mirror image.
     for c in [1] if len(class_names) == 2 else range(len(class_names)):
         pos = labels == c
         if pos.all() or not pos.any():
@@ -67,8 +67,50 @@ def plot_roc(labels, probs, class_names, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+# (metric key, label) in report order; keys absent from a summary (presence_* without a
+# no_lesion class) are skipped.
+ROWS = (
+    ("class_auc", "AUC, lesion classes (lesion frames)"),
+    ("sensitivity", "sensitivity, positive = {pos} (lesion frames)"),
+    ("specificity", "specificity, positive = {pos} (lesion frames)"),
+    ("presence_auc", "AUC, lesion presence (1 - P(no_lesion))"),
+    ("presence_sensitivity", "sensitivity, lesion presence"),
+    ("presence_specificity", "specificity, lesion presence"),
+    ("score", "selection score (mean of presence and class AUC with no_lesion, else class AUC)"),
+    ("accuracy", "accuracy"),
+    ("auc", "AUC, all classes (one-vs-rest macro)"),
+    ("macro_precision", "macro precision"),
+    ("macro_recall", "macro recall"),
+    ("macro_specificity", "macro specificity (mean of per-class one-vs-rest)"),
+    ("macro_f1", "macro F1"),
+)
+
+
+def metric_rows(summary: dict) -> list[tuple[str, str]]:
+    pos = summary.get("positive_class", "positive")
+    return [(k, label.format(pos=pos)) for k, label in ROWS if k in summary["metrics"]]
+
+
+def grad_norm_table(g: dict) -> list[str]:
+    if not g:
+        return []
+    losses = [k for k in g if k != "epochs"]
+    lines = [
+        "",
+        "Gradient norm of each weighted loss on the backbone (training, mean over measured steps and folds):",
+        "",
+        "| epoch | " + " | ".join(losses) + " |",
+        "|---" * (len(losses) + 1) + "|",
+    ]
+    for i, e in enumerate(g["epochs"]):
+        cells = [f"{g[k][i]:.3g}" if math.isfinite(g[k][i]) else "-" for k in losses]
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(summary: dict, title: str) -> str:
     m, ci = summary["metrics"], summary["ci95"]
+    unit = summary["bootstrap"]["unit"]
     lines = [
         f"# Evaluation: {title}",
         "",
@@ -78,17 +120,19 @@ def markdown(summary: dict, title: str) -> str:
             f"Pooled predictions of {len(summary['per_fold'])} fold(s): {summary['n_images']} "
             f"{summary['modality']} images of {summary['n_lesions']} lesions. "
             f"Classes: {', '.join(summary['class_names'])}. "
-            f"95% intervals: bootstrap over lesions ({summary['bootstrap']['n']} resamples)."
+            f"95% intervals: bootstrap over {unit}s ({summary.get('n_units', '?')} {unit}s, "
+            f"{summary['bootstrap']['n']} resamples). Positive class set: {summary.get('positive_class', '?')}."
         ),
         "",
         "| metric | value (%) [95% CI] |",
         "|---|---|",
     ]
-    for name in ("accuracy", "precision", "recall", "specificity", "f1", "auc"):
-        lines.append(f"| {name} | {fmt(m[name], ci[name])} |")
-    lines += ["", "Per fold (not pooled):", "", "| fold | n | accuracy | AUC |", "|---|---|---|---|"]
+    for name, label in metric_rows(summary):
+        lines.append(f"| {label} | {fmt(m[name], ci.get(name))} |")
+    lines += ["", "Per fold (not pooled):", "", "| fold | n | accuracy | class AUC |", "|---|---|---|---|"]
     for f, fm in summary["per_fold"].items():
-        lines.append(f"| {f} | {fm['n']} | {fmt(fm['accuracy'])} | {fmt(fm['auc'])} |")
+        lines.append(f"| {f} | {fm['n']} | {fmt(fm['accuracy'])} | {fmt(fm['class_auc'])} |")
+    lines += grad_norm_table(summary.get("grad_norm") or {})
     lines += ["", "![confusion matrix](confusion.png) ![ROC](roc.png)", ""]
     return "\n".join(lines)
 

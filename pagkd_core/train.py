@@ -9,7 +9,6 @@ the validation split) and config.json.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -99,8 +98,10 @@ def resume_key(config: dict, stage: str) -> str:
     key["seed"] = config["run"]["seed"]
     for section in key.values():
         if isinstance(section, dict):
-            for volatile in ("epochs", "root", "workers", "cache", "csv", "fold"):
+            for volatile in ("epochs", "root", "workers", "cache", "csv", "fold", "grad_norm_every"):
                 section.pop(volatile, None)
+    if stage == "teacher":
+        key["data"].pop("wli_train_lesions", None)  # the teacher never sees WLI images
     return json.dumps(key, sort_keys=True)
 
 
@@ -121,11 +122,26 @@ def validate(model: LesionNet, data: FoldData, modality: str, cfg: Config, devic
     # DataLoader draws a seed from it): resume and every rank then see the same draws.
     with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
         probs, labels = predict(model, val, device, batch_size=max(cfg.optim.batch_size, 32))
-    m = classification_metrics(labels, probs)
+    m = classification_metrics(labels, probs, data.class_names)
     m["loss"] = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)))
-    # Selection score: AUC when defined (all classes in the split), else accuracy; less loss breaks ties.
-    m["score"] = m["auc"] if math.isfinite(m["auc"]) else m["accuracy"]
+    # Selection score (pagkd_core.metrics): the lesion-class AUC, averaged with the lesion-presence
+    # AUC when a no_lesion class exists; accuracy when undefined; less loss breaks ties.
+    if not math.isfinite(m["score"]):
+        m["score"] = m["accuracy"]
     return m
+
+
+def grad_norms(losses: dict[str, torch.Tensor], weights: dict[str, float], params: list) -> dict[str, float]:
+    """L2 norm of each *weighted* loss's gradient on `params` (the backbone), without touching
+    .grad: what each loss contributes to the backbone's update. Extra backward passes, so the
+    trainer calls it every run.grad_norm_every steps only."""
+    out = {}
+    for name, loss in losses.items():
+        if not loss.requires_grad:
+            continue
+        grads = torch.autograd.grad(weights[name] * loss, params, retain_graph=True, allow_unused=True)
+        out[name] = float(torch.sqrt(sum(g.float().pow(2).sum() for g in grads if g is not None)))
+    return out
 
 
 def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
@@ -171,11 +187,15 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     return model, objective.to(d.device), modules, optim, loader
 
 
-def end_epoch(state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, steps, t0, rngs) -> None:
+def end_epoch(state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, steps, t0, rngs,
+              gnorms: dict[str, list[float]]) -> None:
     """Validate, keep the best model (validation split only), write the resumable checkpoint."""
     val = validate(model, data, modality, cfg, next(model.parameters()).device)
     train = {k: v / max(steps, 1) for k, v in sums.items()}
     record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 2), "val": val, "train": train}
+    if gnorms:
+        record["grad_norm"] = {k: float(np.mean(v)) for k, v in gnorms.items()}
+        record["grad_norm_steps"] = max(len(v) for v in gnorms.values())
     state["history"].append(record)
     best = state["best"]
     if best is None or (val["score"], -val["loss"]) > (best["val"]["score"], -best["val"]["loss"]):
@@ -218,7 +238,7 @@ def train_stage(
     out = stage_dir(cfg, "teacher" if stage == "teacher" else name)
     if data is None:
         data = prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress and d.main)
-    data = dataclasses.replace(data, fold=cfg.data.fold)
+    data = data.for_config(cfg)
     model, objective, modules, optim, loader = build_stage(cfg, stage, data, d)
     optimizer = torch.optim.Adam(param_groups(modules, optim.lr, cfg.distill.lr), lr=optim.lr,
                                  weight_decay=optim.weight_decay)
@@ -232,6 +252,7 @@ def train_stage(
         "class_names": data.class_names,
         "stage": stage,
         "world_size": d.world,
+        "distill": None,
     }
     if (out / "last.json").is_file():
         if not resume:
@@ -247,24 +268,33 @@ def train_stage(
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     step_fn, weights = ddp.wrap(objective, d), loss_weights(cfg)
     distiller = getattr(objective, "distiller", None)  # the teacher's objective has none
+    if distiller is not None:
+        state["distill"] = distiller.describe()
+        log.info("%s: distiller %s", out, state["distill"])
+    # Per-loss gradient norms: single process only (extra backward passes outside DDP's reducer).
+    every = cfg.run.grad_norm_every if d.world == 1 else 0
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     for epoch in range(state["epoch"], optim.epochs):
         loader.batch_sampler.set_epoch(epoch)
         distill_on = epoch >= cfg.distill.warmup_epochs
         objective.train()
-        sums, t0 = {}, time.time()
+        sums, gnorms, t0 = {}, {}, time.time()
         bar = tqdm(
             loader,
             desc=f"{out.name} epoch {epoch + 1}/{optim.epochs}",
             leave=False,
             disable=not (cfg.run.progress and d.main),
         )
-        for x, partner, y in bar:
+        for i, (x, partner, y) in enumerate(bar):
             losses = step_fn(x.to(d.device), partner.to(d.device), y.to(d.device), distill_on)
             loss = sum(weights[k] * v for k, v in losses.items())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss at epoch {epoch + 1}: { {k: float(v) for k, v in losses.items()} }"
                 )
+            if every and i % every == 0:  # from each epoch's first step, so every epoch has a figure
+                for k, v in grad_norms(losses, weights, backbone).items():
+                    gnorms.setdefault(k, []).append(v)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -276,7 +306,8 @@ def train_stage(
         rngs = ddp.gather(rng_state(), d)
         if d.main:
             end_epoch(
-                state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, len(loader), t0, rngs
+                state, epoch, model, modules, optimizer, data, modality, cfg, out, sums, len(loader), t0, rngs,
+                gnorms,
             )
         ddp.barrier(d)
     ddp.check_in_sync(model, d)

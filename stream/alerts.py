@@ -1,15 +1,28 @@
 """Alert state machine: turns smoothed probabilities into a call a clinician can act on.
 
-Per frame the machine is in one of three states:
+Per frame the machine is in one of these states:
   * a class label (e.g. ``adenoma``): the top class has held confidence >= ``threshold`` for at
     least ``min_frames`` frames and ``min_duration_s`` seconds, and is kept while its confidence
     stays >= ``threshold - hysteresis`` (so it does not flicker at the threshold);
   * ``uncertain``: no label is held and the top confidence lies in the uncertain band
     ``[uncertain_low, threshold)`` - the model is torn, say so rather than guess;
   * ``no call``: nothing to say - confidence below the band, or a label still waiting out its
-    minimum duration (withholding short bursts removes most false alarms).
-``alert`` is true while the state is one of ``alert_classes`` (default: every class but the
-first, i.e. the neoplastic NICE 2/3 classes).
+    minimum duration (withholding short bursts removes most false alarms);
+  * ``no lesion`` (only for a model with a ``no_lesion`` output, pagkd_core.outputs): no lesion
+    is in view. No alert, and none of the states above, so an empty stretch of colon reads
+    quietly instead of flickering between "uncertain" and "no call".
+``alert`` is true while the state is one of ``alert_classes`` (default: every lesion class but
+the first, i.e. the neoplastic NICE 2/3 classes).
+
+A model with a ``no_lesion`` output is read in two steps. Presence: P(lesion) = 1 - P(no_lesion)
+must reach ``presence`` to enter "a lesion is in view" and stays there down to
+``presence - presence_hysteresis`` (hysteresis, so one noisy frame neither starts nor ends a
+lesion). Class: while a lesion is in view, the lesion-class probabilities are renormalised over
+the lesion classes (P(class | lesion)) and go through the label / uncertain / no-call logic
+above; ``confidence`` is then that renormalised top-class value. Why renormalise: a lesion half
+in view has P(lesion) ~ 0.6, and its class must not look "uncertain" only because part of the
+mass sits on the background. Leaving the lesion drops the held label: the next lesion needs its
+own call.
 """
 from __future__ import annotations
 
@@ -19,8 +32,19 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
+from pagkd_core.outputs import background_index, lesion_classes
+
 UNCERTAIN = "uncertain"
 NO_CALL = "no call"
+NO_LESION_STATE = "no lesion"  # the model's no_lesion output says nothing is in view
+NBI_NOT_ANALYSED = "NBI: not analysed"  # an NBI frame with no NBI model beside the student (stream.routing)
+QUIET_STATES = (NO_CALL, NO_LESION_STATE, NBI_NOT_ANALYSED)  # states with nothing to act on
+
+
+def shown_state(state: str, modality: str = "WLI") -> str:
+    """A state as people read it (overlay, UI): a call on an NBI frame, made by the NBI teacher
+    and not the student, says so."""
+    return f"NBI: {state}" if modality == "NBI" and not state.startswith("NBI") else state
 
 
 @dataclass(frozen=True)
@@ -31,7 +55,9 @@ class AlertConfig:
     uncertain_low: float = 0.5       # confidence in [uncertain_low, threshold) is "uncertain"
     min_frames: int = 3              # consecutive confident frames before a label is shown
     min_duration_s: float = 0.0      # ... and at least this long (both must hold)
-    alert_classes: tuple[str, ...] | None = None  # None: all classes but the first
+    alert_classes: tuple[str, ...] | None = None  # None: all lesion classes but the first
+    presence: float = 0.5            # with a no_lesion output: P(lesion) that enters "lesion in view"
+    presence_hysteresis: float = 0.15  # ... kept down to presence - presence_hysteresis
 
     def __post_init__(self):
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -50,14 +76,30 @@ class AlertConfig:
             raise ValueError(f"uncertain_low must be in [0, threshold], got {self.uncertain_low}")
         if self.min_frames < 1 or self.min_duration_s < 0:
             raise ValueError("min_frames must be >= 1 and min_duration_s >= 0")
-        unknown = set(self.alert_classes or ()) - set(self.class_names)
+        if not 0 < self.presence <= 1 or not 0 <= self.presence_hysteresis < self.presence:
+            raise ValueError("presence must be in (0, 1] and presence_hysteresis in [0, presence)")
+        lesions = lesion_classes(self.class_names)
+        unknown = set(self.alert_classes or ()) - set(lesions)
         if unknown:
-            raise ValueError(f"alert_classes {sorted(unknown)} are not among {list(self.class_names)}")
+            raise ValueError(f"alert_classes {sorted(unknown)} are not among the lesion classes {lesions}")
+
+    @property
+    def background(self) -> int | None:
+        """Index of the no_lesion output, None for a lesion-only model."""
+        return background_index(self.class_names)
 
     @property
     def alert_indices(self) -> frozenset[int]:
-        names = self.alert_classes if self.alert_classes is not None else self.class_names[1:]
+        names = self.alert_classes if self.alert_classes is not None else lesion_classes(self.class_names)[1:]
         return frozenset(self.class_names.index(n) for n in names)
+
+    def alert_probability(self, probs: Sequence[float]) -> float:
+        """P(an alert class), given a lesion is in view when the model has a no_lesion output
+        (the quantity the threshold acts on for two lesion classes; the UI's timeline)."""
+        p = np.asarray(probs, dtype=np.float64)
+        bg = self.background
+        mass = float(p.sum()) if bg is None else 1.0 - float(p[bg])
+        return float(p[sorted(self.alert_indices)].sum()) / max(mass, 1e-9)
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -69,9 +111,9 @@ class AlertConfig:
 
 @dataclass
 class AlertState:
-    state: str                 # a class name, "uncertain" or "no call"
+    state: str                 # a class name, "uncertain", "no call" or "no lesion"
     label: int | None          # index of the called class, None unless a label is held
-    confidence: float          # top-class smoothed confidence this frame
+    confidence: float          # top-class smoothed confidence (over the lesion classes; P(no lesion) in "no lesion")
     alert: bool
     since: float | None        # time the current state began
     changed: bool = False      # the state differs from the previous frame's
@@ -98,11 +140,15 @@ class AlertMachine:
         return self.cfg
 
     def reset(self) -> None:
-        self._held: int | None = None          # label currently shown
+        self._present = False                  # a lesion is in view (no_lesion models only)
+        self._clear_call()
+        self._last: AlertState | None = None
+
+    def _clear_call(self) -> None:
+        self._held: int | None = None          # label currently shown (index into the model's classes)
         self._cand: int | None = None          # label waiting out its minimum duration
         self._cand_since: float | None = None
         self._cand_frames = 0
-        self._last: AlertState | None = None
 
     def update(self, smoothed: Sequence[float], t: float | None = None) -> AlertState:
         p = np.asarray(smoothed, dtype=np.float64)
@@ -110,6 +156,16 @@ class AlertMachine:
             cfg = self.cfg
             if p.shape != (len(cfg.class_names),):
                 raise ValueError(f"expected {len(cfg.class_names)} class probabilities, got shape {p.shape}")
+            bg = cfg.background
+            if bg is not None:
+                p_lesion = 1.0 - float(p[bg])
+                enter = cfg.presence - (cfg.presence_hysteresis if self._present else 0.0)
+                self._present = p_lesion >= enter
+                if not self._present:
+                    self._clear_call()
+                    return self._emit(NO_LESION_STATE, None, float(p[bg]), False, t)
+                # The class call is made among the lesion classes, P(class | lesion in view).
+                p = np.where(np.arange(p.size) == bg, 0.0, p) / max(p_lesion, 1e-9)
             top = int(p.argmax())
             conf = float(p[top])
             # a held label survives down to the exit threshold (hysteresis)
@@ -126,6 +182,14 @@ class AlertMachine:
             else:
                 name, label = NO_CALL, None
             return self._emit(name, label, conf, label is not None and label in cfg.alert_indices, t)
+
+    def not_analysed(self, t: float | None = None) -> AlertState:
+        """A frame no model read (an NBI frame without an NBI model): state "NBI: not analysed",
+        and the call is dropped - when analysis resumes, a call needs fresh evidence."""
+        with self._lock:
+            self._present = False
+            self._clear_call()
+            return self._emit(NBI_NOT_ANALYSED, None, 0.0, False, t)
 
     def _track_candidate(self, cand: int | None, t: float | None) -> None:
         if cand is None:

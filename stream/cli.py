@@ -63,6 +63,14 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
         const=False,
         help="feed the whole frame instead of the detected endoscope field",
     )
+    p.add_argument(
+        "--no-detect-modality",
+        dest="detect_modality",
+        action="store_const",
+        const=False,
+        help="treat every frame as WLI (default: NBI frames are told apart and kept from the student)",
+    )
+    p.add_argument("--nbi-teacher", help="NBI model for NBI frames: auto (<student>.nbi.json), none, or a path")
     p.add_argument("--record", help="annotated video (.mp4 fragmented, .ts, .mkv): survives a kill")
     p.add_argument("--record-raw", help="raw video, same formats")
     p.add_argument("--predictions", help="per-frame JSONL log")
@@ -116,6 +124,8 @@ _CFG_KEYS = (
     "min_frames",
     "min_duration_s",
     "detect_area",
+    "detect_modality",
+    "nbi_teacher",
     "record",
     "record_raw",
     "predictions",

@@ -30,8 +30,12 @@ class PipelineConfig:
     uncertain_low: float = 0.5
     min_frames: int = 3
     min_duration_s: float = 0.0
+    presence: float = 0.5  # no_lesion students: P(lesion) that enters "lesion in view" (stream.alerts)
+    presence_hysteresis: float = 0.15
     detect_area: bool = True  # crop to the endoscope's content area
     detect_every: int = 15  # frames between content-area checks
+    detect_modality: bool = True  # tell NBI frames from WLI (stream.modality); NBI never reaches the student
+    nbi_teacher: str = "auto"  # NBI model: auto (<student>.nbi.json if exported) | none | a path
     preprocess_backend: str = "auto"  # auto (cv2 on CPU, torch on GPU) | cv2 | torch
     annotate: bool = True  # draw overlays for recording / display callbacks
     record: str = ""  # annotated video (.mp4 fragmented, .ts, .mkv)
@@ -43,7 +47,8 @@ class PipelineConfig:
     def alert_params(self) -> dict:
         return {
             k: getattr(self, k)
-            for k in ("threshold", "hysteresis", "uncertain_low", "min_frames", "min_duration_s")
+            for k in ("threshold", "hysteresis", "uncertain_low", "min_frames", "min_duration_s", "presence",
+                      "presence_hysteresis")
         }
 
 

@@ -1,4 +1,5 @@
-"""The runtime: source -> preprocess -> batcher -> engine -> smoother/alerts -> sinks.
+"""The runtime: source -> route (content area, modality) -> preprocess -> batcher -> engine
+-> smoother/alerts -> sinks.
 
     pipe = Pipeline(PipelineConfig(predictions="run.jsonl"), on_result=print)
     pipe.add_stream("clip.mp4")      # or a device, URL, folder, "demo"; several streams share the engine
@@ -7,11 +8,13 @@
     pipe.start(); pipe.pause(); pipe.set_params(smoothing="hmm:stay=0.98", threshold=0.8); pipe.stop()
 
 Threads and queues (each bounded, each stage timed into ``pipe.stats``):
-  ingest (one per stream): next frame -> preprocess -> batcher.submit. At most ``inflight``
+  ingest (one per stream): next frame -> route -> preprocess -> batcher.submit. The router
+      (stream.routing) sends WLI frames to the student and NBI frames to the NBI teacher exported
+      beside it, or, without one, straight to post as "NBI: not analysed". At most ``inflight``
       frames per stream are between source and result; for a live source the reader thread
       keeps only the newest frame meanwhile, so lag cannot build up, and drops are counted;
       a file replayed as fast as possible is decoded a few frames ahead in its own thread.
-  batcher (stream.batching): collects up to ``batch`` frames or ``max_wait_ms`` -> engine.infer.
+  batcher (stream.batching, one per model): up to ``batch`` frames or ``max_wait_ms`` -> engine.infer.
   post: softmax -> smoother -> alert machine -> prediction log, overlay, recorder, callbacks.
   pass-through (live sources only, in the reader thread): every frame is annotated with the
       newest result at once and handed to the display/recorder, so the video never waits.
@@ -19,7 +22,6 @@ Threads and queues (each bounded, each stage timed into ``pipe.stats``):
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -30,11 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from stream.alerts import AlertConfig, AlertMachine
-from stream.batching import DynamicBatcher
 from stream.config import PipelineConfig, bundled_model
 from stream.frame import Frame
-from stream.preprocess import Preprocessor
-from stream.result import Result, softmax
+from stream.lanes import open_engine
+from stream.result import Result
+from stream.routing import InOrder, ModalityRouter
 from stream.sinks import Annotation, LatencyStats, PassThroughOverlay, PredictionLog, Recorder, draw_overlay
 from stream.smoothing import build_smoother, parse_spec
 from stream.sources import Source, SourceError, open_source
@@ -62,6 +64,7 @@ class _Stream:
     recorder: Recorder | None = None
     raw_recorder: Recorder | None = None
     passthrough: bool = False
+    order: InOrder | None = None  # results handed to post in frame order, whichever model read them
     thread: threading.Thread | None = None
     taken: int = 0
     done: bool = False
@@ -75,44 +78,21 @@ class Pipeline:
         engine=None,
         on_result: Callable[[Result], None] | None = None,
         on_display: Callable[[Frame, np.ndarray], None] | None = None,
+        teacher=None,
     ):
+        """``engine``: the student's engine (default: built as ``cfg`` says); ``teacher``: an NBI
+        model's engine (default: ``cfg.nbi_teacher``, i.e. the one exported beside the student)."""
         self.cfg = cfg = cfg or PipelineConfig()
-        if engine is None:
-            from stream.engines import build_engine, resolve_device
-
-            # On CPU the engine gets half the cores by default: decoding and preprocessing run
-            # beside it, and extra intra-op threads only spin (measured: docs/stream.md).
-            # Thread counts are a CPU notion; the CUDA engines take none.
-            threads = {}
-            if resolve_device(cfg.device) == "cpu":
-                threads = {"threads": cfg.threads or max(1, (os.cpu_count() or 2) // 2)}
-            engine = build_engine(
-                cfg.engine,
-                cfg.model or bundled_model(),
-                device=cfg.device,
-                max_batch=cfg.batch,
-                precision=cfg.precision,
-                **threads,
-            )
-        self.engine = engine
-        self.class_names = list(engine.class_names)
-        meta = engine.source.meta
-        self.pre = Preprocessor(
-            engine.input_size,
-            meta["mean"],
-            meta["std"],
-            device=engine.device,
-            detect=cfg.detect_area,
-            detect_every=cfg.detect_every,
-            backend=cfg.preprocess_backend,
-        )
+        self.engine = engine if engine is not None else open_engine(cfg, cfg.model or bundled_model())
+        self.class_names = list(self.engine.class_names)
+        self.router = ModalityRouter(cfg, self.engine, teacher)
+        self.pre = self.router.student.pre
         self.stats = LatencyStats()
         self.result_callbacks = [on_result] if on_result else []
         self.display_callbacks = [on_display] if on_display else []
         self.overlay = PassThroughOverlay([self._emit_display])
         self.log = PredictionLog(cfg.predictions) if cfg.predictions else None
         self.streams: dict[str, _Stream] = {}
-        self._batcher: DynamicBatcher | None = None
         self._post_q: queue.Queue = queue.Queue()
         self._post_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -156,6 +136,7 @@ class Pipeline:
         if cfg.record_raw:
             st.raw_recorder = Recorder(_sibling(cfg.record_raw, sid, first), fps=fps, lossless=not live)
         st.passthrough = passthrough
+        st.order = InOrder(lambda f, sid=sid: self._post_q.put((sid, f)))
         if passthrough:
             # Pass-through path: runs in the reader thread for every frame, never waits on inference.
             source.taps.append(self._passthrough)
@@ -171,12 +152,8 @@ class Pipeline:
         if not self.streams:
             raise ValueError("add at least one stream before start()")
         self._started, self.t_start = True, time.monotonic()
-        self._batcher = DynamicBatcher(
-            self.engine.infer,
-            max_batch=self.cfg.batch,
-            max_wait_ms=self.cfg.max_wait_ms,
-            max_queue=max(8, sum(s.inflight for s in self.streams.values()) + 8),
-        )
+        queue_size = max(8, sum(s.inflight for s in self.streams.values()) + 8)
+        self.router.start(self.cfg.batch, self.cfg.max_wait_ms, queue_size)
         self._post_thread = threading.Thread(target=self._post_loop, name="post", daemon=True)
         self._post_thread.start()
         for st in self.streams.values():
@@ -248,8 +225,7 @@ class Pipeline:
                 st.thread.join(timeout=10)
             if not st.live:
                 st.source.close()
-        if self._batcher is not None:
-            self._batcher.close()
+        self.router.close()
         self._post_q.put(None)
         if self._post_thread is not None:
             self._post_thread.join(timeout=10)
@@ -305,16 +281,13 @@ class Pipeline:
                         pass  # replay waits for resume and then goes on with this very frame
                 if st.raw_recorder is not None and not st.passthrough:
                     st.raw_recorder.write(frame)
-                x = self.pre([frame])[0]
-                if x.device.type == "cpu":
-                    x = x.numpy()  # the batcher then stacks with numpy, not torch's OpenMP pool
+                lane, x = self.router.prepare(frame)
                 self.stats.add("preprocess", (time.perf_counter() - t1) * 1e3)
                 with self._cv:
                     self._pending += 1
                 st.taken += 1
-                fut = self._batcher.submit(x, st.sid, meta=frame)
-                # Runs on the batcher thread when the engine is done (or failed) with this frame.
-                fut.add_done_callback(lambda f, sid=st.sid: self._post_q.put((sid, f)))
+                # To post when the engine is done (or failed) with it and with the frames before it.
+                st.order.add(self.router.submit(lane, x, st.sid, frame))
         except SourceError as e:
             st.error = str(e)
         except Exception as e:  # noqa: BLE001 - whatever stops this stream (a decoder, preprocessing or
@@ -347,13 +320,23 @@ class Pipeline:
     def _post(self, res) -> None:
         t0 = time.perf_counter()
         st, frame = self.streams[res.stream_id], res.meta
-        self.stats.add("queue", res.wait_ms)
-        self.stats.add("infer", res.infer_ms)
-        probs = softmax(np.asarray(res.logits, dtype=np.float64))
-        smoothed = np.asarray(st.smoother.update(probs), dtype=np.float64)
-        state = st.alerts.update(smoothed, frame.pts)
+        route = frame.meta["route"]
+        if res.logits is None:
+            # Nothing read this frame: no probabilities, and no call carried over it, whose
+            # evidence would be older than the NBI stretch.
+            probs = smoothed = None
+            st.smoother.reset()
+            state = st.alerts.not_analysed(frame.pts)
+        else:
+            self.stats.add("queue", res.wait_ms)
+            self.stats.add("infer", res.infer_ms)
+            probs = self.router.lane(route.lane).probs(res.logits)
+            smoothed = np.asarray(st.smoother.update(probs), dtype=np.float64)
+            state = st.alerts.update(smoothed, frame.pts)
         latency = (time.monotonic() - frame.arrival) * 1e3
-        result = Result(frame, probs, smoothed, state, latency, res.batch_size)
+        result = Result(
+            frame, probs, smoothed, state, latency, res.batch_size, modality=route.modality, model=route.lane
+        )
         self.stats.add("total", latency)
         self.stats.count("frames")
         t1 = time.perf_counter()
@@ -362,9 +345,10 @@ class Pipeline:
             state.state,
             bool(state.alert),
             float(state.confidence),
-            smoothed.tolist(),
+            None if smoothed is None else smoothed.tolist(),
             self.class_names,
             frame.index,
+            route.modality,
         )
         if st.passthrough:
             self.overlay.update(st.sid, ann)  # the pass-through path draws it on the next frames
@@ -403,7 +387,7 @@ class Pipeline:
         """Engine, wall time, frames/s, per-stream counts and errors, per-stage latency, batches."""
         end = self.t_end or time.monotonic()
         wall = (end - self.t_start) if self.t_start else 0.0
-        batches = self._batcher.stats() if self._batcher else {}
+        batches = self.router.batch_stats()
         return session_summary(self.engine.describe(), self.streams, self.stats, wall, batches, self.paused)
 
     def errors(self) -> list[str]:

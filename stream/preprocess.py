@@ -214,7 +214,7 @@ def resize_area(rgb: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray
     cv2.resize(crop, (w, h), dst=out, interpolation=interp)
 
 
-def _per_stream(table: dict, stream_id: str, make):
+def per_stream(table: dict, stream_id: str, make):
     """The stream's entry of ``table``, made on first use (not on every frame, as
     ``dict.setdefault`` would)."""
     item = table.get(stream_id)
@@ -262,15 +262,17 @@ class Preprocessor:
         if not self.detect:
             h, w = frame.size
             return ContentArea((0, 0, w, h), "rect", 1.0)
-        tracker = _per_stream(self.trackers, frame.stream_id, lambda: ContentTracker(every=self.detect_every))
+        tracker = per_stream(self.trackers, frame.stream_id, lambda: ContentTracker(every=self.detect_every))
         return tracker.update(frame)
 
     def _cropper(self, stream_id: str) -> PictureCropper:
-        return _per_stream(self.croppers, stream_id, PictureCropper)
+        return per_stream(self.croppers, stream_id, PictureCropper)
 
-    def __call__(self, frames: list[Frame]) -> torch.Tensor:
+    def __call__(self, frames: list[Frame], boxes: list[tuple[int, int, int, int]] | None = None) -> torch.Tensor:
+        """``boxes``: content areas already found for these frames (stream.routing finds each
+        frame's area once for the modality detector and for whichever model reads the frame)."""
         h, w = self.input_size
-        boxes = [self.area(f).box for f in frames]
+        boxes = [self.area(f).box for f in frames] if boxes is None else boxes
         pixels = np.empty((len(frames), h, w, 3), np.uint8)
         on_device = []  # RGB arrays that roi_align crops and resizes on the engine's device
         for i, (f, box) in enumerate(zip(frames, boxes)):

@@ -228,3 +228,60 @@ def test_cpc_paired_layout_pairs_twins(tmp_path):
         assert Path(nbi.samples[js[0]].path).relative_to(root / "NBI") == Path(
             wli.samples[i].path
         ).relative_to(root / "White_light")
+
+
+def add_no_lesion_class(root: Path, lesions: int = 4, views: int = 2) -> Path:
+    """Add 'no_lesion' frames (both modalities) to a make_generic dataset's manifest."""
+    rng = np.random.default_rng(9)
+    rows = []
+    for i in range(lesions):
+        for m in ("WLI", "NBI"):
+            (root / m / "no_lesion").mkdir(parents=True, exist_ok=True)
+            for v in range(views):
+                rel = f"{m}/no_lesion/nol{i:03d}_{v}.png"
+                Image.fromarray((lesion_image(0, m, rng) * 0.6).astype(np.uint8)).save(root / rel)
+                rows.append(f"{rel},nol{i:03d},no_lesion,{m},{v},1")
+    with open(root / "manifest.csv", "a") as fh:
+        fh.write("\n".join(rows) + "\n")
+    return root
+
+
+def test_no_lesion_class_is_label_zero_and_trains_through_the_sampler(tmp_path):
+    root = add_no_lesion_class(make_generic(tmp_path / "d"))
+    data = prepare(cfg_for(root, tmp_path / "run"), tmp_path / "run", progress=False)
+    assert data.class_names == ["no_lesion", *CLASSES]
+    requested = prepare(cfg_for(root, tmp_path / "run2", "data.classes=[adenoma,no_lesion,hyperplastic]"),
+                        tmp_path / "run2", progress=False)
+    assert requested.class_names == ["no_lesion", "adenoma", "hyperplastic"]
+    wli, nbi = data.images("train", "WLI"), data.images("train", "NBI")
+    loader = couple_loader(wli, nbi, 3, 6, steps=2, seed=0)
+    for x, partner, y in loader:
+        assert set(y.tolist()) == {0, 1, 2} and partner.shape == x.shape
+
+
+def test_reused_splits_are_checked_against_the_split_settings(tmp_path):
+    root = make_generic(tmp_path / "d", lesions_per_class=9)
+    prepare(cfg_for(root, tmp_path / "run"), tmp_path / "run", progress=False)
+    for change, what in (("data.val_fraction=0.3", "val_fraction"), ("data.split_seed=1", "seed"),
+                         ("data.folds=4", "k")):
+        with pytest.raises(DataError, match=f"other split settings.*{what}.*delete it"):
+            prepare(cfg_for(root, tmp_path / "run", change), tmp_path / "run", progress=False)
+    # the same settings on fewer patients/lesions is other data, not a subset to reuse silently
+    from pagkd_core.data.splits import load_or_make_folds
+
+    data = prepare(cfg_for(root, tmp_path / "fresh"), tmp_path / "fresh", progress=False)
+    fewer = [s for s in data.samples if s.lesion != data.samples[0].lesion]
+    with pytest.raises(DataError, match="other data.*1 missing"):
+        load_or_make_folds(tmp_path / "run" / "splits.json", fewer, 3, 0.2, 0)
+
+
+def test_few_labels_subsamples_wli_training_lesions_only(tmp_path):
+    root = make_generic(tmp_path / "d", lesions_per_class=12, paired_every=1)
+    cfg = cfg_for(root, tmp_path / "run", "data.wli_train_lesions=2")
+    few = prepare(cfg, tmp_path / "run", progress=False)
+    full = few.for_config(cfg_for(root, tmp_path / "run"))
+    per_class = Counter(s.cls for s in {(s.lesion, s.cls): s for s in few.part("train", "WLI")}.values())
+    assert per_class == {c: 2 for c in CLASSES}
+    assert few.part("train", "NBI") == full.part("train", "NBI")
+    assert few.part("val", "WLI") == full.part("val", "WLI") and few.part("test", "WLI") == full.part("test", "WLI")
+    assert few.part("train", "WLI") == prepare(cfg, tmp_path / "run", progress=False).part("train", "WLI")

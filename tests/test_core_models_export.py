@@ -103,3 +103,47 @@ def test_load_student_errors(tmp_path):
         load_student(tmp_path / "s")
     with pytest.raises(ValueError, match="3 class names for a 2-class model"):
         export_student(m, tmp_path / "t", class_names=["a", "b", "c"], input_size=32, onnx=False)
+
+
+def test_export_records_the_output_set_and_modality(tmp_path):
+    from pagkd_core.export import NO_LESION, teacher_stem
+
+    m = build_model("test_resnet", 3, embed_dim=8)
+    meta = export_student(m, tmp_path / "s", class_names=[NO_LESION, "hyperplastic", "adenoma"], input_size=32,
+                          onnx=False)
+    assert meta["outputs"] == {"no_lesion": "no_lesion", "lesion_classes": ["hyperplastic", "adenoma"]}
+    assert meta["modality"] == "WLI"
+    with pytest.raises(ValueError, match="must be the first class name"):
+        export_student(m, tmp_path / "t", class_names=["hyperplastic", NO_LESION, "adenoma"], input_size=32,
+                       onnx=False)
+    # the NBI teacher goes beside the student, in the same format
+    assert teacher_stem(tmp_path / "s.json") == tmp_path / "s.nbi"
+    t = export_student(build_model("test_resnet", 2, embed_dim=8), teacher_stem(tmp_path / "s"),
+                       class_names=["hyperplastic", "adenoma"], input_size=32, onnx=False, modality="NBI")
+    assert t["modality"] == "NBI" and t["outputs"]["no_lesion"] is None
+    assert load_student(tmp_path / "s.nbi.json")[1]["modality"] == "NBI"
+    assert load_student(tmp_path / "s")[0].num_classes == 3  # the student's own files are untouched
+    # a hand-edited output set that contradicts the class list is refused
+    (tmp_path / "s.json").write_text(json.dumps(dict(meta, outputs={"no_lesion": None, "lesion_classes": []})))
+    with pytest.raises(ValueError, match="do not match class_names"):
+        load_student(tmp_path / "s")
+
+
+def old_student(tmp_path):
+    """The bundled student as exported before the output set and modality were recorded (its
+    JSON without those keys, whatever a later bundle adds)."""
+    import shutil
+
+    from stream.config import bundled_model
+
+    src = bundled_model()
+    meta = {k: v for k, v in json.loads(src.read_text()).items() if k not in ("outputs", "modality")}
+    shutil.copyfile(src.with_suffix(".safetensors"), tmp_path / "old.safetensors")
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    return tmp_path / "old.json", meta
+
+
+def test_bundled_student_without_output_set_still_loads(tmp_path):
+    path, meta = old_student(tmp_path)
+    model, loaded = load_student(path)
+    assert loaded["class_names"] == meta["class_names"] and model.num_classes == len(meta["class_names"])

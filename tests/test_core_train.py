@@ -140,3 +140,34 @@ def test_checkpoint_keeps_each_ranks_rng(tmp_path):
     after = torch.rand(3)
     torch.manual_seed(7)
     assert torch.equal(after, torch.rand(3))
+
+
+def test_grad_norms_per_loss_in_history_and_weights_unchanged(dataset, tmp_path):
+    """run.grad_norm_every: per-loss backbone gradient norms are recorded per epoch; measuring
+    them (extra backward passes) does not change the trained weights."""
+    cfg = tiny_cfg(dataset, tmp_path / "g", "run.grad_norm_every=1", "optim.epochs=1")
+    train_stage(cfg, "teacher")
+    train_stage(cfg, "student")
+    last = json.loads((stage_dir(cfg, "student") / "last.json").read_text())
+    rec = last["history"][0]
+    assert set(rec["grad_norm"]) == {"ce", "pro", "den"} and rec["grad_norm_steps"] == 2
+    assert all(v > 0 for v in rec["grad_norm"].values())
+    assert "grad_norm" in json.loads((stage_dir(cfg, "student") / "best.json").read_text())
+    assert last["distill"]["par_placement"] == "image" and last["distill"]["losses"] == ["pro", "den"]
+    off = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, grad_norm_every=0, out_dir=str(tmp_path / "o")))
+    import shutil
+
+    shutil.copytree(stage_dir(cfg, "teacher"), stage_dir(off, "teacher"))
+    train_stage(off, "student")
+    assert "grad_norm" not in json.loads((stage_dir(off, "student") / "last.json").read_text())["history"][0]
+    a, b = _weights(stage_dir(cfg, "student") / "last.safetensors"), _weights(stage_dir(off, "student") / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_is_shared_by_the_few_labels_regime(dataset, tmp_path):
+    """data.wli_train_lesions changes the student's data only: the trained teacher resumes as is."""
+    cfg = tiny_cfg(dataset, tmp_path, "optim.epochs=1")
+    train_stage(cfg, "teacher")
+    few = tiny_cfg(dataset, tmp_path, "optim.epochs=1", "data.wli_train_lesions=1")
+    assert train_stage(few, "teacher", resume=True)["epoch"] == 1
+    assert train_stage(few, "student", name="few")["epoch"] == 1

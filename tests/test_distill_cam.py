@@ -101,3 +101,36 @@ def test_gradcam_refuses_no_grad_mode():
     logits = linear_head(f, torch.ones(2, 2))
     with torch.no_grad(), pytest.raises(RuntimeError, match="no_grad"):
         grad_cam(f, logits, torch.tensor([0]))
+
+
+def _square_scene():
+    """96 px image with a bright centre square; a 3x3 CAM lit on the centre token (stride 32)."""
+    image = torch.zeros(1, 3, 96, 96)
+    image[..., 32:64, 32:64] = 1.0
+    cam = torch.zeros(1, 1, 3, 3)
+    cam[..., 1, 1] = 1.0
+    return image, torch.cat([1 - cam, cam], 1)
+
+
+def test_par_image_placement_refines_at_half_resolution_then_pools():
+    image, maps = _square_scene()
+    par = PAR(iterations=5, placement="image")
+    up = torch.nn.functional.interpolate(maps, size=(48, 48), mode="bilinear", align_corners=False)
+    expected = torch.nn.functional.adaptive_avg_pool2d(par.refine(image, up), (3, 3))
+    torch.testing.assert_close(par(image, maps), expected)
+    assert PAR().placement == "image"
+    with pytest.raises(ValueError, match="placement"):
+        PAR(placement="pixels")
+
+
+def test_par_grid_placement_erases_a_coarse_lesion_token_image_placement_keeps_it():
+    # On a 3x3 grid, dilations up to 8 reach the whole map and a token never averages with
+    # itself: the grid placement turns the lesion token into background; the authors' placement
+    # keeps it the map's peak (above 0.5, the up-sampling's own blur included).
+    from pagkd_core.distill.dense import discretise
+
+    image, maps = _square_scene()
+    on_image = PAR(iterations=5, placement="image")(image, maps)[0, 1]
+    on_grid = PAR(iterations=5, placement="grid")(image, maps)[0, 1]
+    assert on_image[1, 1] > 0.5 and on_image[1, 1] == on_image.max()
+    assert discretise(on_grid)[1, 1] == 0 and (discretise(on_image).flatten()[[0, 2, 6, 8]] == 0).all()

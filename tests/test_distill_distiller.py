@@ -183,3 +183,46 @@ def test_den_teacher_stop_gradient_option(detach):
     got = distiller.teacher_proj.weight.grad
     assert (got is None) if detach else (got.abs().sum() > 0)
     assert student.proj.weight.grad.abs().sum() > 0
+
+
+def test_class_shift_groups_wli_class_c_with_nbi_class_c_plus_one():
+    s_lab, t_lab = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 2, 0])
+    g = make_groups("group", s_lab, t_lab, class_shift=1, num_classes=3)
+    assert g.classes.tolist() == [0, 1, 2]
+    for c in range(3):
+        assert (s_lab[g.student[c]] == c).all() and (t_lab[g.teacher[c]] == (c + 1) % 3).all()
+    aligned = make_groups("group", s_lab, t_lab, class_shift=3, num_classes=3)  # a full turn = aligned
+    assert all((t_lab[aligned.teacher[c]] == c).all() for c in range(3))
+    with pytest.raises(ValueError, match="group"):
+        make_groups("image", s_lab, s_lab, class_shift=1, num_classes=3)
+
+
+def test_class_shifted_teacher_changes_the_loss_and_is_described():
+    torch.manual_seed(0)
+    student, _, s, t = make_views(b=6)
+    plain = build_distiller(config(), K, C_S, C_T)
+    torch.manual_seed(0)
+    shifted = build_distiller(config(teacher_class_shift=1), K, C_S, C_T)
+    assert shifted.describe()["teacher_class_shift"] == 1 and plain.describe()["par_placement"] == "image"
+    a, b = plain(s, t, student), shifted(s, t, student)
+    assert not torch.isclose(a["pro"], b["pro"])
+
+
+@pytest.mark.parametrize("backbone,stride,grid", [("resnet10t", 8, 12), ("resnet10t_w50", 16, 6)])
+def test_dense_distillation_on_a_finer_student_map(backbone, stride, grid):
+    # output_stride 8/16 (timm dilation) gives the dense loss >= 6x6 maps at 96 px.
+    from pagkd_core.models import build_model
+    from pagkd_core.train import StudentObjective
+
+    torch.manual_seed(0)
+    student = build_model(backbone, 2, D, output_stride=stride)
+    teacher = build_model("resnet10t", 2, D)
+    x = torch.randn(4, 3, 96, 96)
+    assert student.forward_features(x).shape[-2:] == (grid, grid)
+    distiller = build_distiller(config(par_iters=2, par_dilations=(1, 2, 4, 8)), 2, student.channels,
+                                teacher.channels)
+    losses = StudentObjective(student, teacher, distiller).train()(x, torch.randn(4, 3, 96, 96),
+                                                                    torch.tensor([0, 1, 0, 1]), True)
+    assert torch.isfinite(losses["den"]) and 0 < distiller.diagnostics["den_coverage"] <= 1
+    losses["den"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.backbone.parameters())

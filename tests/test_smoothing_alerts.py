@@ -169,3 +169,112 @@ def test_smoother_then_alerts_removes_flicker():
     flips = lambda out: sum(a.alert != b.alert for a, b in itertools.pairwise(out))
     assert flips(smooth) < flips(raw)
     assert flips(smooth) <= 2
+
+
+# -- a model with a no_lesion output --------------------------------------------------------
+@pytest.fixture(scope="module")
+def no_lesion_student(tmp_path_factory):
+    """A tiny random student exported the standard way with the background-first class list."""
+    import torch
+
+    from pagkd_core.export import NO_LESION, export_student
+    from pagkd_core.models import build_model
+
+    torch.manual_seed(0)
+    stem = tmp_path_factory.mktemp("model") / "bg"
+    export_student(build_model("test_resnet", 3, embed_dim=8), stem,
+                   class_names=[NO_LESION, "hyperplastic", "adenoma"], input_size=32, onnx=False)
+    return stem.with_suffix(".json")
+
+
+def bg_frames(rng, n, p_bg=(0.65, 0.98)):
+    """No lesion in view: P(no_lesion) noisy in ``p_bg``, the rest split at random."""
+    out = []
+    for _ in range(n):
+        b = rng.uniform(*p_bg)
+        a = rng.uniform(0, 1)
+        out.append(np.array([b, (1 - b) * (1 - a), (1 - b) * a]))
+    return out
+
+
+def lesion_frames(rng, n, p_lesion=(0.6, 0.95), p_adenoma=(0.75, 0.95)):
+    out = []
+    for _ in range(n):
+        pl, pa = rng.uniform(*p_lesion), rng.uniform(*p_adenoma)
+        out.append(np.array([1 - pl, pl * (1 - pa), pl * pa]))
+    return out
+
+
+def test_no_lesion_output_through_alerts(no_lesion_student):
+    from stream.alerts import NO_LESION_STATE
+    from stream.engines import ModelSource
+
+    names = tuple(ModelSource.from_path(no_lesion_student).meta["class_names"])
+    cfg = AlertConfig(class_names=names, threshold=0.7, hysteresis=0.1, min_frames=3)
+    assert cfg.alert_indices == {2} and cfg.background == 0  # adenoma alerts, hyperplastic does not
+    rng = np.random.default_rng(0)
+    frames = bg_frames(rng, 60) + lesion_frames(rng, 40) + bg_frames(rng, 60)
+    for mode, params in (("none", {}), ("ema", {"alpha": 0.3}), ("hmm", {"stay": 0.95})):
+        smoothed = build_smoother(mode, **params).run(np.array(frames))
+        out = [s.state for s in AlertMachine(cfg).run(smoothed, np.arange(len(frames)) / 30)]
+        # no-lesion stretches: "no lesion" throughout - no alert, no uncertain/no-call flicker
+        assert set(out[:60]) == {NO_LESION_STATE} and set(out[-50:]) == {NO_LESION_STATE}, mode
+        assert UNCERTAIN not in out
+        # the lesion stretch gets its call, among the lesion classes
+        assert out[100 - 30 : 100].count("adenoma") == 30, (mode, out[60:100])
+    alerts = AlertMachine(cfg).run(np.array(frames))
+    assert [a.alert for a in alerts].count(True) > 30 and not any(a.alert for a in alerts[:60])
+
+
+def test_lesion_class_is_called_given_a_lesion_and_presence_has_hysteresis():
+    from pagkd_core.outputs import NO_LESION
+    from stream.alerts import NO_LESION_STATE
+
+    cfg = AlertConfig(class_names=(NO_LESION, "hyperplastic", "adenoma"), threshold=0.7, min_frames=1,
+                      presence=0.5, presence_hysteresis=0.15)
+    m = AlertMachine(cfg)
+    # a lesion half in view: P(lesion) 0.55, adenoma 0.45 of it all -> 0.82 given a lesion: called
+    s = m.update(np.array([0.45, 0.10, 0.45]), 0.0)
+    assert s.state == "adenoma" and s.alert and s.confidence == pytest.approx(0.45 / 0.55)
+    # P(lesion) dips to 0.4: still in view (exit at 0.35), the call is kept
+    assert m.update(np.array([0.6, 0.05, 0.35]), 0.033).state == "adenoma"
+    out = m.update(np.array([0.7, 0.05, 0.25]), 0.066)
+    assert out.state == NO_LESION_STATE and not out.alert and out.label is None
+    assert out.confidence == pytest.approx(0.7)
+    # re-entering needs P(lesion) >= 0.5 again, and the call is made afresh
+    assert m.update(np.array([0.55, 0.05, 0.40]), 0.1).state == NO_LESION_STATE
+    # a lesion in view, torn between its classes: "uncertain" (0.5 given a lesion is in the band)
+    assert m.update(np.array([0.3, 0.35, 0.35]), 0.133).state == UNCERTAIN
+    assert cfg.alert_probability([0.5, 0.1, 0.4]) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="lesion classes"):
+        AlertConfig(class_names=(NO_LESION, "a", "b"), alert_classes=(NO_LESION,))
+    with pytest.raises(ValueError, match="presence"):
+        AlertConfig(class_names=(NO_LESION, "a", "b"), presence=0.3, presence_hysteresis=0.3)
+
+
+def test_not_analysed_state_drops_the_call():
+    from stream.alerts import NBI_NOT_ANALYSED
+
+    m = AlertMachine(AlertConfig(threshold=0.7, min_frames=1))
+    assert m.update(np.array([0.1, 0.9]), 0.0).state == "adenoma"
+    s = m.not_analysed(0.033)
+    assert (s.state, s.alert, s.label, s.changed) == (NBI_NOT_ANALYSED, False, None, True)
+    assert m.not_analysed(0.066).frames_in_state == 2
+    assert m.update(np.array([0.1, 0.9]), 0.1).state == "adenoma"  # min_frames 1: a fresh call
+
+
+def test_old_two_class_student_alerts_as_before(tmp_path):
+    """The bundled (two-class, no no_lesion) student's class list drives the machine exactly as the
+    lesion-only rule always has: the top class over all outputs, no "no lesion" state."""
+    from test_core_models_export import old_student
+
+    from stream.alerts import NO_LESION_STATE
+    from stream.engines import ModelSource
+
+    path, _ = old_student(tmp_path)
+    names = tuple(ModelSource.from_path(path).meta["class_names"])
+    cfg = AlertConfig(class_names=names, threshold=0.7, hysteresis=0.1, min_frames=2)
+    assert cfg.background is None and cfg.alert_indices == {1}
+    out = AlertMachine(cfg).run(seq(0.05, 0.05, 0.9, 0.9, 0.9, 0.62, 0.55))
+    assert [s.state for s in out] == [NO_CALL, names[0], NO_CALL, names[1], names[1], names[1], UNCERTAIN]
+    assert NO_LESION_STATE not in {s.state for s in out}

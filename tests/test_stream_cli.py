@@ -193,3 +193,14 @@ def test_yaml_config_with_flag_overrides(tmp_path):
     bad.write_text("no_such_key: 1\n")
     with pytest.raises(ConfigError, match="no_such_key"):
         load_pipeline_config(str(bad))
+
+
+def test_modality_flags_reach_the_config():
+    from stream.cli import _CFG_KEYS, build_parser
+    from stream.config import load_pipeline_config
+
+    args = build_parser().parse_args(["run", "demo", "--no-detect-modality", "--nbi-teacher", "none"])
+    cfg = load_pipeline_config(None, {k: getattr(args, k) for k in _CFG_KEYS})
+    assert cfg.detect_modality is False and cfg.nbi_teacher == "none"
+    default = load_pipeline_config(None, {k: getattr(build_parser().parse_args(["run", "demo"]), k) for k in _CFG_KEYS})
+    assert default.detect_modality is True and default.nbi_teacher == "auto"

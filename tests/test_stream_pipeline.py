@@ -249,7 +249,12 @@ def test_live_udp_slow_engine_drops_frames_and_keeps_latency_bounded(engine, tmp
     try:
         pipe = Pipeline(
             PipelineConfig(
-                batch=1, predictions=str(tmp_path / "p.jsonl"), record=str(tmp_path / "annotated.ts")
+                batch=1,
+                predictions=str(tmp_path / "p.jsonl"),
+                record=str(tmp_path / "annotated.ts"),
+                # testsrc2's grey-balanced colour bars read as NBI (stream.modality) and would
+                # never reach the slow engine this test is about
+                detect_modality=False,
             ),
             engine=SlowEngine(engine, 0.07),
         )  # ~12 fps capacity for a 30 fps feed

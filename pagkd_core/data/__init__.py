@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from pagkd_core.data.images import ImageError, ImageStore, read_image
 from pagkd_core.data.layouts import DataError, Sample, class_list, scan
 from pagkd_core.data.sampler import CoupleBatchSampler
-from pagkd_core.data.splits import load_or_make_folds, select
+from pagkd_core.data.splits import load_or_make_folds, select, subsample_lesions
 from pagkd_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
 
 
@@ -53,9 +54,21 @@ class FoldData:
     fold: int
     store: ImageStore
     samples: list[Sample]
+    wli_train_lesions: int = 0  # few-labels regime: WLI training lesions kept per class (0 = all)
+    split_seed: int = 0
+
+    def for_config(self, cfg) -> FoldData:
+        """The same prepared data (cached images) seen as `cfg` asks: its fold and WLI subsample."""
+        d = cfg.data
+        return dataclasses.replace(self, fold=d.fold, wli_train_lesions=d.wli_train_lesions, split_seed=d.split_seed)
 
     def part(self, split: str, modality: str) -> list[Sample]:
-        return select(self.samples, self.splits["folds"][self.fold][split], modality)
+        samples = select(self.samples, self.splits["folds"][self.fold][split], modality)
+        if split == "train" and modality == "WLI" and self.wli_train_lesions > 0:
+            # Seeded by (split seed, fold) only, so every training seed and every method of a
+            # benchmark sees the same few labelled lesions (a paired comparison).
+            samples = subsample_lesions(samples, self.wli_train_lesions, seed=self.split_seed * 1000 + self.fold)
+        return samples
 
     def images(self, split: str, modality: str, train: bool = False) -> ImageSet:
         return ImageSet(self.part(split, modality), self.class_names, self.store, train)
@@ -72,7 +85,7 @@ def prepare(cfg, out_dir: str | Path, progress: bool = True) -> FoldData:
     splits = load_or_make_folds(
         Path(out_dir) / "splits.json", samples, cfg.data.folds, cfg.data.val_fraction, cfg.data.split_seed
     )
-    return FoldData(classes, layout, splits, cfg.data.fold, store, samples)
+    return FoldData(classes, layout, splits, cfg.data.fold, store, samples).for_config(cfg)
 
 
 def true_partners(primary: ImageSet, partner: ImageSet) -> list[list[int]]:

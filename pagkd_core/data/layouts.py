@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pagkd_core.data.images import IMAGE_EXTS
+from pagkd_core.outputs import NO_LESION  # frames without a lesion: always label 0 when present
 
 log = logging.getLogger("pagkd_core.data")
 CANONICAL_CLASSES = ("hyperplastic", "adenoma", "adenocarcinoma")
+
 MODALITIES = ("WLI", "NBI")
 _MODALITY_DIRS = {"wli": "WLI", "wl": "WLI", "white_light": "WLI", "white light": "WLI", "nbi": "NBI"}
 
@@ -37,7 +39,9 @@ class Sample:
 
 def canonical_class(name: str) -> str:
     """Histology / folder names -> the canonical class names (others pass through, lower-case)."""
-    n = name.strip().lower().replace(" ", "_")
+    n = name.strip().lower().replace(" ", "_").replace("-", "_")
+    if n in (NO_LESION, "nolesion"):
+        return NO_LESION
     if n.startswith(("hyperplas", "nice1", "nice_1")):
         return "hyperplastic"
     if n.startswith(("adenocarc", "nice3", "nice_3", "carcinoma")):
@@ -243,7 +247,8 @@ def scan(cfg) -> tuple[str, list[Sample]]:
 
 def class_list(samples: list[Sample], requested: list[str], root) -> list[str]:
     """The class order (label = index). Requested classes must exist in both modalities; otherwise
-    canonical names come first, then others alphabetically. A class in one modality only is an error."""
+    canonical names come first, then others alphabetically. `no_lesion`, when used, is always
+    first (label 0). A class in one modality only is an error."""
     per_mod = {m: {s.cls for s in samples if s.modality == m} for m in MODALITIES}
     present = per_mod["WLI"] | per_mod["NBI"]
     wanted = (
@@ -251,6 +256,7 @@ def class_list(samples: list[Sample], requested: list[str], root) -> list[str]:
         if requested
         else ([c for c in CANONICAL_CLASSES if c in present] + sorted(present - set(CANONICAL_CLASSES)))
     )
+    wanted = sorted(wanted, key=lambda c: c != NO_LESION)  # stable: only moves no_lesion to the front
     for c in wanted:
         missing = [m for m in MODALITIES if c not in per_mod[m]]
         if len(missing) == 2:

@@ -57,22 +57,39 @@ def make_folds(samples: list[Sample], k: int, val_fraction: float, seed: int) ->
                 "test": sorted(p for p in fold_of if fold_of[p] == f),
             }
         )
-    return {"unit": "patient", "k": k, "seed": seed, "val_fraction": val_fraction, "folds": folds}
+    return {**split_settings(k, val_fraction, seed), "folds": folds}
+
+
+def split_settings(k: int, val_fraction: float, seed: int) -> dict:
+    """What defines a split besides the data: stored in splits.json and checked on reuse."""
+    return {"unit": "patient", "k": k, "seed": seed, "val_fraction": val_fraction}
 
 
 def load_or_make_folds(
     path: str | Path, samples: list[Sample], k: int, val_fraction: float, seed: int
 ) -> dict:
-    """Reuse the split file if present (so a run can be repeated), else write a new one."""
+    """Reuse the split file if present (so a run can be repeated), else write a new one.
+
+    A reused file must have been made from the same settings (folds, validation fraction,
+    split seed) and the same patients/lesions; otherwise this refuses with one line saying
+    what to do, rather than re-splitting under runs already trained on the old split."""
     path = Path(path)
     patients = {s.patient for s in samples}
     if path.is_file():
         splits = json.loads(path.read_text())
-        known = {p for f in splits.get("folds", [])[:1] for part in ("train", "val", "test") for p in f[part]}
-        if splits.get("k") != k or patients - known:
+        want = split_settings(k, val_fraction, seed)
+        changed = [f"{key} {splits.get(key)!r} -> {value!r}" for key, value in want.items()
+                   if splits.get(key) != value]
+        if changed:
             raise DataError(
-                f"{path} was made for other data or k (k={splits.get('k')}, "
-                f"{len(patients - known)} unknown patients/lesions); delete it or change run.out_dir"
+                f"{path} was made with other split settings ({'; '.join(changed)}): delete it to "
+                f"re-split (runs in that folder were trained on the old split) or use another run.out_dir"
+            )
+        known = {p for f in splits.get("folds", [])[:1] for part in ("train", "val", "test") for p in f[part]}
+        if patients != known:
+            raise DataError(
+                f"{path} was made for other data ({len(patients - known)} unknown and "
+                f"{len(known - patients)} missing patients/lesions); delete it or change run.out_dir"
             )
         return splits
     splits = make_folds(samples, k, val_fraction, seed)
@@ -82,6 +99,23 @@ def load_or_make_folds(
     tmp.write_text(json.dumps(splits, indent=1) + "\n")
     os.replace(tmp, path)
     return splits
+
+
+def subsample_lesions(samples: list[Sample], per_class: int, seed: int) -> list[Sample]:
+    """Keep the images of at most `per_class` lesions of each class (seeded, whole lesions):
+    the few-labels regime's WLI training set. `per_class` <= 0 keeps everything."""
+    if per_class <= 0:
+        return samples
+    by_class: dict[str, list[str]] = {}
+    for s in samples:
+        if s.lesion not in by_class.setdefault(s.cls, []):
+            by_class[s.cls].append(s.lesion)
+    rng = np.random.default_rng(seed)
+    keep = set()
+    for cls in sorted(by_class):
+        lesions = sorted(by_class[cls])
+        keep |= {lesions[i] for i in rng.permutation(len(lesions))[:per_class]}
+    return [s for s in samples if s.lesion in keep]
 
 
 def select(samples: list[Sample], patients: list[str], modality: str | None = None) -> list[Sample]:

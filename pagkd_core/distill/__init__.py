@@ -35,6 +35,7 @@ class Distiller(nn.Module):
                  student_channels: int, teacher_channels: int):
         super().__init__()
         self.losses, self.level, self.num_classes = losses, level, num_classes
+        self.class_shift = cfg.teacher_class_shift
         self.diagnostics: dict[str, torch.Tensor] = {}
         self.embed_dim = dim = cfg.embed_dim
         if {"pro", "den"} & set(losses):
@@ -46,7 +47,7 @@ class Distiller(nn.Module):
                               cfg.max_group_images, cfg.pro_centre)
         if "den" in losses:
             self.den = GKDDen(dim, cfg.den_heads, cfg.den_loss)
-            self.par = PAR(cfg.par_dilations, cfg.par_iters) if cfg.use_par else None
+            self.par = PAR(cfg.par_dilations, cfg.par_iters, placement=cfg.par_placement) if cfg.use_par else None
             self.cam_low, self.cam_high = cfg.cam_low, cfg.cam_high
             self.cam_create_graph = cfg.cam_create_graph
             # Stop-gradient on the teacher side of GKD-Den: with both sides trainable ([C]) the
@@ -86,7 +87,7 @@ class Distiller(nn.Module):
             out["kd"] = self.kd(student.logits, teacher.logits)
         if not {"pro", "den"} & set(self.losses):
             return out
-        groups = make_groups(self.level, student.labels, teacher.labels)
+        groups = make_groups(self.level, student.labels, teacher.labels, self.class_shift, self.num_classes)
         s_emb = student_model.embed(student.features)
         if s_emb.shape[1] != self.embed_dim:
             raise ValueError(f"student embed() gives {s_emb.shape[1]} channels but the distiller was "
@@ -102,9 +103,15 @@ class Distiller(nn.Module):
             out["den"] = self.den(s_emb, t_den, s_tok, t_tok, groups)
             # For logging (detached, no device sync here): CAM label mix and SRCA coverage.
             self.diagnostics |= {"lesion_wli": (s_tok == 1).float().mean(), "lesion_nbi": (t_tok == 1).float().mean(),
-                                "ambiguous": torch.cat([s_tok, t_tok]).eq(-1).float().mean(),
+                                "ambiguous": (s_tok.eq(-1).sum() + t_tok.eq(-1).sum()).float() / (s_tok.numel() + t_tok.numel()),
                                 "den_coverage": self.den.coverage}
         return out
+
+    def describe(self) -> dict:
+        """What this distiller does, for the run's history and log."""
+        par = getattr(self, "par", None)
+        return {"losses": list(self.losses), "level": self.level, "teacher_class_shift": self.class_shift,
+                "par_placement": par.placement if par is not None else None}
 
 
 # method -> (losses, level override or None). "add" is ADD-style image-level dense distillation;

@@ -25,14 +25,22 @@ class Groups:
         return [g for g in range(len(self)) if len(self.student[g]) and len(self.teacher[g])]
 
 
-def make_groups(level: str, student_labels: torch.Tensor, teacher_labels: torch.Tensor) -> Groups:
+def make_groups(level: str, student_labels: torch.Tensor, teacher_labels: torch.Tensor,
+                class_shift: int = 0, num_classes: int = 0) -> Groups:
+    """`class_shift` (level "group", control experiment): the group of WLI class c holds the NBI
+    images of class (c + shift) mod `num_classes`, a class-swapped teacher. A group's class is its
+    WLI class (the negatives of GKD-Pro are then the other WLI classes' groups)."""
     if level == "group":
+        if class_shift % max(num_classes, 1):
+            teacher_labels = (teacher_labels - class_shift) % num_classes   # NBI c+s joins WLI c
         classes = torch.unique(torch.cat([student_labels, teacher_labels]))   # sorted
         return Groups(
             student=[torch.nonzero(student_labels == c).flatten() for c in classes],
             teacher=[torch.nonzero(teacher_labels == c).flatten() for c in classes],
             classes=classes,
         )
+    if class_shift:
+        raise ValueError("a class-shifted teacher needs level 'group'")
     if level == "image":
         if student_labels.shape != teacher_labels.shape:
             raise ValueError(f"level 'image' distils (WLI, NBI) couples, but the batches hold "

@@ -5,6 +5,12 @@ each pixel and its 8 neighbours at several dilations, from colour differences of
 (down-sampled to the map size) plus a small distance prior, is applied ~10 times as a
 propagation step. Unlike AFA, the weights are normalised to sum to one, so every step is
 a convex combination: maps stay in [0, 1] and a constant map is left unchanged.
+
+Placement (`distill.par_placement`): "image" (default, the authors' code) refines at half the
+input resolution - maps bilinearly up-sampled there, the image area-down-sampled there - and
+area-pools the result back to the feature grid; "grid" refines on the feature grid itself. On a
+coarse grid (3x3 at 96 px, stride 32) the dilations reach across the whole map and "grid"
+relabels far more tokens (measured on 14x14 maps: 22.6% of token labels vs 4.8%).
 """
 from __future__ import annotations
 
@@ -28,11 +34,16 @@ def neighbour_index(h: int, w: int, dilations: Sequence[int]) -> torch.Tensor:
 
 
 class PAR(nn.Module):
+    PLACEMENTS = ("image", "grid")
+
     def __init__(self, dilations: Sequence[int] = (1, 2, 4, 8), iterations: int = 10,
-                 colour_scale: float = 0.3, distance_weight: float = 0.01):
+                 colour_scale: float = 0.3, distance_weight: float = 0.01, placement: str = "image"):
         super().__init__()
         if not dilations or min(dilations) < 1 or iterations < 0:
             raise ValueError(f"PAR needs dilations >= 1 and iterations >= 0 (got {dilations}, {iterations})")
+        if placement not in self.PLACEMENTS:
+            raise ValueError(f"unknown PAR placement {placement!r}; use one of {self.PLACEMENTS}")
+        self.placement = placement
         self.dilations = tuple(int(d) for d in dilations)
         self.iterations = iterations
         self.colour_scale = colour_scale
@@ -59,8 +70,8 @@ class PAR(nn.Module):
         return weights / weights.sum(dim=2, keepdim=True)
 
     @torch.no_grad()
-    def forward(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, H, W), maps (B, K, h, w) -> refined maps (B, K, h, w)."""
+    def refine(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """PAR at the maps' own resolution: image (B, 3, H, W), maps (B, K, h, w) -> (B, K, h, w)."""
         small = F.interpolate(image.float(), size=maps.shape[-2:], mode="area")
         index = neighbour_index(*maps.shape[-2:], self.dilations).to(maps.device)
         weights = self.affinity(small, index)
@@ -68,3 +79,13 @@ class PAR(nn.Module):
         for _ in range(self.iterations):
             maps = (self.neighbours(maps, index) * weights).sum(dim=2)
         return maps
+
+    @torch.no_grad()
+    def forward(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """image (B, 3, H, W), maps (B, K, h, w) -> refined maps (B, K, h, w), at the placement."""
+        if self.placement == "grid":
+            return self.refine(image, maps)
+        grid = maps.shape[-2:]
+        half = (max(image.shape[-2] // 2, grid[0]), max(image.shape[-1] // 2, grid[1]))
+        up = F.interpolate(maps.float(), size=half, mode="bilinear", align_corners=False)
+        return F.adaptive_avg_pool2d(self.refine(image, up), grid)

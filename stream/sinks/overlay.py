@@ -1,7 +1,10 @@
 """Annotations drawn on a copy of the picture: the raw video itself is never touched or held.
 
 ``draw_overlay`` paints the call (class name, "uncertain" or "no call"), one confidence bar
-per class and, while an alert is on, a red border. ``PassThroughOverlay`` is the live path:
+per class and, while an alert is on, a red border. "no lesion" is written small and grey with
+no confidence: an empty view is the normal case and must not draw the eye. An NBI frame read by
+the NBI teacher has its call prefixed "NBI:"; one no model read says "NBI: not analysed" (grey,
+no bars). ``PassThroughOverlay`` is the live path:
 every incoming frame is annotated at once with the newest result known for its stream, so
 the video is never delayed by inference; only the annotations lag (by the pipeline latency,
 which the stats report).
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stream.alerts import NO_LESION_STATE, QUIET_STATES, UNCERTAIN, shown_state
 from stream.frame import Frame
 
 ALERT_RGB = (230, 30, 30)
@@ -28,12 +32,13 @@ IDLE_RGB = (170, 170, 170)
 class Annotation:
     """What the overlay needs from one result."""
 
-    state: str  # class name | "uncertain" | "no call"
+    state: str  # class name | "uncertain" | "no call" | "no lesion" | "NBI: not analysed"
     alert: bool
     confidence: float
-    smoothed: Sequence[float]
+    smoothed: Sequence[float] | None  # None: no model read the frame
     class_names: Sequence[str]
     frame_index: int = -1  # the frame the annotation was computed on
+    modality: str = "WLI"
 
 
 def draw_overlay(rgb: np.ndarray, ann: Annotation | None) -> np.ndarray:
@@ -51,21 +56,23 @@ def draw_overlay(rgb: np.ndarray, ann: Annotation | None) -> np.ndarray:
         ALERT_RGB
         if ann.alert
         else UNCERTAIN_RGB
-        if ann.state == "uncertain"
+        if ann.state == UNCERTAIN
         else IDLE_RGB
-        if ann.state == "no call"
+        if ann.state in QUIET_STATES
         else CALL_RGB
     )
-    text = ann.state if ann.state in ("uncertain", "no call") else f"{ann.state} {ann.confidence:.2f}"
+    text = ann.state if ann.state in (UNCERTAIN, *QUIET_STATES) else f"{ann.state} {ann.confidence:.2f}"
+    text = shown_state(text, ann.modality)
+    scale = (0.7 if ann.state == NO_LESION_STATE else 1.2) * s
     # Top right: endoscope processors (and the synthetic generator) print their own text top left.
-    (tw, th), _ = cv2.getTextSize(text, font, 1.2 * s, thick)
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
     tx, y = w - tw - round(30 * s), round(56 * s)
     cv2.rectangle(out, (tx - 6, y - th - 8), (tx + tw + 6, y + 8), (0, 0, 0), -1)
-    cv2.putText(out, text, (tx, y), font, 1.2 * s, colour, thick, cv2.LINE_AA)
+    cv2.putText(out, text, (tx, y), font, scale, colour, thick, cv2.LINE_AA)
     x = round(24 * s)
     # One bar per class: the smoothed probability the call is based on.
     bar_w, bar_h = round(220 * s), max(6, round(16 * s))
-    for i, (name, p) in enumerate(zip(ann.class_names, ann.smoothed)):
+    for i, (name, p) in enumerate(zip(ann.class_names, () if ann.smoothed is None else ann.smoothed)):
         by = h - round(30 * s) - (len(ann.class_names) - 1 - i) * (bar_h + round(10 * s))
         cv2.rectangle(out, (x, by - bar_h), (x + bar_w, by), (40, 40, 40), -1)
         cv2.rectangle(

@@ -40,6 +40,7 @@ class UIConfig:
     engine: str = _opt("auto", "auto | onnxruntime | torch | tensorrt")
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
     threads: int = _opt(1, "engine intra-op threads on CPU (1: no spinning pool competing with decode)")
+    detect_modality: bool = _opt(True, "tell NBI frames from WLI; off: every frame is read by the student")
     max_upload: str = _opt("500MB", "largest accepted upload, e.g. 500MB, 2GB, 800MiB")
     jpeg_quality: int = _opt(80, "live-view JPEG quality (1-100)")
     frame_marker: bool = _opt(False, "stamp frame numbers into the picture (display-latency measurement)")
@@ -132,6 +133,7 @@ class AppContext:
             max_wait_ms=0.0,
             realtime=True,
             threads=cfg.threads,
+            detect_modality=cfg.detect_modality,
         )
         self.hub = FrameHub(cfg.jpeg_quality, marker=cfg.frame_marker)
         controls = Controls(cfg.threshold, cfg.uncertain, cfg.smoothing, cfg.strength, cfg.min_alert_s)

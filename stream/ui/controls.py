@@ -37,8 +37,10 @@ class Controls:
         return "none"
 
     def alert_params(self, num_classes: int) -> dict:
-        """stream.alerts.AlertConfig fields. The top-class confidence is never below 1/K, so a
-        threshold there means "always call"; the minimum duration alone gates a call."""
+        """stream.alerts.AlertConfig fields. ``num_classes``: the classes a call is made among
+        (the lesion classes: a no_lesion output is not one of them, stream.alerts). The top-class
+        confidence is never below 1/K, so a threshold there means "always call"; the minimum
+        duration alone gates a call."""
         th = min(max(float(self.threshold), 1.0 / num_classes), 1.0)
         return {
             "threshold": th,

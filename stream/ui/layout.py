@@ -13,6 +13,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from pagkd_core.outputs import lesion_classes
+from stream.alerts import NBI_NOT_ANALYSED, NO_LESION_STATE, UNCERTAIN, shown_state
 from stream.ui.controls import SMOOTHING_MODES
 from stream.ui.plots import timeline_figure
 from stream.ui.session import UploadError, check_labels, check_video, human
@@ -23,6 +25,7 @@ CSS = """
              background: #e8eef4; color: #223;}
 #live-label.alert {background: #c62828; color: #fff;}
 #live-label.uncertain {background: #f9a825; color: #222;}
+#live-label.quiet {font-size: 1em; font-weight: 400; color: #667;}
 #stats-table {width: 100%;}
 #stats-table td, #stats-table th {padding: 2px 10px; font-size: .9em;}
 #stats-table td {font-variant-numeric: tabular-nums; text-align: right;}
@@ -42,14 +45,16 @@ def live_view_html(src: str = "live/mjpeg") -> str:
 
 def label_html(s: dict) -> str:
     state = s.get("state") or "waiting"
-    cls = "alert" if s.get("alert") else ("uncertain" if state == "uncertain" else "")
+    quiet = state in (NO_LESION_STATE, NBI_NOT_ANALYSED)  # nothing to act on: said in small grey
+    cls = "alert" if s.get("alert") else ("uncertain" if state == UNCERTAIN else "quiet" if quiet else "")
     conf = s.get("confidence")
-    conf_txt = f" {conf:.2f}" if isinstance(conf, float) else ""
+    conf_txt = f" {conf:.2f}" if isinstance(conf, float) and not quiet else ""
+    shown = shown_state(state, s.get("modality", "WLI"))
     alert_txt = " - ALERT" if s.get("alert") else ""
     paused = " (paused)" if s.get("paused") else ""
     return (
         f'<div id="live-label" class="{cls}" data-state="{html.escape(state)}" '
-        f'data-alert="{int(bool(s.get("alert")))}">{html.escape(state)}{conf_txt}{alert_txt}{paused}</div>'
+        f'data-alert="{int(bool(s.get("alert")))}">{html.escape(shown)}{conf_txt}{alert_txt}{paused}</div>'
     )
 
 
@@ -79,7 +84,9 @@ def build_blocks(ctx) -> gr.Blocks:
     """`ctx` is the app context (stream/ui/app.py:AppContext): runner, engine, files, config."""
     cfg, runner = ctx.cfg, ctx.runner
     c0 = runner.controls
-    th_min = round(1.0 / len(ctx.class_names), 2)  # the top-class confidence never goes below 1/K
+    # The call's confidence (over the lesion classes, stream.alerts) never goes below 1/K.
+    n_call = len(lesion_classes(ctx.class_names))
+    th_min = round(1.0 / n_call, 2)
 
     with gr.Blocks(title="PaGKD live", delete_cache=(600, 3600)) as demo:
         gr.Markdown("## PaGKD live lesion classifier - **synthetic data, research use only**")
@@ -190,7 +197,7 @@ def build_blocks(ctx) -> gr.Blocks:
                     c.threshold,
                     c.uncertain,
                     title=f"live timeline ({runner.spec}; red: alert) - synthetic data",
-                    binary=len(ctx.class_names) == 2,
+                    binary=n_call == 2,
                 ),
             )
             return last_plot["fig"]

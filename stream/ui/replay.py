@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pagkd_core.outputs import lesion_classes
 from stream.pipeline import Pipeline
 from stream.sinks.record import Recorder
 from stream.ui.controls import Controls
@@ -117,7 +118,7 @@ def run_replay(
     cfg = copy.copy(base)
     cfg.realtime, cfg.batch, cfg.max_wait_ms = False, 4, 5.0
     cfg.smoothing = controls.smoothing_spec(k)
-    for key, v in controls.alert_params(k).items():
+    for key, v in controls.alert_params(len(lesion_classes(engine.class_names))).items():
         setattr(cfg, key, v)
     cfg.predictions = str(out_dir / f"{stem}.predictions.jsonl")
     video = out_dir / f"{stem}.annotated.mp4"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from pagkd_core.outputs import lesion_classes
 from stream.alerts import AlertConfig
 from stream.config import PipelineConfig
 from stream.frame import Frame
@@ -92,8 +93,9 @@ class LiveRunner:
     ):
         self.hub, self.engine, self.base, self.open_source = hub, engine, base, open_source
         self.class_names = list(engine.class_names)
+        self.n_call = len(lesion_classes(self.class_names))  # classes a call is made among
         self.controls = controls.validate(len(self.class_names))
-        self.alert_idx = sorted(AlertConfig(class_names=tuple(self.class_names)).alert_indices)
+        self.alert_cfg = AlertConfig(class_names=tuple(self.class_names))
         self.history: collections.deque = collections.deque(maxlen=history)
         self.latency_ms: collections.deque = collections.deque(maxlen=300)
         self.in_rate, self.out_rate = Rate(), Rate()
@@ -110,7 +112,7 @@ class LiveRunner:
         cfg = copy.copy(self.base)
         k = len(self.class_names)
         cfg.smoothing = self.controls.smoothing_spec(k)
-        for key, v in self.controls.alert_params(k).items():
+        for key, v in self.controls.alert_params(self.n_call).items():
             setattr(cfg, key, v)
         return cfg
 
@@ -160,7 +162,7 @@ class LiveRunner:
         pipe = self._pipe
         if pipe is not None:
             k = len(self.class_names)
-            pipe.set_params(smoothing=new.smoothing_spec(k), **new.alert_params(k))
+            pipe.set_params(smoothing=new.smoothing_spec(k), **new.alert_params(self.n_call))
         return new
 
     def set_paused(self, paused: bool) -> None:
@@ -194,8 +196,10 @@ class LiveRunner:
             "state": r.state.state,
             "alert": bool(r.state.alert),
             "confidence": float(r.state.confidence),
-            "p_raw": float(np.sum(r.probs[self.alert_idx])),
-            "p_smooth": float(np.sum(r.smoothed[self.alert_idx])),
+            # P(alert class | lesion in view); NaN (a gap in the plot) where no model read the frame
+            "p_raw": np.nan if r.probs is None else self.alert_cfg.alert_probability(r.probs),
+            "p_smooth": np.nan if r.smoothed is None else self.alert_cfg.alert_probability(r.smoothed),
+            "modality": r.modality,
         }
         self.processed += 1
         self.latency_ms.append(r.latency_ms)
@@ -234,6 +238,7 @@ class LiveRunner:
             "state": self.last.get("state", ""),
             "confidence": self.last.get("confidence"),
             "alert": bool(self.last.get("alert", False)),
+            "modality": self.last.get("modality", ""),
             "alert_frames": sum(1 for r in list(self.history) if r["alert"]),
             "error": error,
         }

@@ -1,0 +1,127 @@
+"""The models a pipeline runs, one lane each: the WLI student and, when exported beside it, the
+fold's NBI teacher (``<stem>.nbi.json``, ``python -m pagkd_core export --teacher``).
+
+A lane is an engine, the preprocessing its input needs and (once started) the batcher that
+feeds it. Its ``probs(logits)`` are always over the *student's* class list: the teacher's
+classes are placed at their names' positions (a teacher without a ``no_lesion`` output gives
+P(no lesion) = 0: NBI is switched on to look at a lesion). One class list means one smoother and
+one alert machine per stream whichever model read the frame, and one prediction-log format.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stream.batching import DynamicBatcher
+from stream.config import PipelineConfig
+from stream.preprocess import Preprocessor
+from stream.result import softmax
+
+STUDENT, TEACHER = "student", "nbi_teacher"
+
+
+def open_engine(cfg: PipelineConfig, model):
+    """The engine ``cfg`` asks for, on ``model`` (a path or a ModelSource)."""
+    from stream.engines import build_engine, resolve_device
+
+    # On CPU the engine gets half the cores by default: decoding and preprocessing run beside it,
+    # and extra intra-op threads only spin (measured: docs/stream.md). Thread counts are a CPU
+    # notion; the CUDA engines take none.
+    threads = {}
+    if resolve_device(cfg.device) == "cpu":
+        threads = {"threads": cfg.threads or max(1, (os.cpu_count() or 2) // 2)}
+    return build_engine(cfg.engine, model, device=cfg.device, max_batch=cfg.batch, precision=cfg.precision, **threads)
+
+
+def teacher_path(cfg: PipelineConfig, student_engine) -> Path | None:
+    """The NBI teacher to load: ``cfg.nbi_teacher`` if a path, else (``auto``) the one exported
+    beside the student, if any; None for ``none`` or when there is none."""
+    if cfg.nbi_teacher in ("", "none"):
+        return None
+    if cfg.nbi_teacher != "auto":
+        return Path(cfg.nbi_teacher)
+    stem = getattr(student_engine.source, "stem", None)
+    if stem is None:  # an in-memory student has no "beside"
+        return None
+    from pagkd_core.export import teacher_stem  # the training core owns the file layout
+
+    t = teacher_stem(stem)
+    js = t.with_name(t.name + ".json")
+    return js if js.is_file() else None
+
+
+@dataclass
+class Lane:
+    name: str
+    engine: object
+    pre: Preprocessor
+    to_student: np.ndarray | None = None  # student-class index of each of this model's outputs
+    n_student: int = 0
+    owned: bool = False  # the engine was built for this lane, and is closed with it
+    batcher: DynamicBatcher | None = field(default=None, repr=False)
+
+    def probs(self, logits) -> np.ndarray:
+        p = softmax(np.asarray(logits, dtype=np.float64))
+        if self.to_student is None:
+            return p
+        out = np.zeros(self.n_student)
+        out[self.to_student] = p
+        return out
+
+    def start(self, max_batch: int, max_wait_ms: float, max_queue: int) -> None:
+        self.batcher = DynamicBatcher(self.engine.infer, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                      max_queue=max_queue, name=f"batcher-{self.name}")
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.owned:
+            self.engine.close()
+
+
+def preprocessor(cfg: PipelineConfig, engine) -> Preprocessor:
+    meta = engine.source.meta
+    return Preprocessor(engine.input_size, meta["mean"], meta["std"], device=engine.device, detect=cfg.detect_area,
+                        detect_every=cfg.detect_every, backend=cfg.preprocess_backend)
+
+
+def student_lane(cfg: PipelineConfig, engine) -> Lane:
+    return Lane(STUDENT, engine, preprocessor(cfg, engine))
+
+
+def teacher_lane(cfg: PipelineConfig, student: Lane, teacher=None) -> Lane | None:
+    """The NBI teacher's lane (``teacher``: an engine, or None to load it as ``cfg`` says), or
+    None when there is none or it cannot serve: a warning of one line says why, and NBI frames
+    are then shown as "NBI: not analysed"."""
+    where, owned = "the NBI teacher", teacher is None
+    try:
+        if teacher is None:
+            path = teacher_path(cfg, student.engine)
+            if path is None:
+                return None
+            where = str(path)
+            teacher = open_engine(cfg, path)
+        names = list(student.engine.class_names)
+        unknown = [c for c in teacher.class_names if c not in names]
+        if unknown:
+            raise ValueError(f"its classes {unknown} are not among the student's {names}; export the teacher "
+                             f"of the same training run (python -m pagkd_core export --teacher)")
+        same_input = (tuple(teacher.input_size) == tuple(student.engine.input_size)
+                      and teacher.source.meta["mean"] == student.engine.source.meta["mean"]
+                      and teacher.source.meta["std"] == student.engine.source.meta["std"]
+                      and teacher.device == student.engine.device)
+        # The student's preprocessor finds the content area; the teacher's only crops and scales.
+        pre = student.pre if same_input else preprocessor(cfg, teacher)
+        to_student = np.array([names.index(c) for c in teacher.class_names])
+        return Lane(TEACHER, teacher, pre, to_student, len(names), owned)
+    except Exception as e:  # noqa: BLE001 - any failure to load it: the session goes on without it
+        if owned and teacher is not None:
+            teacher.close()
+        msg = " ".join(str(e).split())
+        warnings.warn(f"NBI teacher not used ({where}): {type(e).__name__}: {msg}", RuntimeWarning, stacklevel=2)
+        return None
