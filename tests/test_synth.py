@@ -133,7 +133,7 @@ def test_video_decodes_with_frame_count_fps_and_aligned_truth(tmp_path):
 
 
 def test_truth_boxes_cover_lesions_and_lie_inside_the_frame():
-    cfg = VideoConfig(width=128, height=72, fps=4, seconds=30, seed=2, text=False)
+    cfg = VideoConfig(width=128, height=72, fps=4, seconds=30, seed=2, text=False, nbi_fraction=0.0)
     seen, hidden = set(), 0
     for rgb, t in iter_procedure_frames(cfg):
         assert rgb.shape == (72, 128, 3) and rgb.dtype == np.uint8

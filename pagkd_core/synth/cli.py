@@ -27,8 +27,9 @@ def _classes(text: str) -> list[str]:
 
 
 def _common(p: argparse.ArgumentParser):
-    add_config_arguments(p, "YAML file with config values (flags and --set override it)",
-                         "difficulty.wli_pattern=0.3")
+    add_config_arguments(
+        p, "YAML file with config values (flags and --set override it)", "difficulty.wli_pattern=0.3"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--classes", type=_classes, help="comma list from hyperplastic,adenoma,adenocarcinoma")
     p.add_argument("--no-progress", action="store_true")
@@ -67,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["WLI", "NBI"])
     p.add_argument("--crf", type=int, help="H.264 quality, 0-51 (higher = smaller)")
     p.add_argument("--render-scale", type=float, help="render the lumen at this fraction, then upscale")
+    p.add_argument(
+        "--nbi-fraction",
+        type=float,
+        help="share of close-viewed lesions with an NBI stretch (default 0.3; 0 = pure WLI)",
+    )
+    p.add_argument(
+        "--find-seed",
+        type=int,
+        metavar="START",
+        help="write the first seed from START whose truth tells the demo story (story.py)",
+    )
+    p.add_argument("--tries", type=int, default=50, help="seeds --find-seed looks at (default 50)")
     _common(p)
     p = sub.add_parser("calibrate", help="train a small CNN per modality; report NBI and WLI AUC")
     from .calibrate import add_arguments
@@ -97,6 +110,7 @@ def _video_cfg(a) -> VideoConfig:
         modality=a.modality,
         crf=a.crf,
         render_scale=a.render_scale,
+        nbi_fraction=a.nbi_fraction,
         **size,
     )
     if not (16 <= cfg.width <= 1920 and 16 <= cfg.height <= 1080) or cfg.width % 2 or cfg.height % 2:
@@ -110,6 +124,20 @@ def _video_cfg(a) -> VideoConfig:
     if not 0.1 <= cfg.render_scale <= 1.0:
         raise ConfigError(f"--render-scale must be in [0.1, 1] (got {cfg.render_scale})")
     return cfg
+
+
+def _find_seed(cfg: VideoConfig, start: int, tries: int) -> int:
+    """The demo story's seed (story.find_seed), its check per seed and its timeline on stderr."""
+    from .story import find_seed, timeline
+
+    if tries < 1:
+        raise ConfigError(f"--tries must be at least 1 (got {tries})")
+    found = find_seed(cfg, start, tries, log=lambda line: print(line, file=sys.stderr))
+    if found is None:
+        raise ConfigError(f"no seed in {start}..{start + tries - 1} tells the demo story (try more --tries)")
+    seed, rows = found
+    print(f"seed {seed}; truth timeline (SYNTHETIC):", *timeline(rows, cfg.fps), sep="\n  ", file=sys.stderr)
+    return seed
 
 
 def run(a) -> int:
@@ -159,6 +187,8 @@ def run(a) -> int:
         if out.suffix.lower() != ".mp4":
             raise ConfigError(f"--out must end in .mp4 (got {out})")
         check_writable(out.parent)
+        if a.find_seed is not None:
+            cfg.seed = _find_seed(cfg, a.find_seed, a.tries)
         video, truth = write_video(cfg, out, progress=not a.no_progress)
         print(f"wrote {video} and {truth} (SYNTHETIC video)")
     elif a.cmd == "calibrate":

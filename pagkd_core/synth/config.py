@@ -53,7 +53,10 @@ class VideoConfig:
     fps: int = 30
     seconds: float = 20.0  # iter_procedure_frames: 0 = endless
     seed: int = 0
-    modality: str = "WLI"
+    modality: str = "WLI"  # NBI: a pure NBI clip (nbi_fraction is then unused)
+    # share of the lesions in close view for which the endoscopist switches to NBI for a few
+    # seconds (nbi.py); 0 = a pure WLI clip. Lesions and camera path do not depend on it.
+    nbi_fraction: float = 0.3
     classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     render_scale: float = 0.5  # render the lumen at this fraction of the size, then upscale
     speed: float = 0.6  # forward speed, tube radii per second
@@ -109,4 +112,6 @@ def load(cls, path: str | Path | None = None, overrides: list[str] | None = None
         raise ConfigError(f"modality '{cfg.modality}' is not one of {', '.join(MODALITIES)}")
     if getattr(cfg, "border", "random") not in BORDERS:
         raise ConfigError(f"border '{cfg.border}' is not one of {', '.join(BORDERS)}")
+    if not 0.0 <= getattr(cfg, "nbi_fraction", 0.0) <= 1.0:
+        raise ConfigError(f"nbi_fraction must be in [0, 1] (got {cfg.nbi_fraction})")
     return cfg

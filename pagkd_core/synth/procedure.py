@@ -6,12 +6,13 @@ ahead of it as it goes. Rendering a pose is scene.py's job.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from . import latent as L
-from .config import VideoConfig
+from .config import MODALITIES, VideoConfig
 from .noise import smoothstep
 from .scene import PlacedLesion
 
@@ -47,7 +48,8 @@ class Procedure:
         self.waves = [
             np.stack([self.rng.uniform(0.1, 0.6, 3), self.rng.uniform(0, 2 * np.pi, 3)]) for _ in range(7)
         ]
-        self.lesions: list[PlacedLesion] = []
+        self.lesions: list[PlacedLesion] = []  # evidence: the share shown in the clip's modality
+        self.evidence: dict[str, dict[str, float]] = {}  # lesion id -> modality -> share shown
         self._bag: list[str] = []
         self.next_z = 3.2
         self.z = 0.0
@@ -63,14 +65,27 @@ class Procedure:
             les = L.sample_lesion(
                 self.rng, cls, self.cfg.classes, self.cfg.difficulty, f"v{self.cfg.seed}-{k:03d}"
             )
-            # own generator: the placement stream (and so the clip's layout) does not depend on it
-            ev = L.sample_evidence(np.random.default_rng([self.cfg.seed, 0xE71D, k]), self.cfg.modality)
-            self.lesions.append(PlacedLesion(les, float(self.rng.uniform(-np.pi, np.pi)), self.next_z, ev))
+            # own generator: the placement stream (and so the clip's layout) does not depend on it;
+            # the same one per modality, so an NBI stretch shows the lesion as a pure NBI clip would
+            ev = {
+                m: L.sample_evidence(np.random.default_rng([self.cfg.seed, 0xE71D, k]), m) for m in MODALITIES
+            }
+            self.evidence[les.lesion_id] = ev
+            angle = float(self.rng.uniform(-np.pi, np.pi))
+            self.lesions.append(PlacedLesion(les, angle, self.next_z, ev[self.cfg.modality]))
             self.next_z += self.cfg.lesion_gap * self.rng.uniform(0.7, 1.3)
 
-    def near(self) -> list[PlacedLesion]:
-        """Lesions close enough to the camera to be worth ray-casting."""
-        return [p for p in self.lesions if -1.5 < p.z - self.z < 12.0]
+    def near(self, modality: str | None = None) -> list[PlacedLesion]:
+        """Lesions close enough to the camera to be worth ray-casting, each with the evidence share
+        it shows in `modality` (default: the clip's)."""
+        near = [p for p in self.lesions if -1.5 < p.z - self.z < 12.0]
+        if modality is None or modality == self.cfg.modality:
+            return near
+        return [dataclasses.replace(p, evidence=self.evidence[p.lesion.lesion_id][modality]) for p in near]
+
+    def attention(self, k: int) -> float:
+        """How much the endoscopist attends to lesion k now: 1 while the camera holds it in close view."""
+        return _inspect_weight(self.lesions[k].z - self.z)
 
     def step(self, t: float, dt: float) -> np.ndarray:
         """Advance the camera to time t; returns cam (4, 3): position, forward, right, down."""

@@ -138,22 +138,21 @@ class TubeRenderer:
         specular: float = 1.0,
         border: str = "octagon",
         text: list[str] | None = None,
+        modality: str | None = None,
     ) -> tuple[np.ndarray, FrameTruth]:
         """One (H, W, 3) uint8 frame and its truth.
 
         cam (4, 3): position, forward, right, down. `exposure(mean linear luma) -> gain` is the
         auto-exposure (the video's lags; a training frame's is off by a random swing). `rng`
-        draws the sensor noise. `specular` scales the difficulty's glare.
+        draws the sensor noise. `specular` scales the difficulty's glare. `modality` overrides
+        the renderer's light for this frame (a video's NBI stretch; the wall atlas is shared).
         """
-        diff, nbi = self.diff, self.modality == "NBI"
-        lp, pos, ev = _lesion_arrays(lesions)
-        m = self.mips
-        tube_maps(
-            m[0], m[1], m[2], m[3], cam, TAN_HALF_FOV, lp, pos, ev, self.hr, self.wr, self.maps, self.ids
-        )
+        modality = modality or self.modality
+        diff, nbi = self.diff, modality == "NBI"
+        truth = self.cast(cam, lesions, border)
         rgb = shade(
             self.maps,
-            self.modality,
+            modality,
             self.patient,
             diff.nbi_pattern if nbi else diff.wli_pattern,
             1.0 if nbi else diff.wli_color,
@@ -169,11 +168,21 @@ class TubeRenderer:
         lo = (np.clip(rgb, 0, 1) ** (1 / 1.15) * 255 + 0.5).astype(np.uint8)
         size = (self.W, self.H)
         out = cv2.resize(lo, size, interpolation=cv2.INTER_LINEAR) if (self.wr, self.hr) != size else lo
-        field_lo, field_hi = self._field(border)
+        field_hi = self._field(border)[1]
         out = cv2.multiply(out, field_hi, scale=1 / 255)
         if text:
             overlay_text(out, text)
-        return out, self._truth(lesions, field_lo)
+        return out, truth
+
+    def cast(self, cam: np.ndarray, lesions: list[PlacedLesion], border: str = "octagon") -> FrameTruth:
+        """Ray-cast the frame (fills the physical maps `render` shades) and return its truth alone:
+        what a truth-only pass (video.iter_procedure_frames(truth_only=True)) needs."""
+        lp, pos, ev = _lesion_arrays(lesions)
+        m = self.mips
+        tube_maps(
+            m[0], m[1], m[2], m[3], cam, TAN_HALF_FOV, lp, pos, ev, self.hr, self.wr, self.maps, self.ids
+        )
+        return self._truth(lesions, self._field(border)[0])
 
     def _truth(self, lesions: list[PlacedLesion], field_lo: np.ndarray) -> FrameTruth:
         valid = np.where(field_lo, self.ids, -1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import VideoConfig
+from .nbi import NbiSchedule
 from .procedure import Procedure, wave
 from .scene import MID_GREY, TubeRenderer, osd_text
 
@@ -25,12 +26,17 @@ TRUTH_COLUMNS = (
 MIN_VISIBLE = 0.004  # a lesion counts as visible from this fraction of the field on
 
 
-def iter_procedure_frames(cfg: VideoConfig) -> Iterator[tuple[np.ndarray, dict]]:
+def iter_procedure_frames(
+    cfg: VideoConfig, truth_only: bool = False
+) -> Iterator[tuple[np.ndarray | None, dict]]:
     """Yield (rgb uint8 HxWx3, truth dict with the TRUTH_COLUMNS keys) per frame; endless if seconds=0.
 
+    `modality`: the light of this frame (NBI in a WLI clip's NBI stretches, nbi.py);
     `coverage`: the visible lesion's share of the endoscope field (0 when none is visible);
-    `wli_evidence`: the share of its class cue it shows (latent.sample_evidence), WLI clips only."""
-    proc = Procedure(cfg)
+    `wli_evidence`: the share of its class cue it shows in WLI (latent.sample_evidence), a
+    property of the lesion, so also on its NBI-stretch rows; empty in pure NBI clips.
+    `truth_only`: skip shading (rgb is None): the same truth, several times faster (story.py)."""
+    proc, lights = Procedure(cfg), NbiSchedule(cfg)
     tube = TubeRenderer(proc.patient, cfg.modality, cfg.width, cfg.height, cfg.render_scale, cfg.difficulty)
     noise_rng = np.random.default_rng([cfg.seed, 1])
     n_frames = round(cfg.seconds * cfg.fps) if cfg.seconds > 0 else None
@@ -48,24 +54,32 @@ def iter_procedure_frames(cfg: VideoConfig) -> Iterator[tuple[np.ndarray, dict]]
     while n_frames is None or f < n_frames:
         t = f * dt
         cam = proc.step(t, dt)
-        blur = (0.0, 0.0)
-        if prev_fwd is not None and cfg.motion_blur > 0:  # image shift from the camera's turn
-            blur = tube.turn_blur(prev_fwd, cam, cfg.motion_blur)
-        prev_fwd = cam[1].copy()
-        text = osd_text(cfg.modality, t) if cfg.text else None
-        out, tr = tube.render(
-            cam, proc.near(), auto_exposure, noise_rng, blur_px=blur, border=cfg.border, text=text
-        )
+        light = lights.light(t)
+        if truth_only:
+            out, tr = None, tube.cast(cam, proc.near(light), cfg.border)
+        else:
+            blur = (0.0, 0.0)
+            if prev_fwd is not None and cfg.motion_blur > 0:  # image shift from the camera's turn
+                blur = tube.turn_blur(prev_fwd, cam, cfg.motion_blur)
+            prev_fwd = cam[1].copy()
+            text = osd_text(light, t) if cfg.text else None
+            out, tr = tube.render(
+                cam, proc.near(light), auto_exposure, noise_rng,
+                blur_px=blur, border=cfg.border, text=text, modality=light,
+            )  # fmt: skip
         visible = tr.lesion is not None and tr.coverage >= MIN_VISIBLE
+        if visible:
+            lights.seen(proc, t, tr.lesion.lesion.lesion_id, tr.coverage)
         truth = {c: None for c in TRUTH_COLUMNS}
-        truth.update(frame=f, pts=round(t, 6), lesion_visible=0, lesion_id="", modality=cfg.modality)
+        truth.update(frame=f, pts=round(t, 6), lesion_visible=0, lesion_id="", modality=light)
         truth.update({"class": "", "coverage": 0.0})
         if visible:
             x0, y0, x1, y1 = tr.box
-            truth.update(lesion_visible=1, lesion_id=tr.lesion.lesion.lesion_id, x0=x0, y0=y0, x1=x1, y1=y1)
+            lid = tr.lesion.lesion.lesion_id
+            truth.update(lesion_visible=1, lesion_id=lid, x0=x0, y0=y0, x1=x1, y1=y1)
             truth.update({"class": tr.lesion.lesion.cls, "coverage": round(tr.coverage, 5)})
             if cfg.modality == "WLI":
-                truth["wli_evidence"] = round(tr.lesion.evidence, 4)
+                truth["wli_evidence"] = round(proc.evidence[lid]["WLI"], 4)
         yield out, truth
         f += 1
 
