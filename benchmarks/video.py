@@ -85,6 +85,8 @@ def make_videos(sets, cache: Path, quiet: bool, jobs: int = 1) -> list[Path]:
         if folder.is_dir() and (not marker.is_file() or marker.read_text().strip() != stamp):
             shutil.rmtree(folder)   # another generator's videos: their truth may not match today's
         folder.mkdir(parents=True, exist_ok=True)
+        # Stamped before generating, so an interrupted run keeps its finished videos on re-launch.
+        marker.write_text(stamp + "\n")
         for seed in vs.seeds:
             video = folder / f"procedure_s{seed}.mp4"
             if not (video.is_file() and video.with_suffix(".truth.csv").is_file()):
@@ -95,8 +97,6 @@ def make_videos(sets, cache: Path, quiet: bool, jobs: int = 1) -> list[Path]:
         for argv, rc in zip(todo, ex.map(_synth, todo)):
             if rc:
                 raise SystemExit(f"synth-video failed: {' '.join(argv)}")
-    for vs in sets:
-        (cache / vs.folder / "generator.txt").write_text(stamp + "\n")
     return out
 
 

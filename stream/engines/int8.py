@@ -11,7 +11,6 @@ are measured on the evaluation images in the same run and printed/written as JSO
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import sys
@@ -58,21 +57,18 @@ class FrameBatches(CalibrationDataReader):
 
 # -- frames -------------------------------------------------------------------------------
 def labelled_images(root: Path, class_names: list[str], modality: str = "WLI") -> list[tuple[Path, int, str]]:
-    """(path, label, lesion id) of the images of ``modality`` under ``root``: from manifest.csv
-    when present, else the generic layout <root>/<modality>/<class>/<lesion>_<n>.<ext>."""
-    out = []
-    manifest = root / "manifest.csv"
-    if manifest.is_file():
-        with open(manifest, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("modality", modality) == modality and row["class"] in class_names:
-                    out.append((root / row["path"], class_names.index(row["class"]), row.get("lesion_id", "")))
-    else:
-        base = root / modality if (root / modality).is_dir() else root
-        for ci, name in enumerate(class_names):
-            for p in sorted((base / name).glob("*")):
-                if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
-                    out.append((p, ci, p.stem.rsplit("_", 1)[0]))
+    """(path, label, split unit) of the images of ``modality`` under ``root``, read by the training
+    core's own reader (manifest.csv or <root>/<modality>/<class>/<lesion>_<n>.<ext>). The unit is
+    what a training run's splits.json lists: the patient when the manifest names one, else the
+    lesion (the reader sets patient = lesion then)."""
+    from pagkd_core.data.layouts import DataError, scan_generic
+
+    try:
+        samples = scan_generic(Path(root)) if Path(root).is_dir() else []
+    except DataError as e:
+        raise FileNotFoundError(str(e)) from None
+    out = [(Path(s.path), class_names.index(s.cls), s.patient) for s in samples
+           if s.modality == modality and s.cls in class_names]
     if not out:
         raise FileNotFoundError(f"no {modality} images of classes {class_names} under {root} "
                                 f"(expected manifest.csv or {modality}/<class>/*.png)")
@@ -120,7 +116,7 @@ def video_frames(path: Path, meta: dict, count: int) -> np.ndarray:
 
 
 def split_lesions(splits: str | Path, fold: int, part: str) -> set[str]:
-    """Lesion (patient) ids of one part (train/val/test) of a training run's splits.json."""
+    """Split units (patients, else lesions) of one part (train/val/test) of a training run's splits.json."""
     data = json.loads(Path(splits).read_text())
     try:
         return set(data["folds"][fold][part])
