@@ -10,12 +10,18 @@ from pathlib import Path
 
 BUNDLED = Path(__file__).resolve().parent.parent / "stream" / "assets" / "student.json"
 CLASS_NAMES = ["hyperplastic", "adenoma"]
-# The bundled student's training images are benchmarks.distill's full data set (what
-# `python -m benchmarks.distill` generates under runs/bench_distill/data: its DATA["full"]),
-# with the trainer's lesion folds over it (data.folds=3, val_fraction=0.2, split_seed=0). Both
-# regenerate byte-identically in seconds, so calibration and the AUC drop need no training run
-# on disk.
-BUNDLED_FOLDS = {"k": 3, "val_fraction": 0.2, "seed": 0}
+# The bundled student's training frames (configs/video_student.yaml, SYNTHETIC), with the
+# trainer's patient folds over them (data.folds=5, val_fraction=0.2, split_seed=0): both
+# regenerate byte-identically (a few minutes on 2 cores), so int8 calibration (fold 0's training
+# patients) and the AUC drop (its test patients) need no training run on disk. The quick form
+# makes a small fresh set (another seed, never trained on) and splits it in two stable halves.
+BUNDLED_DATA = {
+    "full": ["frames", "--size", "256", "--lesions-per-class", "120", "--frames-per-lesion", "6",
+             "--no-lesion-frames", "480", "--seed", "0", "--workers", "2"],
+    "quick": ["frames", "--size", "192", "--lesions-per-class", "4", "--frames-per-lesion", "2",
+              "--no-lesion-frames", "8", "--seed", "77"],
+}
+BUNDLED_FOLDS = {"k": 5, "val_fraction": 0.2, "seed": 0}
 
 
 @dataclass
@@ -86,23 +92,22 @@ def resolve_model(model: str | None, backbone: str | None, input_size: int | Non
     return BenchModel(path, meta, tuple(int(s) for s in size), label)
 
 
-def bundled_training_data(cache: str | Path) -> tuple[Path, Path]:
-    """(image root, splits.json) of the bundled student's training images, made once in ``cache``."""
-    # Imported here, not at the top: benchmarks.distill pulls in the trainer and its report
-    # stack (~4 s), which the benchmark's other sections never need.
-    from benchmarks.distill import DATA
+def bundled_training_data(cache: str | Path, quick: bool = False) -> tuple[Path, Path | None]:
+    """(image root, splits.json or None) of the bundled student's training frames, made once in
+    ``cache``; quick: a small fresh set and no splits (the int8 tool then uses lesion halves)."""
     from pagkd_core.data.layouts import read_manifest
     from pagkd_core.data.splits import make_folds
     from pagkd_core.synth.cli import main as synth
 
-    args = DATA["full"]
+    args = BUNDLED_DATA["quick" if quick else "full"]
     # Named by the generator's arguments: a cache made for an earlier bundled student is not reused.
     tag = hashlib.sha1(" ".join(args).encode()).hexdigest()[:8]
     root = Path(cache) / f"bundled_student_data-{tag}"
+    if not (root / "manifest.csv").is_file() and synth([*args, "--out", str(root), "--no-progress"]):
+        raise FileNotFoundError(f"could not generate the synthetic training frames in {root}")
+    if quick:
+        return root, None
     splits = root.with_name(root.name + ".splits.json")
-    if not (root / "manifest.csv").is_file() and synth(["images", "--out", str(root), *args,
-                                                         "--no-progress"]):
-        raise FileNotFoundError(f"could not generate the synthetic training images in {root}")
     if not splits.is_file():
         folds = make_folds(read_manifest(root / "manifest.csv"), **BUNDLED_FOLDS)
         splits.write_text(json.dumps(folds, indent=1) + "\n")
@@ -125,7 +130,7 @@ def prepare_int8(bench: BenchModel, data_root: str, splits: str, cache: str | Pa
     )
 
     if not data_root:
-        root, split_file = bundled_training_data(cache)
+        root, split_file = bundled_training_data(cache, quick)
     else:
         root, split_file = Path(data_root), Path(splits) if splits else None
     trained = ModelSource.from_path(bench.path)

@@ -115,18 +115,24 @@ def test_config_lists_quick_and_errors(tmp_path):
     assert FpsConfig().batches == [1, 2, 4, 8, 16, 32, 64]
 
 
-def test_bundled_training_data_is_made_once_with_lesion_folds(tmp_path):
-    from benchmarks.fps_model import bundled_training_data
+def test_bundled_training_data_is_made_once_with_patient_folds(tmp_path, monkeypatch):
+    from benchmarks import fps_model
 
-    root, splits = bundled_training_data(tmp_path)
+    # the full recipe's shape on a small set: the folds are the trainer's, made once
+    small = ["frames", "--size", "48", "--lesions-per-class", "15", "--frames-per-lesion", "1",
+             "--no-lesion-frames", "4", "--seed", "5"]
+    monkeypatch.setitem(fps_model.BUNDLED_DATA, "full", small)
+    root, splits = fps_model.bundled_training_data(tmp_path)
     folds = json.loads(splits.read_text())["folds"]
-    assert len(folds) == 3 and (root / "manifest.csv").is_file()
-    for fold in folds:  # every lesion in exactly one part of each fold
+    assert len(folds) == fps_model.BUNDLED_FOLDS["k"] and (root / "manifest.csv").is_file()
+    for fold in folds:  # every patient in exactly one part of each fold
         parts = [set(fold[k]) for k in ("train", "val", "test")]
         assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:]) and parts[2]
     mtime = (root / "manifest.csv").stat().st_mtime_ns
-    assert bundled_training_data(tmp_path) == (root, splits)
+    assert fps_model.bundled_training_data(tmp_path) == (root, splits)
     assert (root / "manifest.csv").stat().st_mtime_ns == mtime
+    quick_root, no_splits = fps_model.bundled_training_data(tmp_path, quick=True)
+    assert no_splits is None and quick_root != root and (quick_root / "manifest.csv").is_file()
 
 
 def test_gpu_check_script_parses():
