@@ -101,11 +101,17 @@ def make_videos(sets, cache: Path, quiet: bool, jobs: int = 1) -> list[Path]:
 
 
 def closeup_auc(meta: dict) -> tuple[float | None, str]:
-    """The student's AUC on held-out close-up images, as its export recorded it."""
+    """The student's class AUC on held-out images (its test fold, else validation), as its export
+    recorded it: the lesion-class AUC when the student has a no_lesion output (the same figure the
+    video's class AUC is), else the plain AUC."""
     metrics = meta.get("metrics") or {}
-    for split in ("test", "validation"):
-        if isinstance(metrics.get(split), dict) and metrics[split].get("auc") is not None:
-            return float(metrics[split]["auc"]), f"{split}, n={metrics[split].get('n', '?')}"
+    for split in ("test_pooled", "test", "validation"):
+        m = metrics.get(split)
+        if not isinstance(m, dict):
+            continue
+        key = "class_auc" if m.get("class_auc") is not None else "auc"
+        if m.get(key) is not None:
+            return float(m[key]), f"{split} {key}, n={m.get('n', '?')}"
     return None, "not recorded in the student's JSON"
 
 

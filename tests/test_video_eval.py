@@ -297,7 +297,10 @@ def test_benchmark_tables_without_videos():
     assert sum(len(vs.seeds) * vs.seconds for vs in full) / 60 >= bv.MIN_MINUTES
     assert {vs.size for vs in full} == {"1280x720", "1920x1080"}
     assert full[0].folder == "1280x720_60s_seeds1000-1005"
-    assert bv.closeup_auc({"metrics": {"validation": {"auc": 0.76, "n": 36}}}) == (0.76, "validation, n=36")
+    assert bv.closeup_auc({"metrics": {"validation": {"auc": 0.76, "n": 36}}}) == (0.76, "validation auc, n=36")
+    # the held-out test fold wins over validation, and the lesion-class AUC over the all-class one
+    both = {"validation": {"auc": 0.7}, "test_pooled": {"auc": 0.8, "class_auc": 0.69, "n": 384}}
+    assert bv.closeup_auc({"metrics": both}) == (0.69, "test_pooled class_auc, n=384")
     assert bv.closeup_auc({})[0] is None
     pooled = {"close_first_call_correct": 0.9, "auc_class_close": 0.74, "modality_accuracy": None}
     text = bv.target_table({"settings": ["none"], "pooled": {"none": pooled}}, (0.76, "validation, n=36"))
