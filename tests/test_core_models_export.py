@@ -130,20 +130,20 @@ def test_export_records_the_output_set_and_modality(tmp_path):
 
 
 def old_student(tmp_path):
-    """The bundled student as exported before the output set and modality were recorded (its
-    JSON without those keys, whatever a later bundle adds)."""
-    import shutil
-
-    from stream.config import bundled_model
-
-    src = bundled_model()
-    meta = {k: v for k, v in json.loads(src.read_text()).items() if k not in ("outputs", "modality")}
-    shutil.copyfile(src.with_suffix(".safetensors"), tmp_path / "old.safetensors")
+    """A two-class student as exported before the output set and modality were recorded: a small
+    random export with those keys removed from its JSON (the bundled student now has a no_lesion
+    output, so it can no longer stand in for the old format)."""
+    torch.manual_seed(0)
+    model = build_model("resnet10t_w50", 2)
+    export_student(model, tmp_path / "old", class_names=["hyperplastic", "adenoma"], input_size=96,
+                   onnx=False, train_command="random init (test)")
+    meta = {k: v for k, v in json.loads((tmp_path / "old.json").read_text()).items()
+            if k not in ("outputs", "modality")}
     (tmp_path / "old.json").write_text(json.dumps(meta))
     return tmp_path / "old.json", meta
 
 
-def test_bundled_student_without_output_set_still_loads(tmp_path):
+def test_student_without_output_set_still_loads(tmp_path):
     path, meta = old_student(tmp_path)
     model, loaded = load_student(path)
     assert loaded["class_names"] == meta["class_names"] and model.num_classes == len(meta["class_names"])

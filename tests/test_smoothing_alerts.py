@@ -264,7 +264,7 @@ def test_not_analysed_state_drops_the_call():
 
 
 def test_old_two_class_student_alerts_as_before(tmp_path):
-    """The bundled (two-class, no no_lesion) student's class list drives the machine exactly as the
+    """A two-class (no no_lesion) student's class list drives the machine exactly as the
     lesion-only rule always has: the top class over all outputs, no "no lesion" state."""
     from test_core_models_export import old_student
 
