@@ -30,9 +30,10 @@ from onnxruntime.quantization import (
 )
 from tqdm import tqdm
 
+from stream.sources.file import VIDEO_EXTENSIONS
+
 from .model_source import ModelSource
 
-VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".ts", ".m2ts", ".mpg", ".webm")
 _METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile}
 
@@ -140,7 +141,7 @@ def calibration_frames(path: str | Path, meta: dict, count: int = 256, seed: int
                        half: int | None = None, lesions: set[str] | None = None,
                        modality: str = "WLI") -> np.ndarray:
     path = Path(path)
-    if path.is_file() and path.suffix.lower() in VIDEO_EXTS:
+    if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
         return video_frames(path, meta, count)
     items = pick_items(labelled_images(path, list(meta["class_names"]), modality), half, lesions)
     rng = np.random.default_rng(seed)
