@@ -105,7 +105,7 @@ def load_student(label: str, folder: Path, videos: list[Path], truths: list[Trut
         raw = read_log(log, len(truth), len(names))
         if not raw.analysed():
             raise ValueError(f"{log}: no analysed frame within {video.name}'s {len(truth)} frames: a log of another video?")
-        times = np.where(np.isfinite(truth.pts), truth.pts, truth.frame / 30.0)
+        times = truth.times
         # No alert figures here: the alert machine is not run, so every frame's state is None.
         outcomes.append(outcome(video.stem, truth, times, raw.probs, raw.probs, [None] * len(truth), names,
                                 AlertConfig(class_names=tuple(names)).alert_indices))

@@ -249,7 +249,7 @@ def evaluate_videos(argv: list[str]) -> dict:
             problems += [f"{video.name}: {e}" for e in errs]
             if cached is not None:
                 write_log(cached, raw, truth, class_names)
-        times = np.where(np.isfinite(truth.pts), truth.pts, truth.frame / 30.0)
+        times = truth.times
         res = {s: apply_setting(s, truth, times, raw, s, base) for s in settings}
         for s, (o, _) in res.items():
             outcomes[s].append(o)

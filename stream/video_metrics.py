@@ -63,6 +63,11 @@ class Truth:
     def __len__(self) -> int:
         return len(self.frame)
 
+    @property
+    def times(self) -> np.ndarray:
+        """Seconds of each frame: its pts where the truth has one, else frame / 30 (the nominal rate)."""
+        return np.where(np.isfinite(self.pts), self.pts, self.frame / 30.0)
+
     def head(self, n: int) -> Truth:
         return Truth(*(getattr(self, f)[:n] for f in self.__dataclass_fields__))
 
