@@ -92,8 +92,27 @@ def _init_worker():
     numba.set_num_threads(1)  # processes, not threads, share the cores
 
 
-def _run(args):
-    return render_job(*args)
+def _call(args):
+    render, cfg, unit = args
+    return render(cfg, unit)
+
+
+def render_all(render, cfg, units: list, bar, count=lambda rows: 1, chunksize: int = 1) -> list:
+    """``render(cfg, unit)`` for every unit, results concatenated in unit order; in ``cfg.workers``
+    spawned processes when more than one (every unit seeds its own generator, so the output does
+    not depend on the count). ``bar`` advances by ``count(rows)`` per unit."""
+    rows: list = []
+    if cfg.workers > 1:
+        with get_context("spawn").Pool(cfg.workers, _init_worker) as pool:
+            for r in pool.imap(_call, [(render, cfg, u) for u in units], chunksize=chunksize):
+                rows += r
+                bar.update(count(r))
+    else:
+        for u in units:
+            r = render(cfg, u)
+            rows += r
+            bar.update(count(r))
+    return rows
 
 
 def check_writable(folder: Path) -> None:
@@ -143,17 +162,8 @@ def generate_images(cfg: ImageConfig, progress: bool = True) -> Path:
     check_writable(root)
     _remove_previous(root)
     jobs = plan(cfg)
-    rows: list[tuple] = []
     bar = tqdm(total=len(jobs), disable=not progress, unit="lesion", desc="synthetic images")
-    if cfg.workers > 1:
-        with get_context("spawn").Pool(cfg.workers, _init_worker) as pool:
-            for r in pool.imap(_run, [(cfg, j) for j in jobs], chunksize=4):
-                rows += r
-                bar.update()
-    else:
-        for j in jobs:
-            rows += render_job(cfg, j)
-            bar.update()
+    rows = render_all(render_job, cfg, jobs, bar, chunksize=4)
     bar.close()
     manifest = root / "manifest.csv"
     with open(manifest, "w", newline="") as fh:

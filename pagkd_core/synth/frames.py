@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -28,7 +27,7 @@ from pagkd_core.config import ConfigError
 
 from . import latent as L
 from .config import MODALITIES, FrameConfig
-from .dataset import MANIFEST_COLUMNS, _init_worker, _remove_previous, check_writable
+from .dataset import MANIFEST_COLUMNS, _remove_previous, check_writable, render_all
 from .poses import down_the_lumen, log_uniform, look_at_wall
 from .scene import MID_GREY, FrameTruth, PlacedLesion, TubeRenderer, content_box, osd_text
 
@@ -245,10 +244,6 @@ def render_patient(cfg: FrameConfig, patient: Patient) -> list[dict]:
     return rows
 
 
-def _run(args):
-    return render_patient(*args)
-
-
 def validate(cfg: FrameConfig) -> None:
     checks = [
         (cfg.lesions_per_class >= 1, f"--lesions-per-class must be at least 1 (got {cfg.lesions_per_class})"),
@@ -281,19 +276,9 @@ def generate_frames(cfg: FrameConfig, progress: bool = True) -> Path:
     check_writable(root)
     _remove_previous(root)
     patients = plan(cfg)
-    rows: list[dict] = []
     total = sum(len(p.lesions) * cfg.frames_per_lesion + p.no_lesion for p in patients)
     bar = tqdm(total=total, disable=not progress, unit="frame", desc="synthetic frames")
-    if cfg.workers > 1:
-        with get_context("spawn").Pool(cfg.workers, _init_worker) as pool:
-            for r in pool.imap(_run, [(cfg, p) for p in patients]):
-                rows += r
-                bar.update(len(r))
-    else:
-        for p in patients:
-            r = render_patient(cfg, p)
-            rows += r
-            bar.update(len(r))
+    rows = render_all(render_patient, cfg, patients, bar, count=len)
     bar.close()
     manifest = root / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
