@@ -246,10 +246,13 @@ def pool(outcomes: list[Outcome]) -> SimpleNamespace:
 
 
 def auc(y: np.ndarray, s: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
+    """The training core's AUC (pagkd_core.metrics.binary_auc) on the frames with a score; None
+    when one side is empty."""
+    from pagkd_core.metrics import binary_auc
+
     ok = np.isfinite(s)
-    y, s = y[ok], s[ok]
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
+    value = binary_auc(y[ok], s[ok])
+    return None if np.isnan(value) else value
 
 
 def rate(num: int, den: int) -> float | None:
