@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from datetime import datetime, timezone
 
+from stream.engines import usable_cores
+
 LIBRARIES = ("numpy", "torch", "torchvision", "timm", "onnx", "onnxruntime", "av", "cv2", "numba",
              "tensorrt", "torch_tensorrt", "safetensors")
 
@@ -53,7 +55,7 @@ def environment(device: str = "cpu") -> dict:
         "python": platform.python_version(),
         "cpu": _cpu_model(),
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "device": device,
         "versions": {name: _version(name) for name in LIBRARIES},

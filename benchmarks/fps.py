@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from pagkd_core.config import ConfigError, read_yaml_mapping
 
 SECTIONS = ("decode", "preprocess", "inference", "smoothing", "e2e")
 
@@ -103,10 +103,10 @@ def load_config(argv: list[str] | None = None) -> FpsConfig:
     cfg = FpsConfig()
     values = {}
     if args.config:
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
-        if not isinstance(data, dict):
-            raise SystemExit(f"{args.config}: expected a mapping of FpsConfig keys")
-        values.update(data)
+        try:
+            values.update(read_yaml_mapping(args.config, "FpsConfig keys"))
+        except ConfigError as e:
+            raise SystemExit(str(e)) from None
     values.update({k: v for k, v in vars(args).items() if v is not None and k != "config"})
     names = {f.name: f for f in dataclasses.fields(cfg)}
     for k, v in values.items():
@@ -139,7 +139,7 @@ def _first_frames(clip, n: int = 8) -> list:
 
 
 def _int8(cfg: FpsConfig, result: dict, bench_model) -> None:
-    """Calibrate the int8 graphs (stream.engines.int8) before the inference rows need them."""
+    """Calibrate the int8 graphs (benchmarks.int8) before the inference rows need them."""
     from benchmarks.fps_model import prepare_int8
 
     try:
@@ -149,12 +149,12 @@ def _int8(cfg: FpsConfig, result: dict, bench_model) -> None:
         result["notes"].append(f"int8 calibration failed, int8 rows skipped: {' '.join(str(e).split())[:200]}")
 
 
-def _e2e_engine(cfg: FpsConfig, specs, source_fn, device: str, max_batch: int, measured: list[dict]):
-    """The engine end to end runs on: the named spec, else the fastest one measured in this
+def _e2e_engine(cfg: FpsConfig, variants, source_fn, device: str, max_batch: int, measured: list[dict]):
+    """The engine end to end runs on: the named variant, else the fastest one measured in this
     run at the replay batch size, else the best that builds here."""
     from stream.engines import EngineError, build_engine
 
-    by_id = {s.id: s for s in specs}
+    by_id = {v.id: v for v in variants}
     if cfg.e2e_engine != "auto":
         if cfg.e2e_engine not in by_id:
             raise SystemExit(f"--e2e-engine {cfg.e2e_engine!r} unknown here; choose from {', '.join(by_id)}")
@@ -166,16 +166,17 @@ def _e2e_engine(cfg: FpsConfig, specs, source_fn, device: str, max_batch: int, m
     if cfg.e2e_engine == "auto":
         # torch.compile is left out: the dynamic batcher's varying batch sizes would recompile it;
         # so are spinning ONNX Runtime sessions: live, the decoder needs the cores they keep busy.
+        fit = {v.id for v in variants if not v.slow_build and not v.opts.get("spinning")}
         speed = {r["engine"]: r["img_s"] for r in measured if r.get("batch") == cfg.replay_batch and "img_s" in r
-                 and not r["engine"].startswith("compile") and not r["engine"].endswith("-spin")}
+                 and r["engine"] in fit}
         order = sorted(speed, key=speed.get, reverse=True) + [e for e in order if e not in speed]
     notes = []
     for sid in order:
-        spec = by_id[sid]
+        variant = by_id[sid]
         try:
-            engine = build_engine(spec.kind, source_fn(), device=device, max_batch=max_batch, **spec.opts)
+            engine = build_engine(variant.kind, source_fn(), device=device, max_batch=max_batch, **variant.opts)
             # Capture/compile every batch size the dynamic batcher may form, before timing.
-            for b in range(1, max_batch + 1) if "cuda_graphs" in spec.opts else (1, max_batch):
+            for b in range(1, max_batch + 1) if "cuda_graphs" in variant.opts else (1, max_batch):
                 engine.warmup(iters=1, batch=b)
             return engine, sid, notes
         except (EngineError, ImportError, FileNotFoundError, RuntimeError) as e:
@@ -200,7 +201,7 @@ def _save(cfg: FpsConfig, result: dict) -> None:
         Path(cfg.markdown).write_text(report(clean) + "\n")
 
 
-def _stages(cfg: FpsConfig, result: dict, clips, bench_model, device: str, specs) -> None:
+def _stages(cfg: FpsConfig, result: dict, clips, bench_model, device: str, variants) -> None:
     from tqdm import tqdm
 
     from benchmarks import fps_decode, fps_stages
@@ -218,18 +219,18 @@ def _stages(cfg: FpsConfig, result: dict, clips, bench_model, device: str, specs
             frames, bench_model.meta, bench_model.input_size, device, cfg.seconds)
         _save(cfg, result)
     if "inference" in cfg.sections:
-        chosen = [s for s in specs if not cfg.engines or s.id in cfg.engines]
-        if any(s.opts.get("precision") == "int8" for s in chosen):
+        chosen = [v for v in variants if not cfg.engines or v.id in cfg.engines]
+        if any(v.opts.get("precision") == "int8" for v in chosen):
             _int8(cfg, result, bench_model)
             _save(cfg, result)
-        total = sum(len([b for b in cfg.batches if s.batches is None or b in s.batches]) for s in chosen)
+        total = sum(len([b for b in cfg.batches if v.batches is None or b in v.batches]) for v in chosen)
         rows = result["stages"]["inference"] = []
         with tqdm(total=total, desc="inference", leave=False) as bar:
-            for spec in chosen:  # saved engine by engine: torch.compile may outlast a timeout
-                rows += fps_stages.bench_inference([spec], bench_model.source, device, cfg.batches,
+            for variant in chosen:  # saved engine by engine: torch.compile may outlast a timeout
+                rows += fps_stages.bench_inference([variant], bench_model.source, device, cfg.batches,
                                                    cfg.seconds, bar.update)
                 _save(cfg, result)
-        by_id = {s.id: s for s in chosen}
+        by_id = {v.id: v for v in chosen}
         if not device.startswith("cuda") and {"torch-fp32", "onnxruntime-int8"} <= set(by_id):
             # the int8 target's ratio, from alternating rounds (fair under a changing load)
             result["stages"]["int8_vs_eager"] = fps_stages.bench_pair(
@@ -251,7 +252,7 @@ def _pick_clips(clips, wanted: list[str], device: str) -> list:
     return out or clips[:1]
 
 
-def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, specs) -> None:
+def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, variants) -> None:
     from tqdm import tqdm
 
     from benchmarks import fps_decode, fps_e2e
@@ -261,7 +262,7 @@ def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, s
         result["notes"].append("PyAV (av) not installed: the runtime's sources need it, end to end skipped")
         return
     max_batch = max(cfg.replay_batch, min(cfg.max_streams, cfg.e2e_max_batch))
-    engine, engine_id, notes = _e2e_engine(cfg, specs, bench_model.source, device, max_batch,
+    engine, engine_id, notes = _e2e_engine(cfg, variants, bench_model.source, device, max_batch,
                                            result["stages"].get("inference", []))
     result["notes"] += notes
     naive = NaiveClassifier(bench_model.torch_module(), bench_model.input_size, bench_model.meta["mean"],
@@ -288,7 +289,7 @@ def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, s
 def run(cfg: FpsConfig, argv: list[str]) -> dict:
     from tqdm import tqdm
 
-    from benchmarks import fps_stages
+    from benchmarks import engine_variants
     from benchmarks.env import environment
     from benchmarks.fps_model import resolve_model
     from benchmarks.media import make_clips
@@ -304,11 +305,11 @@ def run(cfg: FpsConfig, argv: list[str]) -> dict:
     except EngineError as e:
         raise SystemExit(str(e)) from None
     bench_model = resolve_model(cfg.model or None, cfg.backbone or None, cfg.input_size or None, cfg.model_cache)
-    specs = fps_stages.engine_specs(device, tuple(cfg.compile_batches))
-    unknown = set(cfg.engines) - {s.id for s in specs}
+    variants = engine_variants.swept(device, tuple(cfg.compile_batches))
+    unknown = set(cfg.engines) - {v.id for v in variants}
     if unknown:
         raise SystemExit(f"unknown engine(s) {sorted(unknown)} on {device}; choose from "
-                         f"{', '.join(s.id for s in specs)}")
+                         f"{', '.join(v.id for v in variants)}")
     result: dict = {"benchmark": "benchmarks.fps", "command": "python -m benchmarks.fps " + shlex.join(argv),
                     "config": dataclasses.asdict(cfg), "environment": environment(device),
                     "model": {"label": bench_model.label, "path": str(bench_model.path),
@@ -324,9 +325,9 @@ def run(cfg: FpsConfig, argv: list[str]) -> dict:
                             "path": str(c.path)} for c in clips]
         if any(c.writer == "opencv" for c in clips):
             result["notes"].append("no PyAV/ffmpeg: test videos written by OpenCV (see clips[].codec)")
-    _stages(cfg, result, clips, bench_model, device, specs)
+    _stages(cfg, result, clips, bench_model, device, variants)
     if "e2e" in cfg.sections:
-        _end_to_end(cfg, result, clips, bench_model, device, specs)
+        _end_to_end(cfg, result, clips, bench_model, device, variants)
     result["environment"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     _save(cfg, result)
     return {k: v for k, v in result.items() if not k.startswith("_")}

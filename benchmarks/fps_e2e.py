@@ -1,4 +1,5 @@
-"""End to end through the real runtime (stream.pipeline.Pipeline), beside the naive baseline.
+"""End to end through the real runtime (stream.pipeline.Pipeline), beside the naive baseline;
+the runtime's acceptance runs (benchmarks.stream) measure through the same functions.
 
 * replay: one file, every frame, as fast as possible -> frames/s.
 * paced: files replayed at their own clock through the live path (newest frame only), one
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from benchmarks.naive import NaiveClassifier, naive_paced, naive_replay
-from benchmarks.timing import rate, summary_ms
+from benchmarks.timing import rate, summary_ms, wall_and_cpu
 
 
 @dataclass
@@ -32,23 +33,27 @@ class KeepUp:
         return bool(offered and p99 is not None and missed / offered <= self.max_drop and p99 <= self.max_p99_ms)
 
 
-def _pipeline(engine, batch: int, realtime: bool, max_frames: int = 0):
+def pipeline(engine, batch: int, live: bool, max_frames: int = 0, on_result=None):
+    """The pipeline every end-to-end figure runs through: ``engine`` shared, no overlays drawn;
+    ``live``: inputs read as live feeds (paced, newest frame only)."""
     from stream.pipeline import Pipeline, PipelineConfig
 
-    cfg = PipelineConfig(batch=batch, realtime=realtime, annotate=False, max_frames=max_frames,
+    cfg = PipelineConfig(batch=batch, live=live, annotate=False, max_frames=max_frames,
                          max_wait_ms=5.0)
-    return Pipeline(cfg, engine=engine)
+    return Pipeline(cfg, engine=engine, on_result=on_result)
 
 
 def replay(engine, clip, frames: int, batch: int) -> dict:
-    """The whole file (looped up to ``frames``) as fast as the pipeline goes."""
-    pipe = _pipeline(engine, batch, realtime=False, max_frames=frames)
-    pipe.add_stream(str(clip.path), loop=True)
-    t0 = time.perf_counter()
-    summary = pipe.run()
-    elapsed = time.perf_counter() - t0
-    return {"clip": clip.name, "batch": batch, "frames": summary["frames"], "seconds": round(elapsed, 3),
-            "fps": rate(summary["frames"], elapsed), "mean_batch": round(summary["batches"].get("mean_batch", 0), 2),
+    """``frames`` frames of the file (looped if it is shorter) as fast as the pipeline goes."""
+    pipe = pipeline(engine, batch, live=False, max_frames=frames)
+    # looped only when needed: a looping reader decodes ahead into the next round
+    pipe.add_stream(str(clip.path), loop=frames > clip.frames)
+    summary, elapsed, cpu = wall_and_cpu(pipe.run)
+    n = summary["frames"]
+    return {"clip": clip.name, "batch": batch, "frames": n, "seconds": round(elapsed, 3),
+            "fps": rate(n, elapsed), "cpu_ms_per_frame": round(cpu / n * 1e3, 3) if n else None,
+            "mean_batch": round(summary["batches"].get("mean_batch", 0), 2),
+            "latency_p50_ms": {stage: v["p50"] for stage, v in summary["latency_ms"].items()},
             "errors": pipe.errors()}
 
 
@@ -64,8 +69,7 @@ def paced(engine, clip, fps: float, streams: int, seconds: float, warmup: float 
             with lock:
                 lat.append(res.latency_ms / 1e3)
 
-    pipe = _pipeline(engine, batch=max(1, min(streams, engine.max_batch)), realtime=True)
-    pipe.result_callbacks.append(on_result)
+    pipe = pipeline(engine, batch=max(1, min(streams, engine.max_batch)), live=True, on_result=on_result)
     for i in range(streams):
         pipe.add_stream(str(clip.path), stream_id=f"s{i}", speed=fps / clip.fps, loop=True)
     pipe.start()

@@ -42,7 +42,7 @@ class BenchModel:
         return src
 
     def torch_module(self):
-        from pagkd_core.export import load_student
+        from pagkd_core.student import load_student
 
         model, _ = load_student(self.path)
         return model.eval()
@@ -54,10 +54,11 @@ def random_student(backbone: str, input_size: int, cache: str | Path, seed: int 
 
     from pagkd_core.export import export_student
     from pagkd_core.models import build_model
+    from pagkd_core.student import sibling
 
     stem = Path(cache) / f"{backbone}-{input_size}-random-s{seed}"
-    if stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file():
-        return stem.with_suffix(".json")
+    if sibling(stem, ".json").is_file() and sibling(stem, ".safetensors").is_file():
+        return sibling(stem, ".json")
     torch.manual_seed(seed)
     try:
         model = build_model(backbone, len(CLASS_NAMES))
@@ -67,20 +68,19 @@ def random_student(backbone: str, input_size: int, cache: str | Path, seed: int 
     # No ONNX here: the ONNX engine exports one into its cache only if it is actually used.
     export_student(model, stem, class_names=CLASS_NAMES, input_size=input_size, onnx=False,
                    train_command=f"random init for benchmarks (seed {seed})")
-    return stem.with_suffix(".json")
+    return sibling(stem, ".json")
 
 
 def resolve_model(model: str | None, backbone: str | None, input_size: int | None,
                   cache: str | Path) -> BenchModel:
+    from pagkd_core.student import sibling, student_stem
+
     if backbone:
         size = input_size or 224
         path = random_student(backbone, size, cache)
         label = f"{backbone}@{size} (random init)"
     else:
-        path = Path(model) if model else BUNDLED
-        if path.suffix not in (".json", ".safetensors"):
-            path = path.with_suffix(".json") if path.with_suffix(".json").is_file() else path
-        path = path.with_suffix(".json")
+        path = sibling(student_stem(model or BUNDLED), ".json")  # any of its files, or the stem
         if not path.is_file():
             where = "the bundled student is missing (stream/assets/student.json); pass --model or --backbone" \
                 if model is None else f"no exported student at {path}; pass its .json or use --backbone"
@@ -115,12 +115,11 @@ def bundled_training_data(cache: str | Path, quick: bool = False) -> tuple[Path,
 
 
 def prepare_int8(bench: BenchModel, data_root: str, splits: str, cache: str | Path, quick: bool) -> dict:
-    """Calibrate the int8 graphs the benchmark needs, with the engines' own tool (stream.engines.int8):
+    """Calibrate the int8 graphs the benchmark needs, with the int8 tool (benchmarks.int8):
     one at the student's trained size, measured on the held-out (test) lesions of its fold -> the
     AUC drop; one at the benchmark's input size for the inference rows (``bench.int8_onnx``).
     Both are calibrated on the fold's training lesions. Returns the accuracy measurement."""
-    from stream.engines import ModelSource
-    from stream.engines.int8 import (
+    from benchmarks.int8 import (
         HeldOut,
         QuantOptions,
         calibrate_and_measure,
@@ -128,6 +127,7 @@ def prepare_int8(bench: BenchModel, data_root: str, splits: str, cache: str | Pa
         quantize,
         split_lesions,
     )
+    from stream.engines import ModelSource
 
     if not data_root:
         root, split_file = bundled_training_data(cache, quick)

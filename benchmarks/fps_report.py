@@ -159,7 +159,7 @@ def report(result: dict) -> str:
     if acc:
         keys = ("auc_fp32", "auc_int8", "auc_drop", "top1_agreement", "images", "eval_lesions", "calib_frames",
                 "input_size", "fmt", "activations", "weights", "per_channel", "method")
-        parts += ["", "int8 accuracy cost (stream.engines.int8.calibrate_and_measure, synthetic held-out lesions): "
+        parts += ["", "int8 accuracy cost (benchmarks.int8.calibrate_and_measure, synthetic held-out lesions): "
                   + ", ".join(f"{k} {acc[k]:.4g}" if isinstance(acc[k], float) else f"{k} {acc[k]}"
                               for k in keys if k in acc)]
     parts += ["", f"total {result['elapsed_s']} s"]

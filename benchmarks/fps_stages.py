@@ -6,46 +6,13 @@ the rate they imply. The naive numpy preprocessing is measured beside the real o
 """
 from __future__ import annotations
 
-import importlib.util
 import time
-from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
+from benchmarks.engine_variants import EngineVariant, skip_reason
 from benchmarks.timing import cycle, repeat, summary_ms
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    id: str                      # short name used on the command line and in the JSON
-    kind: str                    # build_engine kind
-    opts: dict = field(default_factory=dict)
-    batches: tuple[int, ...] | None = None   # only these of the sweep's sizes (None: all)
-
-
-def engine_specs(device: str, compile_batches: tuple[int, ...]) -> list[EngineSpec]:
-    """Every engine worth timing on ``device``, whether or not it can be built here
-    (unavailable ones are reported as skipped with the reason)."""
-    if device.startswith("cuda"):
-        return [
-            EngineSpec("torch-fp32", "torch", {"precision": "fp32"}),
-            EngineSpec("torch-fp16", "torch", {"precision": "fp16"}),
-            EngineSpec("torch-fp16-cudagraphs", "torch", {"precision": "fp16", "cuda_graphs": True}),
-            # default mode: max-autotune would spend minutes benchmarking kernels per batch size
-            EngineSpec("compile-fp16", "torch", {"precision": "fp16", "compile": True}, compile_batches),
-            EngineSpec("tensorrt-fp16", "tensorrt", {"precision": "fp16"}),
-            EngineSpec("onnxruntime-cuda-fp32", "onnxruntime", {"precision": "fp32"}),
-        ]
-    return [
-        EngineSpec("torch-fp32", "torch", {"precision": "fp32"}),
-        EngineSpec("torch-bf16", "torch", {"precision": "bf16"}),
-        EngineSpec("compile-fp32", "torch", {"precision": "fp32", "compile": True}, compile_batches),
-        EngineSpec("onnxruntime-fp32", "onnxruntime", {"precision": "fp32"}),
-        EngineSpec("onnxruntime-int8", "onnxruntime", {"precision": "int8"}),
-        # the engine's default does not spin (live, the decoder needs the cores); spinning beside it
-        EngineSpec("onnxruntime-int8-spin", "onnxruntime", {"precision": "int8", "spinning": True}, (1, 8)),
-    ]
 
 
 def _input(batch: int, size: tuple[int, int], device: str):
@@ -62,22 +29,23 @@ def _is_oom(e: BaseException) -> bool:
     return "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
 
 
-def bench_engine(spec: EngineSpec, source_fn, device: str, batches, seconds: float, progress=None) -> list[dict]:
+def bench_engine(variant: EngineVariant, source_fn, device: str, batches, seconds: float,
+                 progress=None) -> list[dict]:
     """One row per batch size; an engine that cannot be built here yields one 'skipped' row."""
     from stream.engines import EngineError, build_engine
 
-    sizes = [b for b in batches if spec.batches is None or b in spec.batches]
+    sizes = [b for b in batches if variant.batches is None or b in variant.batches]
     if not sizes:
-        return [{"engine": spec.id, "skipped": f"not timed at batch {list(batches)} (it builds for tens of "
-                                               f"seconds per size: only {list(spec.batches)})"}]
+        return [{"engine": variant.id, "skipped": f"not timed at batch {list(batches)} (it builds for tens of "
+                                                  f"seconds per size: only {list(variant.batches)})"}]
     rows = []
     for b in sizes:
-        row = {"engine": spec.id, "batch": b}
+        row = {"engine": variant.id, "batch": b}
         t0 = time.perf_counter()
         engine = None
         try:
             src = source_fn()
-            engine = build_engine(spec.kind, src, device=device, max_batch=b, **spec.opts)
+            engine = build_engine(variant.kind, src, device=device, max_batch=b, **variant.opts)
             x = _input(b, engine.input_size, device)
             engine.infer(x)  # first call: compilation, graph capture, allocator growth
             row["setup_s"] = round(time.perf_counter() - t0, 2)
@@ -86,7 +54,7 @@ def bench_engine(spec: EngineSpec, source_fn, device: str, batches, seconds: flo
             row.update(s, img_s=round(b * 1e3 / s["p50_ms"], 1), ms_per_img=round(s["p50_ms"] / b, 3),
                        actual=engine.describe().get("precision"))
         except (EngineError, ImportError, FileNotFoundError) as e:
-            rows.append({"engine": spec.id, "skipped": " ".join(str(e).split())[:240]})
+            rows.append({"engine": variant.id, "skipped": " ".join(str(e).split())[:240]})
             if progress:
                 progress(len(batches))
             return rows
@@ -106,17 +74,18 @@ def bench_engine(spec: EngineSpec, source_fn, device: str, batches, seconds: flo
     return rows
 
 
-def bench_inference(specs, source_fn, device: str, batches, seconds: float, progress=None) -> list[dict]:
+def bench_inference(variants, source_fn, device: str, batches, seconds: float, progress=None) -> list[dict]:
     rows = []
-    for spec in specs:
-        if spec.kind == "tensorrt" and importlib.util.find_spec("torch_tensorrt") is None:
-            rows.append({"engine": spec.id, "skipped": "torch-tensorrt not installed"})
+    for variant in variants:
+        reason = skip_reason(variant.kind, device)
+        if reason:
+            rows.append({"engine": variant.id, "skipped": reason})
             continue
-        rows += bench_engine(spec, source_fn, device, batches, seconds, progress)
+        rows += bench_engine(variant, source_fn, device, batches, seconds, progress)
     return rows
 
 
-def bench_pair(base: EngineSpec, other: EngineSpec, source_fn, device: str, batch: int, seconds: float,
+def bench_pair(base: EngineVariant, other: EngineVariant, source_fn, device: str, batch: int, seconds: float,
                rounds: int = 4) -> dict:
     """Two engines timed in alternating rounds at one batch size. On a machine shared with other
     jobs the load changes between two sequential measurements; alternating rounds expose both
@@ -125,8 +94,9 @@ def bench_pair(base: EngineSpec, other: EngineSpec, source_fn, device: str, batc
 
     engines = {}
     try:
-        for spec in (base, other):
-            engines[spec.id] = build_engine(spec.kind, source_fn(), device=device, max_batch=batch, **spec.opts)
+        for variant in (base, other):
+            engines[variant.id] = build_engine(variant.kind, source_fn(), device=device, max_batch=batch,
+                                               **variant.opts)
     except (EngineError, ImportError, FileNotFoundError) as e:
         for eng in engines.values():
             eng.close()
@@ -163,7 +133,8 @@ def bench_preprocess(frames_by_clip: dict, meta: dict, input_size, device: str, 
         pre = Preprocessor(input_size, meta["mean"], meta["std"], device=device)
         for b in batches:
             batch = (frames * (b // len(frames) + 1))[:b]
-            times = repeat(partial(pre, batch), seconds=seconds, warmup=2, min_iters=3, device=device)
+            # the preprocessor takes one frame (only the batcher batches): a row of b frames times b calls
+            times = repeat(partial(_each, pre, batch), seconds=seconds, warmup=2, min_iters=3, device=device)
             s = summary_ms(times)
             rows.append({"clip": clip, "impl": f"stream.preprocess ({pre.backend})", "batch": b, **s,
                          "frames_s": round(b * 1e3 / s["p50_ms"], 1)})
@@ -173,6 +144,11 @@ def bench_preprocess(frames_by_clip: dict, meta: dict, input_size, device: str, 
         s = summary_ms(times)
         rows.append({"clip": clip, "impl": "naive numpy", "batch": 1, **s, "frames_s": round(1e3 / s["p50_ms"], 1)})
     return rows
+
+
+def _each(fn, items) -> None:
+    for item in items:
+        fn(item)
 
 
 def bench_smoothing(num_classes: int, seconds: float) -> list[dict]:

@@ -71,7 +71,7 @@ step nvidia-smi 30 bash -c "nvidia-smi > '$OUT/nvidia-smi.txt' 2>&1; cat '$OUT/n
 step environment 30 "$PY" -c "import json; from benchmarks.env import environment; \
 json.dump(environment('$DEV'), open('$OUT/environment.json', 'w'), indent=1); print(open('$OUT/environment.json').read())"
 step gpu-tests 120 "$PY" -m pytest tests/test_gpu.py -q -p no:cacheprovider --timeout 100
-step engines 90 "$PY" -m stream.engines.gpu_selfcheck --json "$OUT/engines.json" "${SELF[@]}"
+step engines 90 "$PY" -m benchmarks.gpu_selfcheck --json "$OUT/engines.json" "${SELF[@]}"
 step kernels 60 "$PY" -m benchmarks.kernels --json "$OUT/kernels.json" "${KERN[@]}"
 # ResNet-50 student (random init: speed does not depend on the weights) at the paper's 448.
 step fps-$BIG-$SIZE_L 70 "${FPS[@]}" --backbone "$BIG" --input-size "$SIZE_L" --sections inference \

@@ -85,19 +85,14 @@ def _resolution(gen: TissueFrames) -> str:
 
 
 def _write_pyav(path: Path, gen: TissueFrames, encoder: str, fps: int, frames: int) -> None:
-    import av
+    from pagkd_core.video_writer import VideoWriter
 
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(encoder, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = gen.w, gen.h, "yuv420p"
-        stream.bit_rate = BITRATES[_resolution(gen)]
-        stream.options = {"preset": "ultrafast", "x265-params": "log-level=error"} \
-            if encoder == "libx265" else {"preset": "veryfast"}
+    options = {"preset": "ultrafast", "x265-params": "log-level=error"} if encoder == "libx265" \
+        else {"preset": "veryfast"}
+    with VideoWriter(path, gen.w, gen.h, fps, encoder, options=options,
+                     bit_rate=BITRATES[_resolution(gen)]) as out:
         for i in range(frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(gen.frame(i), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            out.write(gen.frame(i))
 
 
 def _write_ffmpeg(path: Path, gen: TissueFrames, encoder: str, fps: int, frames: int) -> None:

@@ -13,14 +13,9 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def _timed(fn):
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w, time.process_time() - c
+from benchmarks.timing import wall_and_cpu
 
 
 def bench_images(n: int, size: int = 448) -> dict:
@@ -30,7 +25,7 @@ def bench_images(n: int, size: int = 448) -> dict:
     cfg = ImageConfig(views=1, size=size, seed=0)
     jobs = [Job(k, cfg.classes[k % 2], ("WLI", "NBI")) for k in range((n + 1) // 2)]
     list(lesion_views(cfg, Job(10_000, "adenoma", ("WLI",))))  # warm-up: numba compile / cache load
-    wall, cpu = _timed(lambda: [list(lesion_views(cfg, j)) for j in jobs])
+    _, wall, cpu = wall_and_cpu(lambda: [list(lesion_views(cfg, j)) for j in jobs])
     count = 2 * len(jobs)
     return {
         "what": f"images {size}x{size}",
@@ -50,7 +45,7 @@ def _render(n: int, width: int, height: int, fps: int, scale: float) -> tuple[di
     for _ in range(30):  # skip the one-off wall-texture bake and the first second
         next(it)
     frames = []
-    wall, cpu = _timed(lambda: frames.extend(next(it)[0] for _ in range(n)))
+    _, wall, cpu = wall_and_cpu(lambda: frames.extend(next(it)[0] for _ in range(n)))
     return {
         "what": f"video {width}x{height} render, scale {scale}",
         "count": n,
@@ -60,12 +55,12 @@ def _render(n: int, width: int, height: int, fps: int, scale: float) -> tuple[di
 
 
 def bench_video(n: int, width: int = 1280, height: int = 720, fps: int = 30) -> list[dict]:
-    from pagkd_core.synth.video import H264Writer
+    from pagkd_core.synth.video import h264_writer
 
     row, frames = _render(n, width, height, fps, 0.5)
     rows = [row, _render(n, width, height, fps, 0.35)[0]]
-    with tempfile.TemporaryDirectory() as tmp, H264Writer(Path(tmp) / "b.mp4", width, height, fps) as out:
-        wall, cpu = _timed(lambda: [out.write(f) for f in frames])
+    with tempfile.TemporaryDirectory() as tmp, h264_writer(Path(tmp) / "b.mp4", width, height, fps) as out:
+        _, wall, cpu = wall_and_cpu(lambda: [out.write(f) for f in frames])
     rows.append(
         {
             "what": f"video {width}x{height} H.264 encode",

@@ -1,4 +1,5 @@
-"""Timing helpers shared by the fps benchmarks: warm-up, repeat, summarise as percentiles.
+"""The benchmarks' one set of timing helpers: warm-up, repeat, summarise as percentiles; wall
+and CPU time of one call.
 
 On CUDA every timed call is bracketed by a device synchronize, so the wall clock measures
 the work and not just the kernel launches (engines return host numpy, which synchronises
@@ -53,6 +54,15 @@ def repeat(fn: Callable[[], object], *, seconds: float = 1.0, warmup: int = 3, m
         sync()
         times.append(time.perf_counter() - t0)
     return times
+
+
+def wall_and_cpu(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """``fn()``'s result, its wall-clock seconds and this process's CPU seconds (all threads).
+    On a machine shared with other work the wall clock includes waiting for a core; CPU seconds
+    per item are what a dedicated core costs, the steadier figure there."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
 
 
 def rate(count: int, seconds: float) -> float | None:

@@ -17,7 +17,7 @@ no other flags; each figure is printed per smoothing setting against its target
 (stream.video_metrics_report.VIDEO_TARGETS), then the runtime figures, measured through the
 runtime's own benchmarks: 720p30 replay vs the naive baseline (benchmarks.fps_e2e.replay,
 benchmarks.naive), and the paced 1080p30 live feed: over UDP from ffmpeg when it is installed
-(scripts/stream_bench.py live: p99 latency and lag growth per 10 s window), else the file
+(benchmarks.stream live: p99 latency and lag growth per 10 s window), else the file
 replayed at its own clock (benchmarks.fps_e2e.paced: p99 only). Nothing here asserts a time.
 """
 from __future__ import annotations
@@ -150,11 +150,11 @@ def runtime_figures(model: Path, media: Path, quick: bool) -> dict:
 
 
 def _live_udp(model: Path, seconds: float, media: Path) -> dict:
-    cmd = [sys.executable, str(ROOT / "scripts" / "stream_bench.py"), "live", "--model", str(model),
+    cmd = [sys.executable, "-m", "benchmarks.stream", "live", "--model", str(model),
            "--clip", "1080p", "--seconds", f"{seconds:g}", "--cache", str(media)]
-    res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout)
     lags = [w["lag_p50_ms"] for w in res["windows"]]
-    return {"how": "UDP MPEG-TS from ffmpeg (scripts/stream_bench.py live)", "p99_ms": res["latency_ms"]["p99"],
+    return {"how": "UDP MPEG-TS from ffmpeg (benchmarks.stream live)", "p99_ms": res["latency_ms"]["p99"],
             "lag_growth_ms": round(lags[-1] - lags[0], 1) if len(lags) > 1 else None,
             "drop_fraction": res["drop_fraction"], "windows": res["windows"]}
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     from stream.config import bundled_model
-    from stream.evaluate import evaluate_videos
+    from stream.video_eval import evaluate_videos
     from stream.video_metrics_report import machine_line
 
     sets = SETS["quick" if args.quick else "full"]

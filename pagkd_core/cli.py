@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from pagkd_core.config import Config, ConfigError, add_config_arguments, load_config
+from pagkd_core.config import Config, ConfigError, add_config_arguments, load_config, stage_dir
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def _for_fold(cfg: Config, fold: int) -> Config:
 
 
 def cmd_train(args, argv: list[str]) -> int:
-    from pagkd_core.train import stage_dir, train_stage
+    from pagkd_core.train import train_stage
 
     cfg = load_config(args.config, args.overrides)
     stage = "teacher" if args.command == "train-teacher" else "student"
@@ -75,7 +75,6 @@ def cmd_export(args, argv) -> int:
     from pagkd_core.checkpoint import load_weights
     from pagkd_core.export import check_onnx, export_student
     from pagkd_core.models import model_from_config
-    from pagkd_core.train import stage_dir
 
     cfg = load_config(args.config, args.overrides)
     src = stage_dir(cfg, args.name)
@@ -111,7 +110,7 @@ def cmd_export(args, argv) -> int:
         extra={"distill_method": cfg.distill.method, "fold": cfg.data.fold},
     )
     if not args.no_onnx:
-        from pagkd_core.export import load_student
+        from pagkd_core.student import load_student
 
         loaded, _ = load_student(args.out)
         diff = check_onnx(loaded, Path(args.out).with_suffix(".onnx"), cfg.data.image_size)
@@ -129,9 +128,9 @@ def _export_teacher(cfg, args) -> None:
     """The fold's NBI teacher beside the exported student (<out>.nbi.*, same format with
     "modality": "NBI"): the runtime loads it from there for the NBI frames of a stream."""
     from pagkd_core.checkpoint import load_weights
-    from pagkd_core.export import export_student, teacher_stem
+    from pagkd_core.export import export_student
     from pagkd_core.models import model_from_config
-    from pagkd_core.train import stage_dir
+    from pagkd_core.student import teacher_stem
 
     src = stage_dir(cfg, "teacher")
     if not (src / "best.json").is_file():

@@ -84,6 +84,9 @@ class DistillConfig:
     # Control: WLI class c is grouped with NBI class (c + shift) mod K in the group losses (a
     # class-swapped teacher; 0 = aligned, the method). Level "group" only.
     teacher_class_shift: int = 0
+    # The student's backbone starts from the fold's NBI teacher's (same backbone): transfer
+    # without pairs or extra losses; composes with any method (none = CE from the teacher's weights).
+    init_from_teacher: bool = False
     cam_create_graph: bool = False  # [C] builds Grad-CAM with create_graph=True: same losses, more memory
     den_detach_teacher: bool = True  # stop-gradient on GKD-Den's teacher side (prevents token collapse)
     den_heads: int = 1
@@ -124,6 +127,12 @@ class Config:
         d["run"] = {"seed": d["run"]["seed"]}
         d["data"] = {k: v for k, v in d["data"].items() if k not in ("root", "workers", "cache", "csv")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stage_dir(cfg: Config, stage: str, fold: int | None = None) -> Path:
+    """Where one stage ("teacher", or a student's name) of one fold (default ``cfg.data.fold``)
+    keeps its checkpoints: training writes there, evaluation and export read from there."""
+    return Path(cfg.run.out_dir) / f"fold{cfg.data.fold if fold is None else fold}" / stage
 
 
 class ConfigError(ValueError):
@@ -202,18 +211,24 @@ def add_config_arguments(parser, config_help: str, example: str, default_config:
                         help=f"override a config value, e.g. --set {example} (repeatable)")
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config keys") -> dict:
+    """The mapping at the top of the YAML file ``path`` (empty file: {}); a missing file or another
+    top level is a one-line ConfigError (``what`` names what the mapping should hold)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of {what} at the top level")
+    return data
+
+
 def load_dataclass(cls, path: str | Path | None = None, overrides: list[str] | None = None, **values):
     """A config of type ``cls``: defaults, then a YAML file, then ``values`` (None = not given),
     then ``key=value`` overrides. Every config of the project loads through here."""
     cfg = cls()
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of {cls.__name__} keys at the top level")
-        apply_updates(cfg, data)
+        apply_updates(cfg, read_yaml_mapping(path, f"{cls.__name__} keys"))
     apply_updates(cfg, {k: v for k, v in values.items() if v is not None})
     apply_updates(cfg, parse_overrides(overrides or []))
     return cfg
@@ -223,10 +238,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = load_dataclass(Config, path, overrides)
     validate(cfg)
     return cfg
-
-
-def config_from_dict(d: dict) -> Config:
-    return apply_updates(Config(), d)
 
 
 def validate(cfg: Config) -> None:

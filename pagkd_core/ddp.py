@@ -70,15 +70,6 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def broadcast_flag(value: bool, d: Dist) -> bool:
-    """Rank 0's decision to every rank (e.g. 'stop now')."""
-    if not d.enabled:
-        return value
-    t = torch.tensor([int(value)], device=d.device)
-    dist.broadcast(t, 0)
-    return bool(t.item())
-
-
 def gather(obj, d: Dist) -> list:
     """Every rank's `obj` (picklable, exchanged between our own processes), in rank order."""
     if not d.enabled:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pagkd_core.checkpoint import load_weights
-from pagkd_core.config import Config
+from pagkd_core.config import Config, stage_dir
 from pagkd_core.data import ImageSet, prepare
 from pagkd_core.metrics import bootstrap_ci, classification_metrics
 from pagkd_core.models import LesionNet, model_from_config
@@ -51,17 +51,11 @@ def pooled_predictions(
     data=None,
 ) -> dict:
     """Run every fold's best checkpoint of `stage` on its test fold. Teacher: NBI, else WLI."""
-    from pagkd_core.train import stage_dir
-
     modality = modality or ("NBI" if stage == "teacher" else "WLI")
     data = data or prepare(cfg, cfg.run.out_dir, progress=cfg.run.progress)
     folds = list(range(cfg.data.folds)) if folds is None else folds
     spec = cfg.teacher if stage == "teacher" else cfg.student
-    ckpts = {
-        f: stage_dir(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=f)), stage)
-        / "best.safetensors"
-        for f in folds
-    }
+    ckpts = {f: stage_dir(cfg, stage, f) / "best.safetensors" for f in folds}
     missing = [str(p) for p in ckpts.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(
@@ -133,11 +127,9 @@ def summarise(pred: dict, n_boot: int = 1000, seed: int = 0) -> dict:
 def grad_norm_history(cfg: Config, stage: str, folds: list[int]) -> dict:
     """Per-loss backbone gradient norms per epoch (run.grad_norm_every), averaged over the folds
     whose last.json records them: {"epochs": [...], "<loss>": [...]} or {} when none do."""
-    from pagkd_core.train import stage_dir
-
     per_epoch: dict[int, dict[str, list[float]]] = {}
     for f in folds:
-        path = stage_dir(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=f)), stage) / "last.json"
+        path = stage_dir(cfg, stage, f) / "last.json"
         if not path.is_file():
             continue
         for rec in json.loads(path.read_text()).get("history", []):

@@ -14,7 +14,6 @@ import logging
 import math
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from pagkd_core import ddp
 from pagkd_core.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, save_weights
-from pagkd_core.config import Config
+from pagkd_core.config import Config, stage_dir
 from pagkd_core.data import FoldData, couple_loader, prepare
 from pagkd_core.evaluate import predict
 from pagkd_core.metrics import classification_metrics
@@ -84,8 +83,9 @@ def loss_weights(cfg: Config) -> dict[str, float]:
     }
 
 
-def stage_dir(cfg: Config, stage: str) -> Path:
-    return Path(cfg.run.out_dir) / f"fold{cfg.data.fold}" / stage
+# Settings added after runs were recorded, with the value that means "as before": left out of
+# the key at that value, so checkpoints and cached predictions made before they existed still match.
+_ADDED_LATER = (("distill", "init_from_teacher", False),)
 
 
 def resume_key(config: dict, stage: str) -> str:
@@ -102,6 +102,9 @@ def resume_key(config: dict, stage: str) -> str:
                 section.pop(volatile, None)
     if stage == "teacher":
         key["data"].pop("wli_train_lesions", None)  # the teacher never sees WLI images
+    for section, name, neutral in _ADDED_LATER:  # older runs (and their cached keys) stay valid
+        if key.get(section, {}).get(name, neutral) == neutral:
+            key.get(section, {}).pop(name, None)
     return json.dumps(key, sort_keys=True)
 
 
@@ -144,6 +147,39 @@ def grad_norms(losses: dict[str, torch.Tensor], weights: dict[str, float], param
     return out
 
 
+def load_teacher(cfg: Config, num_classes: int) -> LesionNet:
+    """The fold's trained NBI teacher (stage 1), for distillation or to initialise the student."""
+    teacher = model_from_config(cfg.teacher, num_classes, cfg.distill.embed_dim, pretrained=False)
+    ckpt = stage_dir(cfg, "teacher") / "best.safetensors"
+    if not ckpt.is_file():
+        raise FileNotFoundError(
+            f"teacher checkpoint not found: {ckpt}; run `python -m pagkd_core train-teacher` with the same config first"
+        )
+    load_weights(ckpt, {"model": teacher})
+    return teacher
+
+
+def check_init_from_teacher(cfg: Config) -> None:
+    """`distill.init_from_teacher` needs the teacher's architecture and no other initial weights
+    (checked before anything is built or loaded)."""
+    if cfg.student.pretrained:
+        raise ValueError("distill.init_from_teacher and student.pretrained both set the student's "
+                         "initial weights; keep one")
+    same = (cfg.student.backbone, cfg.student.output_stride) == (cfg.teacher.backbone, cfg.teacher.output_stride)
+    if not same:
+        raise ValueError(
+            f"distill.init_from_teacher needs the teacher's backbone: student {cfg.student.backbone} "
+            f"(stride {cfg.student.output_stride}) vs teacher {cfg.teacher.backbone} (stride {cfg.teacher.output_stride})"
+        )
+
+
+def init_from_teacher(student: LesionNet, teacher: LesionNet) -> None:
+    """Start the student's backbone from the NBI teacher's (`distill.init_from_teacher`): the
+    teacher learnt the lesion patterns where they are clear, WLI shows the same patterns fainter,
+    and no image pairs are needed. Only the backbone: the head and embedding start fresh."""
+    student.backbone.load_state_dict(teacher.backbone.state_dict())
+
+
 def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     """Returns (model to select/export, objective, trainable modules by name, optimiser settings, loader)."""
     k = len(data.class_names)
@@ -154,20 +190,20 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     else:
         from pagkd_core.distill import build_distiller
 
+        if cfg.distill.init_from_teacher:
+            check_init_from_teacher(cfg)
         model = model_from_config(cfg.student, k, cfg.distill.embed_dim)
         teacher = distiller = None
         modules, optim = {"model": model}, cfg.optim
+        if cfg.distill.method != "none" or cfg.distill.init_from_teacher:
+            teacher = load_teacher(cfg, k)
+        if cfg.distill.init_from_teacher:
+            init_from_teacher(model, teacher)
         if cfg.distill.method != "none":
-            teacher = model_from_config(cfg.teacher, k, cfg.distill.embed_dim, pretrained=False)
-            teacher_ckpt = stage_dir(cfg, "teacher") / "best.safetensors"
-            if not teacher_ckpt.is_file():
-                raise FileNotFoundError(
-                    f"teacher checkpoint not found: {teacher_ckpt}; run "
-                    f"`python -m pagkd_core train-teacher` with the same config first"
-                )
-            load_weights(teacher_ckpt, {"model": teacher})
             distiller = build_distiller(cfg.distill, k, model.channels, teacher.channels)
             modules["distiller"] = distiller
+        else:
+            teacher = None  # only its weights were wanted
         objective = StudentObjective(model, teacher, distiller)
         primary = data.images("train", "WLI", train=True)
         partner = data.images("train", "NBI", train=True) if distiller is not None else None

@@ -19,6 +19,8 @@ _LAZY = {
     "Pipeline": "stream.pipeline",
     "Result": "stream.result",
     "PipelineConfig": "stream.config",
+    "SmoothingConfig": "stream.smoothing",
+    "AlertConfig": "stream.alerts",
     "Preprocessor": "stream.preprocess",
 }
 

@@ -35,17 +35,18 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", help="engine precision: auto | fp32 | fp16 | bf16 | int8")
     p.add_argument("--batch", type=int, help="most frames per engine call")
     p.add_argument("--max-wait-ms", type=float, help="longest a frame waits for a batch to fill")
-    pace = p.add_mutually_exclusive_group()
-    pace.add_argument(
-        "--realtime",
-        dest="realtime",
+    live = p.add_mutually_exclusive_group()
+    live.add_argument(
+        "--live",
+        "--realtime",  # the flag's earlier name: commands written with it keep working
+        dest="live",
         action="store_const",
         const=True,
-        help="pace files at their own frame rate and drop frames like a live feed",
+        help="read files as a live feed: paced at their own frame rate, newest frame only",
     )
-    pace.add_argument(
+    live.add_argument(
         "--fast",
-        dest="realtime",
+        dest="live",
         action="store_const",
         const=False,
         help="analyse every frame as fast as possible (default for files)",
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options for stream.config.load_pipeline_config, named flat like a YAML file's keys.
 _CFG_KEYS = (
     "model",
     "engine",
@@ -116,7 +118,7 @@ _CFG_KEYS = (
     "precision",
     "batch",
     "max_wait_ms",
-    "realtime",
+    "live",
     "smoothing",
     "threshold",
     "hysteresis",
@@ -152,12 +154,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = load_pipeline_config(args.config, {k: getattr(args, k) for k in _CFG_KEYS})
         # Sources first: a wrong path fails in a second, before the engine is built.
-        for i, spec in enumerate(args.sources):
+        for spec in args.sources:
             sources.append(
                 open_source(
                     spec,
-                    realtime=cfg.realtime,
-                    stream_id=str(i),
+                    live=cfg.live,
                     loop=args.loop,
                     size=args.size,
                     fps=args.fps,
@@ -170,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         pipe = Pipeline(cfg)
         for src in sources:
-            pipe.add_stream(src, src.stream_id)
+            pipe.add_stream(src)  # streams "0", "1", ... in the order given
     except (SourceError, EngineError, ConfigError, FileNotFoundError, ValueError) as e:
         for src in sources:
             src.close()
@@ -182,7 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         total = min(total, cfg.max_frames)
     bar = _progress(total, args.quiet)
     if bar is not None:
-        pipe.result_callbacks.append(lambda r: bar.update(1))
+        from stream.sinks import Callback
+
+        pipe.add_sink(Callback(lambda r: bar.update(1)))
 
     def _terminate(*_):  # SIGTERM ends the run like Ctrl-C: sinks are flushed and closed
         raise KeyboardInterrupt
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # evaluate and ui own their options; hand them the rest of the line untouched.
     if argv and argv[0] == "evaluate":
-        return _delegate("stream.evaluate", argv[1:])
+        return _delegate("stream.video_eval", argv[1:])
     if argv and argv[0] == "ui":
         return _delegate("stream.ui.app", argv[1:])
     args = build_parser().parse_args(argv)

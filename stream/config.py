@@ -1,10 +1,19 @@
-"""The runtime's typed configuration: a dataclass that loads from YAML and takes overrides."""
+"""The runtime's typed configuration: a dataclass that loads from YAML and takes overrides.
+
+The smoother's and the alert machine's settings are their own configs, nested here
+(``cfg.smoothing``, ``cfg.alerts``). Files and command lines name options flat - the
+pipeline's fields, the alert machine's (``threshold``, ``min_frames``, ...) and ``smoothing``
+as a spec string (``"hmm:stay=0.98"``) - and ``load_pipeline_config`` puts each where it belongs.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from stream.alerts import AlertConfig
+from stream.smoothing import SmoothingConfig
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -21,45 +30,49 @@ class PipelineConfig:
     precision: str = "auto"  # engine precision (fp32, fp16, bf16, int8)
     batch: int = 4  # most frames per engine call (across streams)
     max_wait_ms: float = 5.0  # longest a frame waits for others to fill a batch
-    realtime: bool | None = None  # pace files at their rate, newest frame only; None: live inputs only
+    # Read inputs as live feeds: frames on their own clock (files paced at their rate), newest
+    # frame only, the video passed through at once. None: devices and network streams only.
+    live: bool | None = None
     inflight: int = 0  # frames per stream between source and result; 0: live 2, replay 2*batch
     prefetch: int = 4  # replay: frames decoded ahead in their own thread (0: off)
-    smoothing: str = "ema:alpha=0.3"  # none | ema:alpha= | window:size= | hmm:stay=
-    threshold: float = 0.7  # alert state machine (stream.alerts.AlertConfig)
-    hysteresis: float = 0.1
-    uncertain_low: float = 0.5
-    min_frames: int = 3
-    min_duration_s: float = 0.0
-    presence: float = 0.5  # no_lesion students: P(lesion) that enters "lesion in view" (stream.alerts)
-    presence_hysteresis: float = 0.15
+    smoothing: SmoothingConfig = field(default_factory=lambda: SmoothingConfig("ema", {"alpha": 0.3}))
+    # The alert machine's parameters; its class names are the model's, set by the pipeline.
+    alerts: AlertConfig = field(default_factory=AlertConfig)
     detect_area: bool = True  # crop to the endoscope's content area
     detect_every: int = 15  # frames between content-area checks
     detect_modality: bool = True  # tell NBI frames from WLI (stream.modality); NBI never reaches the student
     nbi_teacher: str = "auto"  # NBI model: auto (<student>.nbi.json if exported) | none | a path
     preprocess_backend: str = "auto"  # auto (cv2 on CPU, torch on GPU) | cv2 | torch
-    annotate: bool = True  # draw overlays for recording / display callbacks
+    annotate: bool = True  # draw overlays for recording / display outputs
     record: str = ""  # annotated video (.mp4 fragmented, .ts, .mkv)
     record_raw: str = ""  # raw video, same formats
     predictions: str = ""  # per-frame JSONL log
     max_frames: int = 0  # per stream; 0 = until the source ends
     threads: int = 0  # CPU engine intra-op threads (torch, onnxruntime); 0 = half the cores
 
-    def alert_params(self) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in ("threshold", "hysteresis", "uncertain_low", "min_frames", "min_duration_s", "presence",
-                      "presence_hysteresis")
-        }
+
+# Alert options a file or command line may set; the class names come from the model.
+ALERT_OPTIONS = frozenset(AlertConfig.field_names() - {"class_names"})
 
 
 def load_pipeline_config(path: str | None = None, overrides: dict | None = None) -> PipelineConfig:
-    """YAML file (flat keys of PipelineConfig), then ``overrides`` (already typed, e.g. from argparse)."""
-    from pagkd_core.config import ConfigError, load_dataclass  # one typed loader for every config
+    """A YAML file of flat options, then ``overrides`` (already typed, e.g. from argparse;
+    None = not given); a bad key or value raises ConfigError."""
+    # one typed loader and one YAML reader for every config
+    from pagkd_core.config import ConfigError, load_dataclass, read_yaml_mapping
 
-    cfg = load_dataclass(PipelineConfig, path)
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            if k not in {f.name for f in dataclasses.fields(cfg)}:
-                raise ConfigError(f"unknown pipeline option {k!r}")
-            setattr(cfg, k, v)
+    options = read_yaml_mapping(path, "pipeline options") if path else {}
+    options.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "alerts" in options:
+        raise ConfigError(f"alert options are given flat ({', '.join(sorted(ALERT_OPTIONS))}), not as a section")
+    alerts = {k: options.pop(k) for k in list(options) if k in ALERT_OPTIONS}
+    smoothing = options.pop("smoothing", None)
+    cfg = load_dataclass(PipelineConfig, **options)
+    try:
+        if smoothing is not None:
+            cfg.smoothing = SmoothingConfig.parse(str(smoothing))
+        if alerts:
+            cfg.alerts = dataclasses.replace(cfg.alerts, **alerts)
+    except (TypeError, ValueError) as e:  # the configs' own checks, e.g. a threshold out of range
+        raise ConfigError(" ".join(str(e).split())) from None
     return cfg

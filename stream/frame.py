@@ -14,7 +14,8 @@ class Frame:
     capture thread for live sources); every latency figure is measured from it.
     ``pts`` is the presentation time in seconds from the stream's start (None when
     the container gives none). ``meta`` carries optional side data, e.g. the
-    synthetic generator's ground truth.
+    synthetic generator's ground truth. ``stream_id`` is the pipeline's name for the stream,
+    stamped as the frame enters it (stream.loops); sources leave the default.
 
     A frame holds either an RGB array (folders, the synthetic generator, pictures pushed
     from a browser) or the decoder's own picture (``picture``: a PyAV ``VideoFrame``, any

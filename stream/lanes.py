@@ -10,7 +10,6 @@ one alert machine per stream whichever model read the frame, and one prediction-
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +26,14 @@ STUDENT, TEACHER = "student", "nbi_teacher"
 
 def open_engine(cfg: PipelineConfig, model):
     """The engine ``cfg`` asks for, on ``model`` (a path or a ModelSource)."""
-    from stream.engines import build_engine, resolve_device
+    from stream.engines import CPU_ENGINE_THREADS, build_engine, resolve_device
 
     # On CPU the engine gets half the cores by default: decoding and preprocessing run beside it,
     # and extra intra-op threads only spin (measured: docs/stream.md). Thread counts are a CPU
     # notion; the CUDA engines take none.
     threads = {}
     if resolve_device(cfg.device) == "cpu":
-        threads = {"threads": cfg.threads or max(1, (os.cpu_count() or 2) // 2)}
+        threads = {"threads": cfg.threads or CPU_ENGINE_THREADS}
     return build_engine(cfg.engine, model, device=cfg.device, max_batch=cfg.batch, precision=cfg.precision, **threads)
 
 
@@ -48,7 +47,7 @@ def teacher_path(cfg: PipelineConfig, student_engine) -> Path | None:
     stem = getattr(student_engine.source, "stem", None)
     if stem is None:  # an in-memory student has no "beside"
         return None
-    from pagkd_core.export import teacher_stem  # the training core owns the file layout
+    from pagkd_core.student import teacher_stem  # the training core owns the file layout
 
     t = teacher_stem(stem)
     js = t.with_name(t.name + ".json")
@@ -66,10 +65,11 @@ class Lane:
     batcher: DynamicBatcher | None = field(default=None, repr=False)
 
     def probs(self, logits) -> np.ndarray:
-        p = softmax(np.asarray(logits, dtype=np.float64))
+        """Softmax over the student's classes, float32 like the engines' logits."""
+        p = softmax(np.asarray(logits, dtype=np.float32))
         if self.to_student is None:
             return p
-        out = np.zeros(self.n_student)
+        out = np.zeros(self.n_student, np.float32)
         out[self.to_student] = p
         return out
 

@@ -6,8 +6,9 @@ detected on a subsampled copy of the frame, kept stable (a new box must be seen 
 times in a row before it replaces the old one, so one dark frame cannot move it), and
 re-detected at once when the frame size changes.
 
-One batched path: ``Preprocessor(frames) -> (N,3,H,W) float32`` on the engine's device.
-A decoded picture (files, devices, network streams) is cropped, scaled and converted to RGB
+``Preprocessor(frame) -> (3,H,W) float32``: one frame's model input, a numpy array for a CPU
+engine and a tensor on the engine's GPU otherwise (the batcher stacks whichever it gets, so
+nothing crosses between numpy and torch on the way). A decoded picture (files, devices, network streams) is cropped, scaled and converted to RGB
 in one swscale pass straight from the decoder's planes (``PictureCropper``): only the content
 area is read and the colour conversion runs at model size, so the full-size RGB frame is never
 made unless a sink wants it. RGB arrays (folders, the synthetic generator, browser pictures)
@@ -224,7 +225,7 @@ def per_stream(table: dict, stream_id: str, make):
 
 
 class Preprocessor:
-    """Batched crop + resize + normalise for one model input size and normalisation.
+    """Crop + resize + normalise one frame for one model input size and normalisation.
 
     ``backend`` picks how RGB arrays are cropped and resized: ``cv2`` (CPU) or ``torch``
     (``roi_align`` on the engine's device); ``auto`` = torch on CUDA, else cv2. Decoded
@@ -250,8 +251,8 @@ class Preprocessor:
         if self.backend not in ("cv2", "torch"):
             raise ValueError(f"preprocess backend must be auto, cv2 or torch, got {backend!r}")
         # Fold /255, mean and std into one multiply-add.
-        m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
-        s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+        m = np.asarray(mean, np.float32).reshape(3, 1, 1)
+        s = np.asarray(std, np.float32).reshape(3, 1, 1)
         self._np_scale, self._np_shift = 1.0 / (255.0 * s), -m / s
         self._scale = torch.from_numpy(self._np_scale).to(self.device)
         self._shift = torch.from_numpy(self._np_shift).to(self.device)
@@ -265,59 +266,43 @@ class Preprocessor:
         tracker = per_stream(self.trackers, frame.stream_id, lambda: ContentTracker(every=self.detect_every))
         return tracker.update(frame)
 
-    def _cropper(self, stream_id: str) -> PictureCropper:
-        return per_stream(self.croppers, stream_id, PictureCropper)
-
-    def __call__(self, frames: list[Frame], boxes: list[tuple[int, int, int, int]] | None = None) -> torch.Tensor:
-        """``boxes``: content areas already found for these frames (stream.routing finds each
+    def __call__(self, frame: Frame, box: tuple[int, int, int, int] | None = None) -> np.ndarray | torch.Tensor:
+        """``box``: the content area already found for this frame (stream.routing finds each
         frame's area once for the modality detector and for whichever model reads the frame)."""
         h, w = self.input_size
-        boxes = [self.area(f).box for f in frames] if boxes is None else boxes
-        pixels = np.empty((len(frames), h, w, 3), np.uint8)
-        on_device = []  # RGB arrays that roi_align crops and resizes on the engine's device
-        for i, (f, box) in enumerate(zip(frames, boxes)):
-            if f.picture is not None and self._cropper(f.stream_id)(f, box, pixels[i]):
-                continue
-            if self.backend == "cv2":
-                resize_area(f.rgb, box, pixels[i])
-            else:
-                on_device.append(i)
+        box = self.area(frame).box if box is None else box
+        pixels = np.empty((h, w, 3), np.uint8)
+        cropper = per_stream(self.croppers, frame.stream_id, PictureCropper)
+        if frame.picture is None or not cropper(frame, box, pixels):
+            if self.backend == "torch":
+                return self._roi_align(frame, box)
+            resize_area(frame.rgb, box, pixels)
         if self.device.type == "cpu":
             # numpy, not torch, for this small elementwise step: torch's OpenMP workers cost more
             # than the work here, and far more when other processes share the cores. Planar
             # uint8 first, then contiguous float arithmetic: ~8x faster than strided float.
-            x = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).astype(np.float32)
+            x = np.ascontiguousarray(pixels.transpose(2, 0, 1)).astype(np.float32)
             x *= self._np_scale
             x += self._np_shift
-            out = torch.from_numpy(x)
-        else:
-            u8 = torch.from_numpy(pixels)
-            if self.device.type == "cuda":
-                u8 = u8.pin_memory()
-            out = u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-            out = out * self._scale + self._shift
-        if on_device:
-            out[on_device] = self._roi_align([frames[i] for i in on_device], [boxes[i] for i in on_device])
-        return out
+            return x
+        return self._normalise(self._upload(pixels).permute(2, 0, 1).float())
 
-    def _roi_align(self, frames: list[Frame], boxes) -> torch.Tensor:
+    def _upload(self, pixels: np.ndarray) -> torch.Tensor:
+        u8 = torch.from_numpy(pixels)
+        if self.device.type == "cuda":
+            u8 = u8.pin_memory()
+        return u8.to(self.device, non_blocking=True)
+
+    def _normalise(self, x: torch.Tensor) -> np.ndarray | torch.Tensor:
+        out = x * self._scale + self._shift
+        return out.numpy() if self.device.type == "cpu" else out
+
+    def _roi_align(self, frame: Frame, box: tuple[int, int, int, int]) -> np.ndarray | torch.Tensor:
+        """Upload the RGB frame once and crop + resize it on the device, averaging
+        ceil(box/output) samples per output pixel like an area resize."""
         from torchvision.ops import roi_align
 
-        h, w = self.input_size
-        out = torch.empty((len(frames), 3, h, w), dtype=torch.float32, device=self.device)
-        # Frames of one size go up together; roi_align then crops and resizes them in one call,
-        # averaging ceil(box/output) samples per output pixel like an area resize.
-        groups: dict[tuple, list[int]] = {}
-        for i, f in enumerate(frames):
-            groups.setdefault(f.rgb.shape, []).append(i)
-        for idx in groups.values():
-            u8 = torch.from_numpy(np.stack([frames[i].rgb for i in idx]))
-            if self.device.type == "cuda":
-                u8 = u8.pin_memory()
-            x = u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-            rois = torch.tensor(
-                [[j, *boxes[i]] for j, i in enumerate(idx)], dtype=torch.float32, device=self.device
-            )
-            crops = roi_align(x, rois, (h, w), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-            out[idx] = crops * self._scale + self._shift
-        return out
+        x = self._upload(frame.rgb).permute(2, 0, 1)[None].float()
+        roi = torch.tensor([[0, *box]], dtype=torch.float32, device=self.device)
+        crop = roi_align(x, roi, self.input_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        return self._normalise(crop[0])

@@ -56,18 +56,15 @@ class ModalityRouter:
         return Route(NBI, TEACHER if self.teacher is not None else None, call)
 
     def prepare(self, frame: Frame) -> tuple[Lane | None, object]:
-        """The lane that reads ``frame`` and its model input (numpy on CPU, a tensor on a GPU);
-        (None, None) when no model reads it."""
+        """The lane that reads ``frame`` and its model input (numpy on CPU, a tensor on a GPU:
+        stream.preprocess); (None, None) when no model reads it."""
         box = self.student.pre.area(frame).box
         route = self.route(frame, box)
         frame.meta["route"] = route
         if route.lane is None:
             return None, None
         lane = self.lane(route.lane)
-        x = lane.pre([frame], [box])[0]
-        if x.device.type == "cpu":
-            x = x.numpy()  # the batcher then stacks with numpy, not torch's OpenMP pool
-        return lane, x
+        return lane, lane.pre(frame, box)
 
     def submit(self, lane: Lane | None, x, stream_id: str, frame: Frame) -> Future:
         """The frame's Future: its lane's batcher result, or (no lane) a result without logits

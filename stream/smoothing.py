@@ -1,18 +1,20 @@
 """Temporal smoothing of per-frame class probabilities, built by name.
 
-    smoother = build_smoother("hmm", stay=0.98)
-    smoothed = smoother.update(probs)        # probs: (K,) summing to 1, one call per frame
+    smoother = build_smoother("hmm", stay=0.98)   # or SmoothingConfig("hmm", {"stay": 0.98}).build()
+    smoothed = smoother.update(probs)        # probs: (K,) float32 summing to 1, one call per frame
     smoother.set_params(stay=0.95)           # live change, keeps the running state
 
 Modes: ``none``, ``ema`` (alpha), ``window`` (size, frames), ``hmm`` (forward filter with a
-sticky transition matrix). A spec string such as ``"ema:alpha=0.3"`` names mode and parameters
-(``parse_spec``) for command lines and side-by-side evaluation.
+sticky transition matrix). ``SmoothingConfig`` is the typed form the pipeline takes; a spec
+string such as ``"ema:alpha=0.3"`` is its text form for command lines, YAML files and the
+names of side-by-side evaluation settings (``SmoothingConfig.parse`` / ``.spec``).
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,6 +55,8 @@ class Smoother:
         self._state: Any = None
 
     def update(self, probs) -> np.ndarray:
+        """One frame's smoothed probabilities, float32 like the probabilities the pipeline hands
+        on (the running state is kept in float64: a long HMM filter must not drift)."""
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim != 1 or p.size < 2:
             raise ValueError(f"update() takes one frame's class probabilities (K,), got shape {p.shape}")
@@ -180,3 +184,34 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"bad smoothing spec {spec!r}: expected key=value after ':', got {item!r}")
         params[key.strip()] = _parse_value(value.strip())
     return mode.strip() or "none", params
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    """A smoother by mode and parameters (those not given take the smoother's defaults);
+    checked on construction, so a bad one fails where it is written, not mid-stream."""
+
+    mode: str = "none"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.build()
+
+    @classmethod
+    def parse(cls, spec: str) -> SmoothingConfig:
+        """``"hmm:stay=0.98"`` -> ``SmoothingConfig("hmm", {"stay": 0.98})``."""
+        mode, params = parse_spec(spec)
+        return cls(mode, params)
+
+    @property
+    def spec(self) -> str:
+        """The text form, e.g. ``ema:alpha=0.3`` (``parse`` reads it back)."""
+        items = ",".join(f"{k}={_format_value(v)}" for k, v in self.params.items())
+        return f"{self.mode}:{items}" if items else self.mode
+
+    def build(self) -> Smoother:
+        return build_smoother(self.mode, **self.params)
+
+
+def _format_value(v: Any) -> str:
+    return "/".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)

@@ -8,11 +8,12 @@ from stream.sinks import LatencyStats
 def session_summary(
     engine: dict, streams: dict, stats: LatencyStats, wall: float, batches: dict, paused: bool
 ) -> dict:
+    """``streams``: stream id -> stream.loops.Stream."""
     s = stats.summary()
     per_stream = {}
     for sid, st in streams.items():
         c = st.source.counters
-        rec = [r for r in (st.recorder, st.raw_recorder) if r is not None]
+        rec = st.recorders
         per_stream[sid] = {
             "source": st.source.info.name,
             "live": st.live,
@@ -41,7 +42,7 @@ def session_summary(
 def stream_errors(streams: dict) -> list[str]:
     out = []
     for st in streams.values():
-        out += [r.error for r in (st.recorder, st.raw_recorder) if r is not None and r.error]
+        out += [r.error for r in st.recorders if r.error]
         if st.error:
             out.append(st.error)
         elif st.source.problems:

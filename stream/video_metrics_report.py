@@ -151,7 +151,8 @@ DEFINITIONS = (
 def markdown(rep: dict) -> str:
     eng = rep["engine"] if isinstance(rep["engine"], str) else rep["engine"]["engine"] + " " + rep["engine"]["precision"]
     lines = ["# Video-level evaluation" + (" (SYNTHETIC videos)" if rep["synthetic"] else ""), "",
-             f"Command: `{rep['command']}`  ", f"Machine: {rep['machine']}  ", (f"Model: `{rep['model']}` "
+             *([f"Command: `{rep['command']}`  "] if rep["command"] else []),  # none for a UI replay
+             f"Machine: {rep['machine']}  ", (f"Model: `{rep['model']}` "
               f"(classes: {', '.join(rep['class_names'])})  "),
              f"Engine: {eng}" + (f", {rep['inference_fps']} frames/s through the pipeline" if rep["inference_fps"] else ""),
              "", "Alert machine: " + ", ".join(f"{k}={v}" for k, v in rep["alert_config"].items() if k != "class_names"),

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pagkd_core.student import IMAGENET_MEAN, IMAGENET_STD
+
 SIZE = 64
 CLASSES = ["hyperplastic", "adenoma"]
 
@@ -34,8 +36,8 @@ def toy_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalise(u8: np.ndarray) -> np.ndarray:
-    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
-    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
+    mean = np.array(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
+    std = np.array(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
     return ((u8.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
 
 

@@ -8,8 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import av
 import numpy as np
+
+from pagkd_core.video_writer import VideoWriter
 
 FFMPEG = shutil.which("ffmpeg")
 
@@ -60,17 +61,11 @@ def write_video(
     **frame_kw,
 ) -> Path:
     """Write with PyAV. ``sizes``: optional list of (w, h) per frame (size changes mid-stream)."""
-    with av.open(str(path), "w", options=container_options or {}) as out:
-        s = out.add_stream(codec, rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, pix_fmt
-        s.options = {"g": str(fps // 2), **(options or {})}
+    with VideoWriter(path, w, h, fps, codec, pix_fmt=pix_fmt, options={"g": str(fps // 2), **(options or {})},
+                     container_options=container_options) as out:
         for i in range(n):
             fw, fh = sizes[i] if sizes else (w, h)
-            vf = av.VideoFrame.from_ndarray(scope_frame(i, fw, fh, **frame_kw), format="rgb24")
-            for p in s.encode(vf):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
+            out.write(scope_frame(i, fw, fh, **frame_kw))
     return path
 
 

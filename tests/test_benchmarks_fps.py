@@ -115,6 +115,20 @@ def test_config_lists_quick_and_errors(tmp_path):
     assert FpsConfig().batches == [1, 2, 4, 8, 16, 32, 64]
 
 
+def test_engine_variants_one_list_for_the_sweep_and_the_self_check():
+    from benchmarks.engine_variants import VARIANTS, self_checked, swept
+
+    ids = [v.id for v in VARIANTS]
+    assert len(ids) == len(set(ids))  # one name per variant
+    cpu_sweep = {v.id for v in swept("cpu", (1,))}
+    assert cpu_sweep >= {"torch-fp32", "onnxruntime-fp32", "onnxruntime-int8"}
+    assert all(v.batches == (1,) for v in swept("cpu", (1,)) if v.slow_build)  # compile: only these sizes
+    assert [v.id for v in self_checked("cpu")] == ["torch-fp32", "torch-bf16", "onnxruntime-fp32"]
+    cuda = self_checked("cuda")
+    assert cuda[-1].slow_build and all(v.tolerance for v in cuda)  # torch.compile last
+    assert {v.id for v in cuda} & {v.id for v in swept("cuda", ())} >= {"torch-fp16", "tensorrt-fp16"}
+
+
 def test_bundled_training_data_is_made_once_with_patient_folds(tmp_path, monkeypatch):
     from benchmarks import fps_model
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pagkd_core.export import check_onnx, export_student, load_student
+from pagkd_core.export import check_onnx, export_student
 from pagkd_core.models import build_model
+from pagkd_core.student import load_student
 
 
 @pytest.mark.parametrize(
@@ -106,7 +107,8 @@ def test_load_student_errors(tmp_path):
 
 
 def test_export_records_the_output_set_and_modality(tmp_path):
-    from pagkd_core.export import NO_LESION, teacher_stem
+    from pagkd_core.outputs import NO_LESION
+    from pagkd_core.student import teacher_stem
 
     m = build_model("test_resnet", 3, embed_dim=8)
     meta = export_student(m, tmp_path / "s", class_names=[NO_LESION, "hyperplastic", "adenoma"], input_size=32,

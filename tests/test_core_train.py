@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from test_core_fixtures import TINY, make_generic
 
 from pagkd_core.cli import main as cli_main
-from pagkd_core.config import load_config
+from pagkd_core.config import load_config, stage_dir
 from pagkd_core.distill import build_distiller
 from pagkd_core.models import build_model
-from pagkd_core.train import StudentObjective, loss_weights, stage_dir, train_stage
+from pagkd_core.train import StudentObjective, loss_weights, train_stage
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +171,27 @@ def test_teacher_is_shared_by_the_few_labels_regime(dataset, tmp_path):
     few = tiny_cfg(dataset, tmp_path, "optim.epochs=1", "data.wli_train_lesions=1")
     assert train_stage(few, "teacher", resume=True)["epoch"] == 1
     assert train_stage(few, "student", name="few")["epoch"] == 1
+
+
+def test_student_can_start_from_the_teachers_backbone(dataset, tmp_path):
+    """distill.init_from_teacher copies the NBI teacher's backbone into the student before the
+    first step (lr 0 keeps it there); the head starts fresh; a run recorded before the setting
+    existed keeps its resume key."""
+    cfg = tiny_cfg(dataset, tmp_path, "optim.epochs=1", "teacher_optim.epochs=1")
+    train_stage(cfg, "teacher")
+    init = tiny_cfg(dataset, tmp_path, "optim.epochs=1", "distill.method=none", "distill.init_from_teacher=true",
+                    "optim.lr=0", "optim.weight_decay=0")
+    train_stage(init, "student", name="init")
+    teacher = load_file(str(stage_dir(cfg, "teacher") / "best.safetensors"))
+    student = load_file(str(stage_dir(init, "init") / "last.safetensors"))
+    convs = [k for k in teacher if k.startswith("model.backbone.") and k.endswith("conv1.weight")]
+    assert convs and all(torch.equal(teacher[k], student[k]) for k in convs)
+    assert not torch.equal(teacher["model.head.weight"], student["model.head.weight"])
+    both = tiny_cfg(dataset, tmp_path, "distill.init_from_teacher=true", "student.pretrained=x.safetensors")
+    with pytest.raises(ValueError, match="keep one"):
+        train_stage(both, "student", name="both")
+    from pagkd_core.train import resume_key
+
+    old = json.loads(json.dumps(cfg.to_dict()))
+    del old["distill"]["init_from_teacher"]  # a config.json written before the setting existed
+    assert resume_key(old, "student") == resume_key(cfg.to_dict(), "student")

@@ -40,7 +40,7 @@ def batch():
 
 @pytest.fixture(scope="module")
 def reference(student, batch):
-    from pagkd_core.export import load_student
+    from pagkd_core.student import load_student
     model, _ = load_student(student)
     with torch.no_grad():
         return model(torch.from_numpy(batch[0])).numpy()
@@ -97,7 +97,7 @@ def test_onnxruntime_threads_and_spinning(student):
 def test_int8_options_formats_and_histogram_calibration(student, batch, reference, tmp_path):
     import onnx
 
-    from stream.engines.int8 import QuantOptions, quantize
+    from benchmarks.int8 import QuantOptions, quantize
     with pytest.raises(ValueError, match="fmt"):
         QuantOptions(fmt="qdqq")
     src = ModelSource.from_path(student)
@@ -132,7 +132,7 @@ def test_onnx_exported_on_demand_for_in_memory_model(batch, tmp_path):
     torch.manual_seed(0)
     from pagkd_core.models import build_model
     model = build_model("test_resnet", 2, embed_dim=8).eval()
-    # non-square input: the runtime's own exporter (the core's takes square sizes)
+    # non-square input, exported on demand into the cache
     meta = {"class_names": ["a", "b"], "input_size": [48, SIZE], "mean": [0.5] * 3, "std": [0.25] * 3}
     src = ModelSource.from_module(model, meta, name="mem")
     x = np.ascontiguousarray(batch[0][:5, :, :48])
@@ -144,7 +144,7 @@ def test_onnx_exported_on_demand_for_in_memory_model(batch, tmp_path):
 
 
 def test_int8_calibrated_close_and_selected_by_auto(student, batch, reference):
-    from stream.engines.int8 import compare, quantize
+    from benchmarks.int8 import compare, quantize
     src = ModelSource.from_path(student)
     calib, _ = toy_images(64, seed=3)
     out = quantize(src, normalise(calib))
@@ -227,7 +227,7 @@ def test_int8_missing_is_a_clear_error(student, tmp_path):
     for f in student.parent.glob("toy.*"):
         if not f.name.endswith(".int8.onnx"):
             shutil.copy(f, tmp_path / f.name)
-    with pytest.raises(EngineError, match="stream.engines.int8"):
+    with pytest.raises(EngineError, match="benchmarks.int8"):
         build_engine("onnxruntime", tmp_path / "toy.json", device="cpu", precision="int8")
 
 
@@ -289,14 +289,14 @@ def test_torch_compile_matches_reference(student, batch, reference):
 
 
 def test_gpu_selfcheck_runs_everywhere(tmp_path):
-    from stream.engines import gpu_selfcheck
+    from benchmarks import gpu_selfcheck
     out = tmp_path / "check.json"
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the self-check is run as its own command on GPU hosts")
     assert gpu_selfcheck.main(["--json", str(out)]) == 0
     rep = json.loads(out.read_text())
     assert rep["status"] == "no CUDA, skipped" and rep["cuda"] is False
-    assert rep["environment"]["torch"] == torch.__version__
+    assert rep["environment"]["versions"]["torch"] == torch.__version__
     assert gpu_selfcheck.skip_reason("onnxruntime") is not None  # CPU build of onnxruntime here
     if importlib.util.find_spec("torch_tensorrt") is None:
         assert "torch-tensorrt" in gpu_selfcheck.skip_reason("tensorrt")
@@ -304,7 +304,7 @@ def test_gpu_selfcheck_runs_everywhere(tmp_path):
 
 def test_gpu_selfcheck_dry_run_on_cpu(student, tmp_path):
     """The comparison/timing code path the GPU run relies on, exercised with the CPU engines."""
-    from stream.engines import gpu_selfcheck
+    from benchmarks import gpu_selfcheck
     out = tmp_path / "dry.json"
     rc = gpu_selfcheck.main(["--device", "cpu", "--model", str(student), "--iters", "2",
                              "--batches", "1,2", "--only", "torch-fp32,torch-fp16,onnxruntime-fp32,tensorrt-fp16",
@@ -321,7 +321,7 @@ def test_int8_command_on_an_image_folder(student, tmp_path):
     """The calibration command on the generic layout <root>/WLI/<class>/<lesion>_<n>.png."""
     from PIL import Image
 
-    from stream.engines import int8
+    from benchmarks import int8
     imgs, labels = toy_images(48, seed=21)
     for i, (img, lab) in enumerate(zip(imgs, labels)):
         d = tmp_path / "data" / "WLI" / ["hyperplastic", "adenoma"][lab]
@@ -344,7 +344,7 @@ def test_calibration_frames_from_a_video(student, tmp_path):
 
     import av
 
-    from stream.engines.int8 import calibration_frames
+    from benchmarks.int8 import calibration_frames
     imgs, _ = toy_images(30, seed=4)
     path = tmp_path / "calib.mp4"
     with av.open(str(path), "w") as box:

@@ -77,7 +77,10 @@ def test_gpu_preprocess_matches_cpu():
     rgb = rng.integers(0, 255, (3, 480, 640, 3), dtype=np.uint8)
     frames = [Frame(i, 0, 0, rgb[i]) for i in range(3)]
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    cpu = Preprocessor((96, 96), mean, std, device="cpu", backend="torch", detect=False)(frames)
-    gpu = Preprocessor((96, 96), mean, std, device="cuda", detect=False)(frames)
+    cpu_pre = Preprocessor((96, 96), mean, std, device="cpu", backend="torch", detect=False)
+    gpu_pre = Preprocessor((96, 96), mean, std, device="cuda", detect=False)
+    # One frame per call, stacked as the batcher does.
+    cpu = torch.stack([torch.as_tensor(cpu_pre(f)) for f in frames])
+    gpu = torch.stack([gpu_pre(f) for f in frames])
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-3)

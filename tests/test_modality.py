@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from pagkd_core.export import NO_LESION, export_student, teacher_stem
+from pagkd_core.export import export_student
 from pagkd_core.models import build_model
+from pagkd_core.outputs import NO_LESION
+from pagkd_core.student import teacher_stem
 from stream.alerts import NBI_NOT_ANALYSED, NO_LESION_STATE
 from stream.frame import Frame
 from stream.modality import NBI, WLI, ModalityDetector, red_excess
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.preprocess import ContentTracker
 from stream.sinks import Annotation, draw_overlay, read_predictions
+from stream.smoothing import SmoothingConfig
 from stream.sources import Source, SourceInfo
 
 STRETCH = 15  # frames per stretch: WLI, NBI, WLI
@@ -81,7 +84,7 @@ class ListSource(Source):
     def frames(self):
         for i, rgb in enumerate(self._frames):
             self.counters["frames"] += 1
-            yield Frame(i, i / self.info.fps, 0.0, rgb, self.stream_id)
+            yield Frame(i, i / self.info.fps, 0.0, rgb)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,7 @@ def count_rows(engine) -> list[int]:
 
 def run_switch(model, frames, tmp_path, **cfg):
     cfg = PipelineConfig(model=str(model), engine="torch", device="cpu", threads=1, batch=4,
-                         predictions=str(tmp_path / "pred.jsonl"), smoothing="none", **cfg)
+                         predictions=str(tmp_path / "pred.jsonl"), smoothing=SmoothingConfig("none"), **cfg)
     pipe = Pipeline(cfg)
     counts = {lane.name: count_rows(lane.engine) for lane in pipe.router.lanes}
     pipe.add_stream(ListSource(frames))

@@ -177,8 +177,9 @@ def no_lesion_student(tmp_path_factory):
     """A tiny random student exported the standard way with the background-first class list."""
     import torch
 
-    from pagkd_core.export import NO_LESION, export_student
+    from pagkd_core.export import export_student
     from pagkd_core.models import build_model
+    from pagkd_core.outputs import NO_LESION
 
     torch.manual_seed(0)
     stem = tmp_path_factory.mktemp("model") / "bg"

@@ -92,7 +92,7 @@ def test_run_realtime_max_frames(student, tmp_path):
             "cpu",
             "--threads",
             "1",
-            "--realtime",
+            "--realtime",  # the older name of --live, still accepted
             "--max-frames",
             "10",
             "--predictions",
@@ -157,7 +157,7 @@ def test_bad_model_is_one_line_and_nonzero(tmp_path, capsys):
     assert len(err) == 1 and "nomodel" in err[0]
 
 
-@pytest.mark.parametrize("sub,module", [("evaluate", "stream.evaluate"), ("ui", "stream.ui.app")])
+@pytest.mark.parametrize("sub,module", [("evaluate", "stream.video_eval"), ("ui", "stream.ui.app")])
 def test_subcommands_delegate_with_their_own_arguments(monkeypatch, sub, module):
     seen = {}
     fake = types.ModuleType(module)
@@ -168,7 +168,7 @@ def test_subcommands_delegate_with_their_own_arguments(monkeypatch, sub, module)
 
 
 def test_evaluate_from_python_raises_where_the_command_exits(tmp_path):
-    from stream.evaluate import evaluate_videos, main
+    from stream.video_eval import evaluate_videos, main
 
     with pytest.raises(FileNotFoundError, match="no such video"):
         evaluate_videos([str(tmp_path / "nope.mp4")])
@@ -185,7 +185,7 @@ def test_yaml_config_with_flag_overrides(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_pipeline_config(str(root / "configs" / "stream_live.yaml"), {"threshold": 0.9, "batch": None})
-    assert cfg.batch == 1 and cfg.min_duration_s == 0.2 and cfg.threshold == 0.9
+    assert cfg.batch == 1 and cfg.alerts.min_duration_s == 0.2 and cfg.alerts.threshold == 0.9
     bad = tmp_path / "bad.yaml"
     bad.write_text("batch: many\n")
     with pytest.raises(ConfigError, match="batch"):

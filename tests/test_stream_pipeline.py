@@ -18,10 +18,12 @@ import pytest
 import torch
 from stream_media import FFMPEG, http_test_stream, retry_until_open, scope_frame, write_video
 
+from stream.alerts import AlertConfig
 from stream.frame import Frame
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.preprocess import Preprocessor
 from stream.sinks import read_predictions
+from stream.smoothing import SmoothingConfig
 from stream.sources import SourceError
 
 W, H = 160, 128
@@ -82,7 +84,7 @@ def run(engine, tmp_path, *sources, **cfg) -> tuple[Pipeline, dict, list[dict]]:
 # -- replay ----------------------------------------------------------------------------------
 def test_replay_analyses_every_frame_in_order(engine, tmp_path):
     path = write_video(tmp_path / "a.mp4", n=40, w=W, h=H)
-    pipe, summary, recs = run(engine, tmp_path, path, batch=4, smoothing="ema:alpha=0.5")
+    pipe, summary, recs = run(engine, tmp_path, path, batch=4, smoothing=SmoothingConfig("ema", {"alpha": 0.5}))
     assert summary["frames"] == 40 and not pipe.errors()
     assert [r["frame"] for r in recs] == list(range(40))
     r = recs[7]
@@ -94,7 +96,7 @@ def test_replay_analyses_every_frame_in_order(engine, tmp_path):
     pre = Preprocessor(engine.input_size, engine.source.meta["mean"], engine.source.meta["std"])
     frames = [Frame(i, i / 30, 0.0, picture=f) for i, f in enumerate(av.open(str(path)).decode(video=0))]
     # One frame at a time through the preprocessor, like the ingest thread (same content-area timeline).
-    z = engine.infer(torch.cat([pre([f]) for f in frames]).numpy())
+    z = engine.infer(np.stack([pre(f) for f in frames]))
     ref = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     np.testing.assert_allclose([r["probs"] for r in recs], ref, atol=1e-4)
     # Every stage was timed.
@@ -185,14 +187,15 @@ def test_pause_and_change_parameters_while_running(engine, tmp_path):
     path = write_video(tmp_path / "a.mp4", n=60, w=W, h=H)
     seen = []
     pipe = Pipeline(
-        PipelineConfig(batch=2, smoothing="ema:alpha=0.5"), engine=engine, on_result=lambda r: seen.append(r)
+        PipelineConfig(batch=2, smoothing=SmoothingConfig("ema", {"alpha": 0.5})), engine=engine,
+        on_result=lambda r: seen.append(r),
     )
     pipe.add_stream(str(path))
     pipe.pause()
     pipe.start()
     time.sleep(0.5)
     assert len(seen) <= 4  # frames already taken may finish; nothing new starts
-    pipe.set_params(smoothing="hmm:stay=0.95", threshold=0.9, min_frames=2)
+    pipe.configure(smoothing=SmoothingConfig("hmm", {"stay": 0.95}), alerts=AlertConfig(threshold=0.9, min_frames=2))
     pipe.resume()
     assert pipe.wait(30)
     summary = pipe.stop()
@@ -309,10 +312,9 @@ def test_live_stream_killed_and_restarted_reconnects(engine, tmp_path):
 
 
 # -- recording -------------------------------------------------------------------------------
+# Run with the tests folder on PYTHONPATH (as pytest puts it on sys.path) for stream_media.
 _WRITER = """
-import sys, time
-import numpy as np
-sys.path.insert(0, {tests!r})
+import time
 from stream_media import scope_frame
 from stream.frame import Frame
 from stream.sinks import Recorder
@@ -324,14 +326,18 @@ for i in range(100000):
 """
 
 
+def _with_tests_on_path() -> str:
+    return os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".ts"])
 def test_recording_survives_sigkill(tmp_path, suffix):
     path = tmp_path / f"rec{suffix}"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER.format(tests=str(Path(__file__).parent), path=str(path))],
+        [sys.executable, "-c", _WRITER.format(path=str(path))],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _with_tests_on_path()},
     )
     written = -1
     t0 = time.monotonic()

@@ -43,10 +43,15 @@ def test_content_area_is_stable_and_redetected_on_change():
     assert tr.update(scope_frame(0, 640, 480)).box[2] > 320  # size change: at once
 
 
+def batch(pre: Preprocessor, frames: list[Frame]) -> torch.Tensor:
+    """The frames' model inputs stacked as the batcher does (the preprocessor takes one frame)."""
+    return torch.stack([torch.as_tensor(pre(f)) for f in frames])
+
+
 def test_preprocess_backends_agree():
     frames = [Frame(i, 0, 0, scope_frame(i, 640, 480, field="octagon")) for i in range(3)]
-    a = Preprocessor((96, 96), MEAN, STD, backend="cv2")(frames)
-    b = Preprocessor((96, 96), MEAN, STD, backend="torch")(frames)
+    a = batch(Preprocessor((96, 96), MEAN, STD, backend="cv2"), frames)
+    b = batch(Preprocessor((96, 96), MEAN, STD, backend="torch"), frames)
     assert a.shape == b.shape == (3, 3, 96, 96) and a.dtype == torch.float32
     # Two resamplers (area vs roi_align sampling): within ~3 grey levels on average.
     assert (a - b).abs().mean() < 3 * GREY
@@ -73,8 +78,8 @@ def test_decoded_pictures_are_cropped_like_rgb_frames(tmp_path, name, codec, pix
     resize_area(rgb.rgb, box, ref)
     assert np.abs(out.astype(int) - ref.astype(int)).mean() < 3  # grey levels (measured 1.1-1.6)
     # And through the Preprocessor (normalised): pictures and arrays give the model the same.
-    a = Preprocessor((96, 96), MEAN, STD, detect=False)([picture])
-    b = Preprocessor((96, 96), MEAN, STD, detect=False)([rgb])
+    a = batch(Preprocessor((96, 96), MEAN, STD, detect=False), [picture])
+    b = batch(Preprocessor((96, 96), MEAN, STD, detect=False), [rgb])
     assert (a - b).abs().mean() < 3 * GREY
 
 
@@ -101,6 +106,6 @@ def test_field_doubled_pictures_are_cropped_like_their_rgb(tmp_path):
     frame = next(iter(open_source(str(path), deinterlace="field")))
     picture, rgb = _picture_and_rgb(frame)
     assert picture.field_only and np.array_equal(rgb.rgb[0::2], rgb.rgb[1::2])
-    a = Preprocessor((96, 96), MEAN, STD, detect=False)([picture])
-    b = Preprocessor((96, 96), MEAN, STD, detect=False)([rgb])
+    a = batch(Preprocessor((96, 96), MEAN, STD, detect=False), [picture])
+    b = batch(Preprocessor((96, 96), MEAN, STD, detect=False), [rgb])
     assert (a - b).abs().mean() < 3 * GREY

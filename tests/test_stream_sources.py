@@ -60,7 +60,7 @@ def test_interlaced_file_is_deinterlaced(tmp_path):
 
 def test_paced_replay_follows_the_file_clock_and_drops_for_a_slow_reader(tmp_path):
     path = write_video(tmp_path / "c.mp4", n=30, w=W, h=H)
-    src = open_source(str(path), realtime=True)
+    src = open_source(str(path), live=True)
     assert src.info.live
     t0 = time.monotonic()
     got = []

@@ -1,5 +1,5 @@
 """End to end in a real browser: `python -m stream ui` on the demo video, driven in Debian's
-headless chromium by Playwright (tests/ui_driver.py).
+headless chromium by Playwright (benchmarks/ui_driver.py).
 
 Checks: the page loads; the live view's frames change; label and stats panel update; a
 threshold change changes the call; pause freezes and resume restarts the picture; bad uploads
@@ -24,7 +24,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-from ui_driver import CHROMIUM, AppProcess, browser, measure_display, open_live_page
+
+from benchmarks.ui_driver import CHROMIUM, AppProcess, browser, measure_display, open_live_page
 
 needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install -y chromium)"
@@ -247,8 +248,8 @@ def test_live_routes_share_the_page_login():
     """With --auth, the MJPEG/trace routes answer only a logged-in browser (Gradio's cookie)."""
     import gradio as gr
     import httpx
-    from ui_driver import free_port
 
+    from benchmarks.ui_driver import free_port
     from stream.ui.live import FrameHub, live_routes, read_marker
 
     hub = FrameHub(marker=True)
@@ -334,20 +335,18 @@ def test_upload_gate_and_session_files(tmp_path):
 @pytest.mark.parametrize("mode", ["none", "ema", "window", "hmm"])
 def test_controls_map_onto_the_runtime(mode):
     """Every slider position gives a smoother spec and alert config the runtime accepts."""
-    from stream.alerts import AlertConfig
-    from stream.smoothing import build_smoother, parse_spec
     from stream.ui.controls import Controls
 
     for k in (2, 3):
         for strength in (0.0, 0.5, 1.0):
             for threshold in (0.2, 0.5, 1.0):  # 0.2 < 1/K: raised to 1/K
-                c = Controls(threshold=threshold, uncertain=0.5, smoothing=mode, strength=strength).validate(
+                c = Controls(threshold=threshold, uncertain_band=0.5, smoothing=mode, strength=strength).validate(
                     k
                 )
-                name, params = parse_spec(c.smoothing_spec(k))
-                assert name == mode
-                build_smoother(name, **params)
-                cfg = AlertConfig(class_names=tuple(f"c{i}" for i in range(k)), **c.alert_params(k))
+                smoothing = c.smoothing_config(k)
+                assert smoothing.mode == mode
+                smoothing.build()
+                cfg = c.alert_config(tuple(f"c{i}" for i in range(k)))
                 assert cfg.threshold >= 1.0 / k  # below 1/K a threshold means nothing
     with pytest.raises(ValueError, match="smoothing must be one of"):
         Controls(smoothing="kalman").validate(2)

@@ -13,7 +13,7 @@ from pagkd_core.data.images import ImageError, ImageStore, read_image
 from pagkd_core.data.layouts import DataError, Sample, class_list, scan
 from pagkd_core.data.sampler import CoupleBatchSampler
 from pagkd_core.data.splits import load_or_make_folds, select, subsample_lesions
-from pagkd_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
+from pagkd_core.data.transforms import augment, normalize
 
 
 class ImageSet(Dataset):
@@ -129,8 +129,6 @@ def couple_loader(
 
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "CoupleBatchSampler",
     "CoupleSet",
     "DataError",

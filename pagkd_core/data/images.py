@@ -16,7 +16,6 @@ from tqdm import tqdm
 from pagkd_core.data.transforms import resize_uint8
 
 log = logging.getLogger("pagkd_core.data")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class ImageError(ValueError):

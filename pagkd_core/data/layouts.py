@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pagkd_core.data.images import IMAGE_EXTS
+from pagkd_core.filetypes import IMAGE_EXTENSIONS
 from pagkd_core.outputs import NO_LESION  # frames without a lesion: always label 0 when present
 
 log = logging.getLogger("pagkd_core.data")
@@ -52,7 +52,7 @@ def canonical_class(name: str) -> str:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _modality_of(parts) -> str | None:

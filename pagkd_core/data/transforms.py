@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from pagkd_core.student import IMAGENET_MEAN, IMAGENET_STD  # recorded in every exported student
 
 
 def resize_uint8(img: torch.Tensor, size: int) -> torch.Tensor:

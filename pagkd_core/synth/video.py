@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pagkd_core.video_writer import VideoWriter
+
 from .config import VideoConfig
 from .nbi import NbiSchedule
 from .procedure import Procedure, wave
@@ -84,36 +86,10 @@ def iter_procedure_frames(
         f += 1
 
 
-class H264Writer:
-    """Minimal PyAV H.264 writer: `write(rgb)` per frame, pts = frame index in 1/fps units."""
-
-    def __init__(self, path: str | Path, width: int, height: int, fps: int, crf: int = 23):
-        import av
-
-        self.box = av.open(str(path), "w")
-        self.stream = self.box.add_stream("libx264", rate=Fraction(fps, 1))
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
-        self.stream.codec_context.time_base = Fraction(1, fps)
-        self.stream.options = {"crf": str(crf), "preset": "veryfast", "g": str(2 * fps)}
-        self.fps, self.n = fps, 0
-
-    def write(self, rgb: np.ndarray) -> None:
-        import av
-
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts, frame.time_base = self.n, Fraction(1, self.fps)
-        self.box.mux(self.stream.encode(frame))
-        self.n += 1
-
-    def close(self) -> None:
-        self.box.mux(self.stream.encode())
-        self.box.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+def h264_writer(path: str | Path, width: int, height: int, fps: int, crf: int = 23) -> VideoWriter:
+    """The procedure clips' encoding: H.264 at quality ``crf``, a keyframe every 2 s, pts = frame index."""
+    return VideoWriter(path, width, height, fps, "libx264", time_base=Fraction(1, fps),
+                       options={"crf": str(crf), "preset": "veryfast", "g": str(2 * fps)})
 
 
 def write_video(cfg: VideoConfig, path: str | Path, progress: bool = True) -> tuple[Path, Path]:
@@ -124,7 +100,7 @@ def write_video(cfg: VideoConfig, path: str | Path, progress: bool = True) -> tu
     truth_path = path.with_suffix(".truth.csv")
     n = round(cfg.seconds * cfg.fps)
     with (
-        H264Writer(path, cfg.width, cfg.height, cfg.fps, cfg.crf) as out,
+        h264_writer(path, cfg.width, cfg.height, cfg.fps, cfg.crf) as out,
         open(truth_path, "w", newline="") as fh,
     ):
         writer = csv.writer(fh)

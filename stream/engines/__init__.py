@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from .model_source import ModelSource
 
 __all__ = [
+    "CPU_ENGINE_THREADS",
     "Engine",
     "EngineError",
     "ModelSource",
@@ -28,7 +30,19 @@ __all__ = [
     "list_engines",
     "register_engine",
     "resolve_device",
+    "usable_cores",
 ]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's core count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# A pipeline's CPU engine threads unless it names a number: half the cores. Decoding and
+# preprocessing run beside the engine, and more intra-op threads only spin-wait against them
+# (measured: docs/stream.md). An engine built directly keeps its library's default (threads=None).
+CPU_ENGINE_THREADS = max(1, usable_cores() // 2)
 
 
 class EngineError(RuntimeError):
@@ -100,7 +114,7 @@ def register_engine(kind: str, module: str, cls: str, needs: tuple[str, ...] = (
 
 
 register_engine("torch", "stream.engines.torch_engine", "TorchEngine", ("torch",))
-register_engine("onnxruntime", "stream.engines.onnxruntime_engine", "OrtEngine", ("onnxruntime",))
+register_engine("onnxruntime", "stream.engines.onnxruntime_engine", "OnnxRuntimeEngine", ("onnxruntime",))
 register_engine("tensorrt", "stream.engines.tensorrt_engine", "TensorRTEngine", ("torch_tensorrt",))
 
 
@@ -152,7 +166,7 @@ def ort_has_cuda() -> bool:
 
 def int8_pays_off(int8_path) -> bool:
     """Use a calibrated int8 graph automatically unless its measurement (``<graph>.json``, written by
-    ``python -m stream.engines.int8``) found it slower than fp32 or off in its top-1 calls: for
+    ``python -m benchmarks.int8``) found it slower than fp32 or off in its top-1 calls: for
     depthwise-heavy students (MobileNetV3) the QDQ graph can be slower than fp32 on CPU."""
     import json
     from pathlib import Path

@@ -1,7 +1,7 @@
 """ONNX Runtime engine: CPU fp32, CPU int8 (static QDQ, see ``int8.py``), CUDA provider.
 
 The fp32 graph is the student's ``.onnx`` (exported on first use if absent); the int8 graph is
-``<stem>.int8.onnx`` written by ``python -m stream.engines.int8``.
+``<stem>.int8.onnx`` written by ``python -m benchmarks.int8``.
 
 CPU sessions run one intra-op thread per usable core and, by default, without spin-waiting
 (``spinning=False``): a spinning worker keeps its core busy between operators, which the
@@ -9,14 +9,13 @@ live pipeline's decoder and preprocessing threads need (docs/engines.md has the 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from . import Engine, EngineError
+from . import Engine, EngineError, usable_cores
 from .model_source import ModelSource
 
 _GRAPH_OPT = {
@@ -25,11 +24,6 @@ _GRAPH_OPT = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's core count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def session_options(threads: int | None = None, graph_opt: str = "all", spinning: bool = False) -> ort.SessionOptions:
@@ -49,7 +43,7 @@ def session_options(threads: int | None = None, graph_opt: str = "all", spinning
     return so
 
 
-class OrtEngine(Engine):
+class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
 
     def __init__(self, source: ModelSource, device: str = "cpu", max_batch: int = 8,
@@ -72,7 +66,7 @@ class OrtEngine(Engine):
             path = source.int8_onnx_path()
             if path is None:
                 raise EngineError(f"no calibrated int8 graph for {source.name}; run: python -m "
-                                  f"stream.engines.int8 --model <student.json> --calib <synthetic image root or video>")
+                                  f"benchmarks.int8 --model <student.json> --calib <synthetic image root or video>")
         else:
             path = source.onnx_path()
         if not Path(path).is_file():

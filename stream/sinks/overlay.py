@@ -4,10 +4,10 @@
 per class and, while an alert is on, a red border. "no lesion" is written small and grey with
 no confidence: an empty view is the normal case and must not draw the eye. An NBI frame read by
 the NBI teacher has its call prefixed "NBI:"; one no model read says "NBI: not analysed" (grey,
-no bars). ``PassThroughOverlay`` is the live path:
-every incoming frame is annotated at once with the newest result known for its stream, so
-the video is never delayed by inference; only the annotations lag (by the pipeline latency,
-which the stats report).
+no bars). ``Overlay`` is the sink that draws a stream's results for its picture outputs (a
+recorder, the display). On a live stream every incoming frame is annotated at once with the
+newest result known, so the video is never delayed by inference; only the annotations lag (by
+the pipeline latency, which the stats report).
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from stream.alerts import NO_LESION_STATE, QUIET_STATES, UNCERTAIN, shown_state
 from stream.frame import Frame
+
+if TYPE_CHECKING:
+    from stream.result import Result
+    from stream.sinks.record import Recorder
 
 ALERT_RGB = (230, 30, 30)
 UNCERTAIN_RGB = (240, 190, 0)
@@ -39,6 +44,12 @@ class Annotation:
     class_names: Sequence[str]
     frame_index: int = -1  # the frame the annotation was computed on
     modality: str = "WLI"
+
+    @classmethod
+    def of(cls, result: Result, class_names: Sequence[str]) -> Annotation:
+        st, smoothed = result.state, result.smoothed
+        return cls(st.state, bool(st.alert), float(st.confidence), None if smoothed is None else smoothed.tolist(),
+                   class_names, result.frame.index, result.modality)  # fmt: skip
 
 
 def draw_overlay(rgb: np.ndarray, ann: Annotation | None) -> np.ndarray:
@@ -95,27 +106,43 @@ def draw_overlay(rgb: np.ndarray, ann: Annotation | None) -> np.ndarray:
     return out
 
 
-class PassThroughOverlay:
-    """Annotate every frame the moment it arrives with the newest result of its stream.
+PictureOutput = Callable[[Frame, np.ndarray], None]  # gets each annotated picture; must not block
 
-    ``tap(frame)`` is called from the source's reader thread for every frame (also those the
-    analysis skips); it draws and hands the picture to ``outputs`` (display, recorder), each
-    of which must not block. ``update(stream_id, annotation)`` is called when a result is ready.
+
+class Overlay:
+    """Sink: one stream's calls drawn on its pictures, handed to its picture outputs (the
+    stream's recorder, then the pipeline's display outputs, a list it shares).
+
+    Replay: ``write`` draws each result on its own frame (``result.annotated``). Live: ``tap``
+    draws every frame as it arrives (the reader thread) with the newest result ``write`` left.
     """
 
-    def __init__(self, outputs: list[Callable[[Frame, np.ndarray], None]] | None = None):
-        self.outputs = list(outputs or [])
-        self._latest: dict[str, Annotation] = {}
+    def __init__(self, class_names: Sequence[str], recorder: Recorder | None, displays: list[PictureOutput],
+                 live: bool):  # fmt: skip
+        self.class_names, self.recorder, self.displays, self.live = list(class_names), recorder, displays, live
+        self._latest: Annotation | None = None
         self._lock = threading.Lock()
 
-    def update(self, stream_id: str, ann: Annotation) -> None:
-        with self._lock:
-            self._latest[stream_id] = ann
+    def _emit(self, frame: Frame, rgb: np.ndarray) -> None:
+        if self.recorder is not None:
+            self.recorder.write(frame, rgb)
+        for show in self.displays:
+            show(frame, rgb)
 
-    def tap(self, frame: Frame) -> np.ndarray:
+    def write(self, result: Result) -> None:
+        ann = Annotation.of(result, self.class_names)
+        if self.live:
+            with self._lock:
+                self._latest = ann
+            return
+        result.annotated = draw_overlay(result.frame.rgb, ann)
+        self._emit(result.frame, result.annotated)
+
+    def tap(self, frame: Frame) -> None:
         with self._lock:
-            ann = self._latest.get(frame.stream_id)
-        out = draw_overlay(frame.rgb, ann)
-        for emit in self.outputs:
-            emit(frame, out)
-        return out
+            ann = self._latest
+        self._emit(frame, draw_overlay(frame.rgb, ann))
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()

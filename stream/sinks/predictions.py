@@ -5,20 +5,28 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stream.result import Result
 
 
 class PredictionLog:
-    def __init__(self, path: str | os.PathLike):
+    """Sink: each result as its log line (``Result.record``), for every stream of a pipeline."""
+
+    def __init__(self, path: str | os.PathLike, class_names: Sequence[str]):
         self.path = Path(path)
+        self.class_names = list(class_names)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Line buffering writes each record as soon as its newline is written.
         self._f = open(self.path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - open for the sink's lifetime, closed by close()
         self._lock = threading.Lock()
         self.lines = 0
 
-    def write(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":"))
+    def write(self, result: Result) -> None:
+        line = json.dumps(result.record(self.class_names), separators=(",", ":"))
         with self._lock:
             if self._f.closed:
                 return

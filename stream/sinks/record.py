@@ -18,11 +18,16 @@ import queue
 import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from pagkd_core.video_writer import VideoWriter  # imports PyAV only when a recording starts
 from stream.frame import Frame
+
+if TYPE_CHECKING:
+    from stream.result import Result
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".ts": "mpegts", ".mkv": "matroska"}
 _TIME_BASE = Fraction(1, 90000)
@@ -52,8 +57,7 @@ class Recorder:
         self.dropped = 0
         self.error: str | None = None
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._container = None
-        self._stream = None
+        self._writer = None  # opened at the first frame, at its size
         self._last_t = -1.0
         self._offset = 0.0
         self._t0: float | None = None
@@ -73,30 +77,19 @@ class Recorder:
         except queue.Full:
             self.dropped += 1
 
-    __call__ = write  # usable directly as a PassThroughOverlay output
-
     def close(self) -> None:
         self._q.put(None)
         self._thread.join(timeout=30)
 
     # -- encoder thread ---------------------------------------------------------------
     def _open(self, rgb: np.ndarray) -> None:
-        import av  # only when recording: the pipeline imports this module also on hosts without PyAV
-
         opts = (
             {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
             if self.fmt in ("mp4", "mov")
             else {"flush_packets": "1"}
         )
-        self._container = av.open(str(self.path), "w", format=self.fmt, options=opts)
-        s = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
-        # yuv420p needs even sizes.
-        s.width, s.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
-        s.pix_fmt = "yuv420p"
-        s.time_base = _TIME_BASE
-        s.codec_context.time_base = _TIME_BASE  # else PyAV rescales to 1/fps and close timestamps collide
         if self.codec == "libx264":
-            s.options = {
+            codec_opts = {
                 "preset": "ultrafast",
                 "tune": "zerolatency",
                 "crf": str(self.crf),
@@ -105,19 +98,19 @@ class Recorder:
                 "sc_threshold": "0",
             }
         else:
-            s.options = {"g": str(self.gop)}
-        self._stream = s
+            codec_opts = {"g": str(self.gop)}
+        # yuv420p needs even sizes.
+        w, h = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
+        self._writer = VideoWriter(self.path, w, h, self.fps, self.codec, options=codec_opts,
+                                   time_base=_TIME_BASE, format=self.fmt, container_options=opts)
 
     def _encode(self, frame: Frame, rgb: np.ndarray) -> None:
-        import av
-
-        if self._container is None:
+        if self._writer is None:
             self._open(rgb)
-        s = self._stream
-        if rgb.shape[0] != s.height or rgb.shape[1] != s.width:
+        w, h = self._writer.size
+        if rgb.shape[0] != h or rgb.shape[1] != w:
             # The encoder's size is fixed at the first frame; later sizes are scaled to it.
-            rgb = cv2.resize(rgb, (s.width, s.height), interpolation=cv2.INTER_AREA)
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         if self._t0 is None:
             self._t0 = frame.arrival
         t = frame.pts if frame.pts is not None else frame.arrival - self._t0
@@ -126,10 +119,7 @@ class Recorder:
             # continue one frame after the last one instead of breaking the muxer.
             self._offset = self._last_t + 1.0 / self.fps - t
         self._last_t = t + self._offset
-        vf.pts = round(self._last_t / _TIME_BASE)
-        vf.time_base = _TIME_BASE
-        for packet in s.encode(vf):
-            self._container.mux(packet)
+        self._writer.write(rgb, self._last_t)
         self.frames_written += 1
 
     def _run(self) -> None:
@@ -145,9 +135,23 @@ class Recorder:
             while self._q.get() is not None:
                 pass
         finally:
-            if self._container is not None:
-                try:
-                    for packet in self._stream.encode(None):
-                        self._container.mux(packet)
-                finally:
-                    self._container.close()
+            if self._writer is not None:
+                self._writer.close()
+
+
+class RawVideo:
+    """Sink: one stream's pictures as they came. Live: every frame as it arrives (``tap``, the
+    reader thread); replay: each analysed frame, in order."""
+
+    def __init__(self, recorder: Recorder, live: bool):
+        self.recorder, self.live = recorder, live
+
+    def write(self, result: Result) -> None:
+        if not self.live:
+            self.recorder.write(result.frame)
+
+    def tap(self, frame: Frame) -> None:
+        self.recorder.write(frame)
+
+    def close(self) -> None:
+        self.recorder.close()

@@ -2,7 +2,7 @@
 
 with open_source("clip.mp4") as src:           # every frame, as fast as possible
     for frame in src: ...
-open_source("clip.mp4", realtime=True)          # paced at the file's rate, newest frame only
+open_source("clip.mp4", live=True)              # paced at the file's rate, newest frame only
 open_source("/dev/video0", size="1920x1080", fps=60, pixel_format="mjpeg")
 open_source("udp://127.0.0.1:5000")             # rtsp:// srt:// http:// ... reconnect on loss
 open_source("frames/")                          # a folder of images
@@ -65,8 +65,7 @@ def source_kind(spec: str) -> str:
 def open_source(
     spec: str,
     *,
-    realtime: bool | None = None,
-    stream_id: str = "0",
+    live: bool | None = None,
     speed: float = 1.0,
     loop: bool = False,
     deinterlace: str = "auto",
@@ -78,9 +77,10 @@ def open_source(
     synthetic: dict | None = None,
     threading: str = "auto",
 ) -> Source:
-    """Open whatever ``spec`` names. ``realtime``: pace recorded input at its own rate and read
+    """Open whatever ``spec`` names. ``live``: pace recorded input at its own rate and read
     it like a live feed (default: on for devices and network streams, off for files and
-    folders, which then yield every frame). Raises :class:`SourceError` with a one-line message."""
+    folders, which then yield every frame). Frames carry the default ``stream_id``: the pipeline
+    names its streams. Raises :class:`SourceError` with a one-line message."""
     spec = str(spec)
     kind = source_kind(spec)
     if kind == "capture":
@@ -89,23 +89,18 @@ def open_source(
             size=size,
             fps=fps,
             pixel_format=pixel_format,
-            stream_id=stream_id,
             give_up_after=give_up_after,
             threading=threading,
         )
     if kind == "network":
-        return open_network(
-            spec, options=options, stream_id=stream_id, give_up_after=give_up_after, threading=threading
-        )
+        return open_network(spec, options=options, give_up_after=give_up_after, threading=threading)
     if kind == "synthetic":
         # "synthetic:seconds=10,seed=3,width=640,height=480" sets generator options inline.
         from stream.smoothing import parse_spec
 
         _, inline = parse_spec(spec)
-        return open_synthetic(realtime=bool(realtime), stream_id=stream_id, **{**inline, **(synthetic or {})})
+        return open_synthetic(live=bool(live), **{**inline, **(synthetic or {})})
     if kind == "folder":
-        return open_folder(spec, fps=fps or 30.0, realtime=bool(realtime), stream_id=stream_id)
+        return open_folder(spec, fps=fps or 30.0, live=bool(live))
     path = str(demo_video()) if spec == "demo" else spec
-    return open_file(
-        path, realtime=bool(realtime), speed=speed, loop=loop, deinterlace=deinterlace, stream_id=stream_id
-    )
+    return open_file(path, live=bool(live), speed=speed, loop=loop, deinterlace=deinterlace)

@@ -67,11 +67,13 @@ class _Yadif:
 class AVSource(Source):
     """Decode the first video stream of anything FFmpeg opens.
 
-    ``live`` input decodes with slice threads only (``threading="auto"``): frame threading
-    delays every picture by (threads - 1) frames, fine for replay, wrong for a live feed.
-    ``pace`` sleeps to the stream's own timestamps (``speed`` x real time) so a file
-    behaves like a live feed. ``deinterlace``: ``auto`` (yadif for replay, field
-    doubling for live, only when frames are flagged interlaced), ``yadif``, ``field``, ``off``.
+    ``live``: frames on their own clock. A live file has no clock but its timestamps, so it
+    is paced to them (``speed`` x real time); a device or network sender sets the pace itself.
+    A sender's pictures decode with slice threads only (``threading="auto"``): frame threading
+    delays every picture by (threads - 1) frames, fine for replay and for a paced file (decoded
+    ahead of the clock it is paced to), wrong for a sender. ``deinterlace``: ``auto`` (field
+    doubling for a sender, which holds nothing back, yadif otherwise; only when frames are
+    flagged interlaced), ``yadif``, ``field``, ``off``.
     """
 
     def __init__(
@@ -83,12 +85,10 @@ class AVSource(Source):
         options: dict | None = None,
         timeout: float | tuple | None = None,
         live: bool = False,
-        pace: bool = False,
         speed: float = 1.0,
         loop: bool = False,
         deinterlace: str = "auto",
         threading: str = "auto",
-        stream_id: str = "0",
     ):
         if threading not in ("auto", "slice", "frame"):
             raise SourceError(f"decoder threading must be auto, slice or frame, got {threading!r}")
@@ -106,9 +106,11 @@ class AVSource(Source):
             raise SourceError(f"{url!r} has no video stream")
         self._stream = s = self._container.streams.video[0]
         cc = s.codec_context
-        # auto: frame+slice threads for replay, slice threads only for live input. "frame" for a
-        # live feed buys decode throughput on a weak CPU at (threads - 1) frames of delay.
-        cc.thread_type = {"auto": "SLICE" if live else "AUTO", "slice": "SLICE", "frame": "AUTO"}[threading]
+        self.pace = live and kind == "file"
+        sender = live and not self.pace  # its pictures must leave the decoder at once
+        # auto: frame+slice threads for replay and paced files, slice threads only for a sender.
+        # "frame" for a sender buys decode throughput on a weak CPU at (threads - 1) frames of delay.
+        cc.thread_type = {"auto": "SLICE" if sender else "AUTO", "slice": "SLICE", "frame": "AUTO"}[threading]
         rate = s.average_rate or s.guessed_rate or cc.framerate
         info = SourceInfo(
             name=url,
@@ -121,9 +123,9 @@ class AVSource(Source):
             pix_fmt=cc.pix_fmt,
             live=live,
         )
-        super().__init__(info, stream_id)
-        self.pace, self.speed, self.loop = pace, speed, loop
-        self.deinterlace = deinterlace if deinterlace != "auto" else ("field" if live else "yadif")
+        super().__init__(info)
+        self.speed, self.loop = speed, loop
+        self.deinterlace = deinterlace if deinterlace != "auto" else ("field" if sender else "yadif")
         self._yadif = _Yadif()
         self._closed = False
 
@@ -206,9 +208,7 @@ class AVSource(Source):
                 # the full-size RGB conversion happens only if a sink asks for it (stream.frame).
                 field_only = bool(vf.interlaced_frame) and self.deinterlace == "field"
                 self.counters["frames"] += 1
-                yield Frame(
-                    index, pts, time.monotonic(), stream_id=self.stream_id, picture=vf, field_only=field_only
-                )
+                yield Frame(index, pts, time.monotonic(), picture=vf, field_only=field_only)
                 index, last_pts = index + 1, pts
             self._check_complete(index)
             if not self.loop or index == 0:

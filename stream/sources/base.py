@@ -13,21 +13,6 @@ class SourceError(RuntimeError):
     """A source could not be opened or read. The message is one line meant for the user."""
 
 
-def av_source_class() -> type:
-    """``stream.sources.av_reader.AVSource``, importing PyAV only when a file, device or
-    network stream is opened: folders, the synthetic generator and pushed pictures work
-    on a host without PyAV."""
-    try:
-        from stream.sources.av_reader import AVSource
-    except ModuleNotFoundError as e:
-        if e.name != "av":
-            raise
-        raise SourceError(
-            "video files, capture devices and network streams need PyAV: pip install av"
-        ) from None
-    return AVSource
-
-
 @dataclass
 class SourceInfo:
     name: str  # what the user passed (path, URL, device)
@@ -51,9 +36,8 @@ class Source:
 
     info: SourceInfo
 
-    def __init__(self, info: SourceInfo, stream_id: str = "0"):
+    def __init__(self, info: SourceInfo):
         self.info = info
-        self.stream_id = stream_id
         self.counters: Counter = Counter()
         self.problems: list[str] = []
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from stream.sources.base import Source, SourceError, av_source_class
+from stream.sources.base import Source, SourceError
+from stream.sources.lazy_av import av_source_class
 from stream.sources.live import LatestFrameReader
 
 
@@ -31,7 +32,6 @@ def open_capture(
     size: str | None = None,
     fps: float | None = None,
     pixel_format: str | None = None,
-    stream_id: str = "0",
     threading: str = "auto",
     give_up_after: float | None = None,
 ) -> Source:
@@ -52,7 +52,6 @@ def open_capture(
             timeout=(5.0, 2.0),
             live=True,
             threading=threading,
-            stream_id=stream_id,
         )
 
     # The first open happens here so that a bad device fails at once with a clear message;

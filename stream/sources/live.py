@@ -32,7 +32,7 @@ class LatestFrameReader(Source):
         give_up_after: float | None = None,
     ):
         first.info.live = True
-        super().__init__(first.info, first.stream_id)
+        super().__init__(first.info)
         self._src, self._reopen = first, reopen
         self.backoff, self.max_backoff, self.give_up_after = backoff, max_backoff, give_up_after
         self._cond = threading.Condition()
@@ -45,7 +45,7 @@ class LatestFrameReader(Source):
         # the pass-through video path (display, raw recording) hangs here.
         self.taps: list[Callable[[Frame], None]] = []
         # Started by the first read, so taps attached before that see every frame.
-        self._thread = threading.Thread(target=self._run, name=f"reader-{self.stream_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"reader-{self.info.name}", daemon=True)
 
     def start(self) -> None:
         if self._thread.ident is None and not self._stop.is_set():
@@ -76,7 +76,7 @@ class LatestFrameReader(Source):
                         # A reconnected stream restarts its clock: continue ours instead.
                         pts_offset = last_pts + self._frame_dur() - f.pts
                     first_of_session = False
-                    f.index, f.stream_id = index, self.stream_id
+                    f.index = index
                     if f.pts is not None:
                         f.pts += pts_offset
                         last_pts = f.pts

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from stream.sources.base import Source, SourceError, av_source_class
+from stream.sources.base import Source, SourceError
+from stream.sources.lazy_av import av_source_class
 from stream.sources.live import LatestFrameReader
 
 SCHEMES = {"rtsp", "rtsps", "rtmp", "udp", "rtp", "srt", "tcp", "http", "https"}
@@ -41,7 +42,6 @@ def open_network(
     options: dict | None = None,
     open_timeout: float = 10.0,
     read_timeout: float = 2.0,
-    stream_id: str = "0",
     threading: str = "auto",
     give_up_after: float | None = None,
 ) -> Source:
@@ -62,7 +62,6 @@ def open_network(
             timeout=(open_timeout, read_timeout),
             live=True,
             threading=threading,
-            stream_id=stream_id,
         )
 
     return LatestFrameReader(reopen(), reopen, give_up_after=give_up_after)

@@ -21,13 +21,13 @@ class Prefetcher(Source):
     """
 
     def __init__(self, inner: Source, depth: int = 4):
-        super().__init__(inner.info, inner.stream_id)
+        super().__init__(inner.info)
         self.inner = inner
         self.counters = inner.counters
         self.problems = inner.problems
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"prefetch-{inner.stream_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"prefetch-{inner.info.name}", daemon=True)
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -41,7 +41,6 @@ class Prefetcher(Source):
     def _run(self) -> None:
         try:
             for f in self.inner:
-                f.stream_id = self.stream_id
                 if not self._put(f):
                     return
             self._put(_END)

@@ -20,11 +20,8 @@ def _video_module():
 
 
 def make_video_config(**params):
-    """The generator's own config dataclass with ``params`` applied (unknown keys are an error)."""
-    mod = _video_module()
-    cls = next((getattr(mod, n) for n in ("VideoConfig", "ProcedureConfig") if hasattr(mod, n)), None)
-    if cls is None:
-        return dict(params)
+    """The generator's own VideoConfig with ``params`` applied (unknown keys are an error)."""
+    cls = _video_module().VideoConfig
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - names)
     if unknown:
@@ -36,34 +33,31 @@ class SyntheticSource(Source):
     """Frames from ``pagkd_core.synth.video.iter_procedure_frames``; ``meta['truth']`` holds
     the generator's per-frame ground truth, so evaluation can use it directly."""
 
-    def __init__(self, *, pace: bool = False, stream_id: str = "0", **params):
+    def __init__(self, *, live: bool = False, **params):
         self.cfg = make_video_config(**params)
-        get = self.cfg.get if isinstance(self.cfg, dict) else (lambda k, d=None: getattr(self.cfg, k, d))
-        fps, seconds = float(get("fps", 30.0) or 30.0), float(get("seconds", 0) or 0)
+        fps, seconds = float(self.cfg.fps), float(self.cfg.seconds)
         super().__init__(
             SourceInfo(
                 name="synthetic",
                 kind="synthetic",
-                width=get("width"),
-                height=get("height"),
+                width=self.cfg.width,
+                height=self.cfg.height,
                 fps=fps,
                 frames=round(seconds * fps) or None,
-            ),
-            stream_id,
+                live=live,
+            )
         )
-        self.pace = pace
 
     def frames(self) -> Iterator[Frame]:
         gen = _video_module().iter_procedure_frames(self.cfg)
         t0, fps = time.monotonic(), self.info.fps
         for i, (rgb, truth) in enumerate(gen):
-            if self.pace:
+            if self.info.live:  # paced to the generator's clock (also when a LatestFrameReader reads it)
                 time.sleep(max(0.0, t0 + i / fps - time.monotonic()))
             self.counters["frames"] += 1
-            pts = float(truth.get("pts", i / fps)) if isinstance(truth, dict) else i / fps
-            yield Frame(i, pts, time.monotonic(), rgb, self.stream_id, {"truth": truth})
+            yield Frame(i, float(truth["pts"]), time.monotonic(), rgb, meta={"truth": truth})
 
 
-def open_synthetic(*, realtime: bool = False, stream_id: str = "0", **params) -> Source:
-    src = SyntheticSource(pace=realtime, stream_id=stream_id, **params)
-    return LatestFrameReader(src) if realtime else src
+def open_synthetic(*, live: bool = False, **params) -> Source:
+    src = SyntheticSource(live=live, **params)
+    return LatestFrameReader(src) if live else src

@@ -16,10 +16,8 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-
-import yaml
 
 from stream.ui.controls import Controls
 from stream.ui.session import VIDEO_EXTS, SessionFiles, parse_size
@@ -41,18 +39,27 @@ class UIConfig:
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
     threads: int = _opt(1, "engine intra-op threads on CPU (1: no spinning pool competing with decode)")
     detect_modality: bool = _opt(True, "tell NBI frames from WLI; off: every frame is read by the student")
+    batch: int = _opt(4, "frames per engine call in a replay (the engine is built for it); live: one at a time")
     max_upload: str = _opt("500MB", "largest accepted upload, e.g. 500MB, 2GB, 800MiB")
     jpeg_quality: int = _opt(80, "live-view JPEG quality (1-100)")
     frame_marker: bool = _opt(False, "stamp frame numbers into the picture (display-latency measurement)")
     threshold: float = _opt(0.7, "initial alert threshold (top-class smoothed confidence)")
-    uncertain: float = _opt(0.2, "initial uncertain band below the threshold")
+    uncertain_band: float = _opt(0.2, "initial width of the uncertain band below the threshold")
     smoothing: str = _opt("ema", "initial smoothing: none | ema | window | hmm")
     strength: float = _opt(0.5, "initial smoothing strength, 0..1")
-    min_alert_s: float = _opt(0.2, "initial minimum alert duration (s)")
+    min_duration_s: float = _opt(0.2, "initial minimum alert duration (s)")
 
     @property
     def max_upload_bytes(self) -> int:
         return parse_size(self.max_upload)
+
+
+# Earlier names of options (flags and YAML keys), still read: the names now match AlertConfig's.
+RENAMED = {"uncertain": "uncertain_band", "min_alert_s": "min_duration_s"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def parse_args(argv: list[str] | None) -> UIConfig:
@@ -60,24 +67,26 @@ def parse_args(argv: list[str] | None) -> UIConfig:
     p = argparse.ArgumentParser(prog="python -m stream ui", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
     for f in fields(UIConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flags = [_flag(f.name)] + [_flag(old) for old, new in RENAMED.items() if new == f.name]
         helptext = f"{f.metadata['help']} (default: {f.default})"
         if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+            p.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         else:
             typ = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=typ, default=None, metavar=f.name.upper(), help=helptext)
+            p.add_argument(*flags, dest=f.name, type=typ, default=None, metavar=f.name.upper(), help=helptext)
     a = p.parse_args(argv)
     if a.config:
-        from pagkd_core.config import ConfigError, apply_updates  # the project's one typed YAML coercion
+        # the project's one YAML reader and typed coercion
+        from pagkd_core.config import ConfigError, apply_updates, read_yaml_mapping
 
-        path = Path(a.config)
-        if not path.is_file():
-            p.error(f"config file not found: {path}")
         try:
-            apply_updates(cfg, yaml.safe_load(path.read_text()) or {})
-        except (ConfigError, AttributeError) as e:
-            p.error(f"{path}: {e}")
+            options = read_yaml_mapping(a.config, "UI options")
+        except ConfigError as e:
+            p.error(str(e))
+        try:
+            apply_updates(cfg, {RENAMED.get(k, k): v for k, v in options.items()})
+        except ConfigError as e:
+            p.error(f"{a.config}: {e}")
     for f in fields(UIConfig):
         v = getattr(a, f.name)
         if v is not None:
@@ -113,7 +122,6 @@ class AppContext:
     def __init__(self, cfg: UIConfig):
         from stream.config import PipelineConfig
         from stream.engines import build_engine, resolve_device
-        from stream.sources import open_source
         from stream.ui.live import FrameHub
         from stream.ui.runner import LiveRunner
 
@@ -121,28 +129,25 @@ class AppContext:
         self.video_exts = VIDEO_EXTS
         model = cfg.model or str(default_model())
         device = resolve_device(cfg.device)
-        opts = {"threads": cfg.threads} if cfg.threads and device == "cpu" else {}
-        # One engine for the live stream (batch 1) and replays (batch 4); max_batch is an upper bound.
-        self.engine = build_engine(cfg.engine, model, device=device, max_batch=4, **opts)
-        self.engine.warmup(iters=2, batch=1)
-        self.base = PipelineConfig(
+        self.replay_cfg = PipelineConfig(
             model=model,
             engine=cfg.engine,
             device=device,
-            batch=1,
-            max_wait_ms=0.0,
-            realtime=True,
+            batch=cfg.batch,
+            max_wait_ms=5.0,
+            live=False,
             threads=cfg.threads,
             detect_modality=cfg.detect_modality,
         )
+        # The live feed is one stream read one frame at a time: waiting for a batch would only add latency.
+        live_cfg = replace(self.replay_cfg, batch=1, max_wait_ms=0.0, live=True)
+        opts = {"threads": cfg.threads} if cfg.threads and device == "cpu" else {}
+        # One engine for the live stream and replays, built for the replay's batch.
+        self.engine = build_engine(cfg.engine, model, device=device, max_batch=cfg.batch, **opts)
+        self.engine.warmup(iters=2, batch=1)
         self.hub = FrameHub(cfg.jpeg_quality, marker=cfg.frame_marker)
-        controls = Controls(cfg.threshold, cfg.uncertain, cfg.smoothing, cfg.strength, cfg.min_alert_s)
-
-        def open_live(spec: str):
-            # Files replay paced at their own rate and loop, so the demo keeps running.
-            return open_source(spec, realtime=True, loop=True)
-
-        self.runner = LiveRunner(self.hub, self.engine, self.base, controls, open_live)
+        controls = Controls(cfg.threshold, cfg.uncertain_band, cfg.smoothing, cfg.strength, cfg.min_duration_s)
+        self.runner = LiveRunner(self.hub, self.engine, live_cfg, controls)
         self.files = SessionFiles(os.environ.get("GRADIO_TEMP_DIR"))
         os.environ["GRADIO_TEMP_DIR"] = str(self.files.root)  # Gradio's cache: see SessionFiles
         self.source_choices = ["demo", "synthetic", "webcam", "/dev/video0", "udp://127.0.0.1:5000"]
@@ -154,7 +159,7 @@ class AppContext:
     def replay(self, probe, labels, out_dir, progress=None):
         from stream.ui.replay import run_replay
 
-        return run_replay(self.engine, self.base, self.runner.controls, probe, labels, out_dir, progress)
+        return run_replay(self.engine, self.replay_cfg, self.runner.controls, probe, labels, out_dir, progress)
 
     def close(self) -> None:
         self.files.close()  # first: nothing of a session may outlive the app, however the rest ends
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     # The first replay evaluation would otherwise wait seconds for these imports.
     threading.Thread(
         target=lambda: (
-            importlib.import_module("stream.evaluate"),
+            importlib.import_module("stream.video_eval"),
             importlib.import_module("sklearn.metrics"),
         ),
         daemon=True,

@@ -124,7 +124,7 @@ def build_blocks(ctx) -> gr.Blocks:
                 band = gr.Slider(
                     0.0,
                     0.5,
-                    value=c0.uncertain,
+                    value=c0.uncertain_band,
                     step=0.01,
                     label="Uncertain band below the threshold (shown as 'uncertain': no call)",
                     elem_id="band",
@@ -143,7 +143,7 @@ def build_blocks(ctx) -> gr.Blocks:
                 min_dur = gr.Slider(
                     0.0,
                     2.0,
-                    value=c0.min_alert_s,
+                    value=c0.min_duration_s,
                     step=0.05,
                     label="Minimum alert duration (s)",
                     elem_id="min-dur",
@@ -159,7 +159,7 @@ def build_blocks(ctx) -> gr.Blocks:
                 up_labels = gr.File(
                     label="Labels CSV (optional)", file_types=[".csv"], elem_id="replay-labels"
                 )
-            run = gr.Button("Evaluate", variant="primary", elem_id="replay-run")
+            run = gr.Button("Run replay", variant="primary", elem_id="replay-run")
             replay_msg = gr.Markdown(elem_id="replay-msg")
             with gr.Row():
                 out_video = gr.Video(label="Annotated video", elem_id="replay-out-video")
@@ -195,7 +195,7 @@ def build_blocks(ctx) -> gr.Blocks:
                 timeline_figure(
                     runner.timeline(),
                     c.threshold,
-                    c.uncertain,
+                    c.uncertain_band,
                     title=f"live timeline ({runner.spec}; red: alert) - synthetic data",
                     binary=n_call == 2,
                 ),
@@ -218,7 +218,7 @@ def build_blocks(ctx) -> gr.Blocks:
 
         def on_controls(th, b, m, st, md):
             try:
-                runner.configure(threshold=th, uncertain=b, smoothing=m, strength=st, min_alert_s=md)
+                runner.configure(threshold=th, uncertain_band=b, smoothing=m, strength=st, min_duration_s=md)
             except ValueError as e:
                 gr.Warning(str(e))
 

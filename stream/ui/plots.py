@@ -5,19 +5,12 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: its global state is not safe across handler threads
 
+from stream.video_metrics import runs
+
 
 def alert_spans(t: np.ndarray, alert: np.ndarray) -> list[tuple[float, float]]:
-    """(start, end) times of consecutive alert runs."""
-    spans, start = [], None
-    for ti, a in zip(t, alert):
-        if a and start is None:
-            start = ti
-        elif not a and start is not None:
-            spans.append((start, ti))
-            start = None
-    if start is not None:
-        spans.append((start, t[-1]))
-    return spans
+    """(start, end) times of consecutive alert runs; a run still on ends at the last time."""
+    return [(t[s], t[min(e, len(t) - 1)]) for s, e in runs(alert)]
 
 
 def timeline_figure(records: list[dict], threshold: float, band: float, title: str = "", binary: bool = True):

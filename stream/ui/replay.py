@@ -1,5 +1,6 @@
 """Replay evaluation for an uploaded video: every frame through the runtime's Pipeline with the
-page's current settings, then the runtime's video-level evaluation when labels are given.
+page's current settings, then the runtime's video-level evaluation (stream.video_eval) when
+labels are given.
 
 Outputs (all in the session's folder, deleted with it): the annotated video, the per-frame
 prediction log (JSONL), a run summary (JSON) and, with labels, the evaluation report
@@ -8,16 +9,15 @@ prediction log (JSONL), a run summary (JSON) and, with labels, the evaluation re
 
 from __future__ import annotations
 
-import copy
 import json
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pagkd_core.outputs import lesion_classes
+from stream.config import PipelineConfig
 from stream.pipeline import Pipeline
-from stream.sinks.record import Recorder
+from stream.sinks import Callback, Recorder, read_predictions
+from stream.smoothing import SmoothingConfig
 from stream.ui.controls import Controls
 
 
@@ -55,79 +55,46 @@ def _summary_md(name: str, summary: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_replay(
-    video: Path, predictions: Path, labels: Path, out_dir: Path, cfg
-) -> tuple[str, list[Path]]:
-    """The runtime's video-level evaluation (stream.evaluate) on this replay's own raw
-    probabilities (its prediction log is the evaluator's cache: no second inference), for
-    the page's setting next to no smoothing."""
-    from stream import evaluate
+def score_replay(video: str, predictions: Path, labels: Path, out_dir: Path, cfg: PipelineConfig, engine: dict,
+                 synthetic: bool) -> tuple[str, list[Path]]:
+    """The video-level evaluation of this replay's own raw probabilities (its prediction log:
+    no second inference) against ``labels``, for the page's setting next to no smoothing."""
+    from stream.video_eval import Setting, VideoRun, read_log, score_videos
+    from stream.video_metrics import read_truth
 
     work = out_dir / "eval"
-    logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(labels, work / f"{video.stem}.truth.csv")  # the evaluator's naming: <video>.truth.csv
-    shutil.copyfile(predictions, logs / f"{video.stem}.jsonl")
-    (work / video.name).symlink_to(video.resolve())
-    argv = [
-        str(work / video.name),
-        "--model",
-        cfg.model,
-        "--predictions-dir",
-        str(logs),
-        "--out",
-        str(work),
-        "--setting",
-        cfg.smoothing,
-        "--setting",
-        "none",
-        "--threshold",
-        str(cfg.threshold),
-        "--hysteresis",
-        str(cfg.hysteresis),
-        "--uncertain-low",
-        str(cfg.uncertain_low),
-        "--min-frames",
-        str(cfg.min_frames),
-        "--min-duration",
-        str(cfg.min_duration_s),
-        "-q",
-    ]
+    settings = [Setting(cfg.smoothing.spec, cfg.smoothing, cfg.alerts),
+                Setting("none", SmoothingConfig("none"), cfg.alerts)]  # fmt: skip
     try:
-        evaluate.evaluate_videos(argv)
+        truth = read_truth(labels)
+        run = VideoRun(video, truth, read_log(predictions, len(truth), len(cfg.alerts.class_names)))
+        score_videos([run], settings, cfg.alerts, work, model=cfg.model, engine=engine, synthetic=synthetic)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise ValueError(f"labels {labels.name}: {e}") from None
-    md = (work / "report.md").read_text()
-    md = "\n".join(
-        line for line in md.splitlines() if not line.startswith("![") and not line.startswith("Command:")
-    )  # the plot is shown apart; paths are server-side
-    files = [work / "report.md", work / "report.json", work / "timelines" / f"{video.stem}.png"]
+    # The plot is shown apart (its link would name a server-side path).
+    md = "\n".join(line for line in (work / "report.md").read_text().splitlines() if not line.startswith("!["))
+    files = [work / "report.md", work / "report.json", work / "timelines" / f"{Path(video).stem}.png"]
     return md, [f for f in files if f.is_file()]
 
 
 def run_replay(
-    engine, base, controls: Controls, probe, labels: Path | None, out_dir: Path, progress=None
+    engine, base: PipelineConfig, controls: Controls, probe, labels: Path | None, out_dir: Path, progress=None
 ) -> ReplayResult:
-    """`probe`: session.VideoProbe of a checked upload; `labels`: checked per-frame CSV or None;
-    `progress((done, total), ...)`: optional (gr.Progress)."""
-    from stream.sinks.predictions import read_predictions
-
+    """`base`: the replay's pipeline config, whose smoothing and alerts the page's `controls`
+    set; `probe`: session.VideoProbe of a checked upload; `labels`: checked per-frame CSV or
+    None; `progress((done, total), ...)`: optional (gr.Progress)."""
     out_dir = Path(out_dir)
     stem = Path(probe.path).stem
-    k = len(engine.class_names)
-    cfg = copy.copy(base)
-    cfg.realtime, cfg.batch, cfg.max_wait_ms = False, 4, 5.0
-    cfg.smoothing = controls.smoothing_spec(k)
-    for key, v in controls.alert_params(len(lesion_classes(engine.class_names))).items():
-        setattr(cfg, key, v)
-    cfg.predictions = str(out_dir / f"{stem}.predictions.jsonl")
+    names = list(engine.class_names)
+    cfg = replace(base, smoothing=controls.smoothing_config(len(names)), alerts=controls.alert_config(names),
+                  predictions=str(out_dir / f"{stem}.predictions.jsonl"))  # fmt: skip
     video = out_dir / f"{stem}.annotated.mp4"
     t0 = time.monotonic()
     pipe = Pipeline(cfg, engine=engine)
     # Not cfg.record: the runtime's recorder drops frames when its encoder falls behind (right for
     # a live feed); a replay's annotated video must hold every frame, so the replay waits for it.
     rec = Recorder(video, fps=probe.fps or 30.0, lossless=True)
-    pipe.display_callbacks.append(rec.write)
+    pipe.displays.append(rec.write)
     if progress is not None and probe.frames:
         done = [0]
 
@@ -136,7 +103,7 @@ def run_replay(
             if done[0] % 15 == 0:
                 progress((done[0], probe.frames), desc="replay", unit="frames")
 
-        pipe.result_callbacks.append(tick)
+        pipe.add_sink(Callback(tick))
     pipe.add_stream(probe.path, stream_id="replay")
     try:
         summary = pipe.run()
@@ -154,7 +121,9 @@ def run_replay(
     downloads = [Path(cfg.predictions), summary_path]
     plot = None
     if labels is not None:
-        md, files = evaluate_replay(Path(probe.path), Path(cfg.predictions), labels, out_dir, cfg)
+        synthetic = bool(engine.source.meta.get("synthetic", True))
+        md, files = score_replay(Path(probe.path).name, Path(cfg.predictions), labels, out_dir, cfg,
+                                 summary["engine"], synthetic)  # fmt: skip
         report += "\n\n" + md
         downloads += files
         plot = next((str(f) for f in files if f.suffix == ".png"), None)

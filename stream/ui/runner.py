@@ -6,25 +6,25 @@
 Every page watches the same stream (one endoscope, one feed); controls act on it at the
 next frame. A source switch starts a new Pipeline on the same engine and stops the old
 one. The browser's webcam is one more live source: frames pushed by Gradio's stream event
-land in a `PushSource`, read like any capture device.
+land in a `PushSource`, which the pipeline reads like any capture device.
 """
 
 from __future__ import annotations
 
 import collections
-import copy
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
-from pagkd_core.outputs import lesion_classes
 from stream.alerts import AlertConfig
 from stream.config import PipelineConfig
 from stream.frame import Frame
 from stream.pipeline import Pipeline, Result
-from stream.sources import LatestFrameReader, Source, SourceInfo
+from stream.sinks import Callback
+from stream.sources import Source, SourceInfo
 from stream.ui.controls import Controls
 from stream.ui.live import FrameHub
 
@@ -32,8 +32,8 @@ from stream.ui.live import FrameHub
 class PushSource(Source):
     """Pictures handed in from outside (the browser webcam), timestamped on arrival."""
 
-    def __init__(self, name: str = "webcam", stream_id: str = "0"):
-        super().__init__(SourceInfo(name=name, kind="browser", live=True), stream_id)
+    def __init__(self, name: str = "webcam"):
+        super().__init__(SourceInfo(name=name, kind="browser", live=True))
         self._q: collections.deque = collections.deque(maxlen=1)
         self._cv = threading.Condition()
         self._closed = False
@@ -43,7 +43,7 @@ class PushSource(Source):
         now = time.monotonic()
         self._t0 = now if self._t0 is None else self._t0
         with self._cv:
-            self._q.append(Frame(0, now - self._t0, now, np.ascontiguousarray(rgb[..., :3]), self.stream_id))
+            self._q.append(Frame(0, now - self._t0, now, np.ascontiguousarray(rgb[..., :3])))
             self._cv.notify()
 
     def frames(self) -> Iterator[Frame]:
@@ -82,18 +82,11 @@ class Rate:
 
 
 class LiveRunner:
-    def __init__(
-        self,
-        hub: FrameHub,
-        engine,
-        base: PipelineConfig,
-        controls: Controls,
-        open_source: Callable[[str], Source],
-        history: int = 900,
-    ):
-        self.hub, self.engine, self.base, self.open_source = hub, engine, base, open_source
+    def __init__(self, hub: FrameHub, engine, base: PipelineConfig, controls: Controls, history: int = 900):
+        """``base``: the live stream's pipeline config; the page's controls set its smoothing
+        and alerts."""
+        self.hub, self.engine, self.base = hub, engine, base
         self.class_names = list(engine.class_names)
-        self.n_call = len(lesion_classes(self.class_names))  # classes a call is made among
         self.controls = controls.validate(len(self.class_names))
         self.alert_cfg = AlertConfig(class_names=tuple(self.class_names))
         self.history: collections.deque = collections.deque(maxlen=history)
@@ -109,29 +102,22 @@ class LiveRunner:
 
     # -- control ------------------------------------------------------------------------
     def _config(self) -> PipelineConfig:
-        cfg = copy.copy(self.base)
-        k = len(self.class_names)
-        cfg.smoothing = self.controls.smoothing_spec(k)
-        for key, v in self.controls.alert_params(self.n_call).items():
-            setattr(cfg, key, v)
-        return cfg
+        c = self.controls
+        return replace(self.base, smoothing=c.smoothing_config(len(self.class_names)),
+                       alerts=c.alert_config(self.class_names))  # fmt: skip
 
     def switch(self, spec: str) -> None:
         """Make `spec` the live source; if it cannot be opened the current one keeps running."""
         spec = spec.strip()
-        push = None
-        if spec == "webcam":
-            push = PushSource()  # the pipeline gives its frames the stream's id
-            src: Source = LatestFrameReader(push)  # live semantics: newest frame, pass-through overlay
-        else:
-            src = self.open_source(spec)  # raises SourceError with a one-line message
+        pipe = Pipeline(self._config(), engine=self.engine)
+        pipe.add_sink(Callback(lambda r, p=pipe: self._on_result(p, r)))
+        pipe.displays.append(lambda f, rgb, p=pipe: self._on_display(p, f, rgb))
+        push = PushSource() if spec == "webcam" else None
         try:
-            pipe = Pipeline(self._config(), engine=self.engine)
-            pipe.result_callbacks.append(lambda r, p=pipe: self._on_result(p, r))
-            pipe.display_callbacks.append(lambda f, rgb, p=pipe: self._on_display(p, f, rgb))
-            pipe.add_stream(src, stream_id="live")
-        except BaseException:
-            src.close()
+            # Files replay paced at their own rate (the live config) and loop, so the demo keeps running.
+            pipe.add_stream(push or spec, stream_id="live", **({} if push else {"loop": True}))
+        except BaseException:  # e.g. SourceError, one line for the page: nothing of it may linger
+            pipe.stop()
             raise
         if self.paused:
             pipe.pause()
@@ -155,14 +141,12 @@ class LiveRunner:
 
     def configure(self, **changes) -> Controls:
         """Apply page controls to the running pipeline (smoother state and held calls are kept)."""
-        from dataclasses import replace
-
         new = replace(self.controls, **changes).validate(len(self.class_names))
         self.controls = new
         pipe = self._pipe
         if pipe is not None:
-            k = len(self.class_names)
-            pipe.set_params(smoothing=new.smoothing_spec(k), **new.alert_params(self.n_call))
+            cfg = self._config()
+            pipe.configure(smoothing=cfg.smoothing, alerts=cfg.alerts)
         return new
 
     def set_paused(self, paused: bool) -> None:

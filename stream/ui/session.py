@@ -20,7 +20,8 @@ from pathlib import Path
 
 import av
 
-VIDEO_EXTS = (".mp4", ".m4v", ".mkv", ".avi", ".mov", ".ts", ".mts", ".webm", ".mpg", ".mpeg")
+from pagkd_core.filetypes import UPLOAD_VIDEO_EXTENSIONS as VIDEO_EXTS  # an allowlist: the common containers
+
 LABEL_EXTS = (".csv",)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -164,10 +165,6 @@ class SessionFiles:
             # Gradio keeps each upload in its own <hash>/ folder under the root.
             if up.parent != self.root and self.root in up.parents:
                 shutil.rmtree(up.parent, ignore_errors=True)
-
-    def sessions(self) -> list[str]:
-        with self._lock:
-            return list(self._dirs)
 
     def close(self) -> None:
         # A handler thread may still be writing (Gradio caches into this root): retry until gone.

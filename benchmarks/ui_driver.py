@@ -1,8 +1,8 @@
 """Drive the UI in Debian's headless chromium (Playwright, never a downloaded browser).
 
-Used by tests/test_ui_browser.py, and on its own to measure the live view:
+Used by tests/test_ui_browser.py and by the UI's measurement commands (benchmarks.ui):
 
-    .venv/bin/python tests/ui_driver.py measure --source demo --seconds 20
+    python -m benchmarks.ui measure --source demo --seconds 20
 
 Display measurement: the app runs with --frame-marker, so every JPEG carries its hub
 sequence number in 16 black/white 8x8 cells at the top-left. A requestAnimationFrame hook
@@ -14,7 +14,6 @@ same clock, so display delay = shown - arrival. Displayed fps = new numbers per 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -180,42 +179,3 @@ def measure_display(page, app, seconds: float, selector: str = "#live-img") -> d
 def open_live_page(page, app: AppProcess) -> None:
     page.goto(app.url)
     page.wait_for_function("document.querySelector('#live-img')?.naturalWidth > 0", timeout=30000)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["measure", "screenshot"])
-    ap.add_argument("--source", default="demo")
-    ap.add_argument("--seconds", type=float, default=20.0, help="measure: how long; screenshot: wait first")
-    ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--app-args", default="", help="extra arguments for python -m stream ui")
-    ap.add_argument("--json", help="measure: write the figures here")
-    ap.add_argument("--out", default="docs/img/ui.png", help="screenshot: where")
-    a = ap.parse_args(argv)
-    marker = ["--frame-marker"] if a.what == "measure" else []
-    with AppProcess("--source", a.source, *marker, *a.app_args.split()) as app:
-        app.wait_ready()
-        with browser(viewport=(1280, 1040)) as (_, page):
-            open_live_page(page, app)
-            if a.what == "screenshot":
-                time.sleep(a.seconds)
-                page.screenshot(path=a.out)
-                print(f"wrote {a.out}")
-                return 0
-            time.sleep(a.warmup)
-            res = measure_display(page, app, a.seconds)
-            stats = {
-                el.get_attribute("data-k"): el.inner_text()
-                for el in page.query_selector_all("#stats-table td")
-            }
-        res["server_stats"] = stats
-        res["source"] = a.source
-        res["load_avg_1min"] = os.getloadavg()[0]
-    print(json.dumps(res, indent=2))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

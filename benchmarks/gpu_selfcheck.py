@@ -1,80 +1,58 @@
 """Check every GPU engine available here against CPU torch eager on the same inputs.
 
-    python -m stream.engines.gpu_selfcheck --json gpu_selfcheck.json [--model student.json]
+    python -m benchmarks.gpu_selfcheck --json gpu_selfcheck.json [--model student.json]
 
-For each engine (torch fp32/fp16/bf16, fp16 + CUDA graphs, torch.compile, ONNX Runtime CUDA,
-TensorRT fp16) it prints the max |logit difference| to CPU fp32 eager, top-1 agreement and the
-median time per ``infer`` call (host numpy in, numpy out, so copies included) at each batch
-size. Engines whose library is missing are reported as skipped with the reason. Without CUDA
-it reports "no CUDA, skipped" and exits 0; it exits 1 if an engine that ran is off tolerance.
-Without ``--model`` a randomly initialised student of ``--backbone`` is used (the check is
-about numerics and speed, not accuracy).
+For each self-checked engine variant of benchmarks.engine_variants (torch fp32/fp16/bf16, fp16
++ CUDA graphs, torch.compile, ONNX Runtime CUDA, TensorRT fp16) it prints the max |logit
+difference| to CPU fp32 eager, top-1 agreement and the median time per ``infer`` call (host
+numpy in, numpy out, so copies included) at each batch size. Engines whose library is missing
+are reported as skipped with the reason. Without CUDA it reports "no CUDA, skipped" and exits
+0; it exits 1 if an engine that ran is off tolerance. Without ``--model`` a randomly
+initialised student of ``--backbone`` is used (the check is about numerics and speed, not
+accuracy).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import platform
-import statistics
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import EngineError, ModelSource, build_engine, ort_has_cuda
+from benchmarks.engine_variants import VARIANTS, self_checked, skip_reason
+from benchmarks.env import environment
+from benchmarks.timing import repeat, summary_ms
+from stream.engines import EngineError, ModelSource, build_engine
 
-# name -> (kind, options, relative tolerance vs CPU fp32, CUDA only). cuDNN may use TF32 for fp32
-# convolutions, hence 1e-2 for fp32 on the GPU.
-CHECKS: dict[str, tuple[str, dict, float, bool]] = {
-    "torch-fp32": ("torch", {"precision": "fp32"}, 1e-2, False),
-    "torch-fp16": ("torch", {"precision": "fp16"}, 3e-2, True),
-    "torch-bf16": ("torch", {"precision": "bf16"}, 8e-2, False),
-    "torch-fp16-cudagraphs": ("torch", {"precision": "fp16", "cuda_graphs": True}, 3e-2, True),
-    "onnxruntime-fp32": ("onnxruntime", {"precision": "fp32"}, 1e-2, False),
-    "tensorrt-fp16": ("tensorrt", {"precision": "fp16"}, 3e-2, True),
-    "tensorrt-fp16-cudagraphs": ("tensorrt", {"precision": "fp16", "cuda_graphs": True}, 3e-2, True),
-    # last: compiling takes tens of seconds per batch size, a step timeout then loses only this row
-    "torch-fp16-compile": ("torch", {"precision": "fp16", "compile": True}, 3e-2, True),
-}
-
-
-def skip_reason(kind: str, device: str = "cuda") -> str | None:
-    if kind == "tensorrt" and importlib.util.find_spec("torch_tensorrt") is None:
-        return "torch-tensorrt not installed (pip install -e '.[gpu]')"
-    if kind == "onnxruntime" and device.startswith("cuda") and not ort_has_cuda():
-        return "onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
-    return None
+CHECKED = [v.id for v in VARIANTS if v.tolerance is not None]  # what --only takes, on any device
 
 
 def time_infer(engine, x: np.ndarray, iters: int) -> dict:
-    engine.infer(x)
-    engine.infer(x)  # warm-up: cuDNN autotune, graph capture, lazy init
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        engine.infer(x)  # returns host numpy: includes H2D/D2H and synchronisation
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return {"median_ms": round(med * 1e3, 3), "p90_ms": round(sorted(times)[int(0.9 * (iters - 1))] * 1e3, 3),
-            "images_per_s": round(len(x) / med, 1)}
+    """Median and p90 of ``iters`` calls after two warm-up calls (cuDNN autotune, graph capture,
+    lazy init). ``infer`` returns host numpy, so each call includes H2D/D2H and synchronisation."""
+    s = summary_ms(repeat(partial(engine.infer, x), seconds=0, warmup=2, min_iters=iters, max_iters=iters))
+    per_s = round(len(x) * 1e3 / s["p50_ms"], 1)
+    return {"median_ms": s["p50_ms"], "p90_ms": s["p90_ms"], "images_per_s": per_s}
 
 
 def make_source(args) -> ModelSource:
     if args.model:
         return ModelSource.from_path(args.model)
     from pagkd_core.models import build_model
+    from pagkd_core.student import IMAGENET_MEAN, IMAGENET_STD
     torch.manual_seed(args.seed)
     model = build_model(args.backbone, 2)
     meta = {"class_names": ["hyperplastic", "adenoma"], "input_size": [args.size, args.size],
-            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     return ModelSource.from_module(model, meta, name=f"{args.backbone}-random")
 
 
-def run_checks(source: ModelSource, names: list[str], batches: list[int], iters: int, seed: int = 0,
+def run_checks(source: ModelSource, variants: list, batches: list[int], iters: int, seed: int = 0,
                device: str = "cuda", on_row=None) -> list[dict]:
     """One row per check; ``on_row(results so far)`` after each, so a killed run keeps its rows."""
     h, w = source.meta["input_size"]
@@ -85,8 +63,8 @@ def run_checks(source: ModelSource, names: list[str], batches: list[int], iters:
     ref_engine.close()
     scale = max(float(np.abs(ref).max()), 1e-6)
     results = []
-    for name in names:
-        kind, opts, tol, _ = CHECKS[name]
+    for variant in variants:
+        name, kind, opts, tol = variant.id, variant.kind, variant.opts, variant.tolerance
         row: dict = {"engine": name, "kind": kind, **opts, "tolerance_rel": tol}
         reason = skip_reason(kind, device)
         if reason:
@@ -123,21 +101,6 @@ def run_checks(source: ModelSource, names: list[str], batches: list[int], iters:
     return results
 
 
-def environment() -> dict:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "platform": platform.platform()}
-    for mod in ("onnxruntime", "torch_tensorrt", "tensorrt", "timm"):
-        if importlib.util.find_spec(mod):
-            try:
-                env[mod] = str(__import__(mod).__version__)
-            except Exception as e:  # noqa: BLE001 - a broken install is worth reporting, not crashing on
-                env[mod] = f"import failed: {e}"
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
-        env["cudnn"] = torch.backends.cudnn.version()
-    return env
-
-
 def write(report: dict, path: str | None) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -147,31 +110,32 @@ def write(report: dict, path: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stream.engines.gpu_selfcheck", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_selfcheck", description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="exported student (.json); default: random --backbone")
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--size", type=int, default=224, help="input size for the random model")
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes to time")
     ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--only", help="comma-separated subset of: " + ",".join(CHECKS))
+    ap.add_argument("--only", help="comma-separated subset of: " + ",".join(CHECKED))
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (tens of seconds)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda", help="cuda[:N]; 'cpu' runs the CPU-capable checks "
-                                                     "(a dry run of this script on a machine without a GPU)")
+                                                     "(a dry run of this command on a machine without a GPU)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
-    report: dict = {"environment": environment(), "cuda": torch.cuda.is_available()}
+    report: dict = {"environment": environment(args.device), "cuda": torch.cuda.is_available()}
     cpu = args.device == "cpu"
     if not cpu and not torch.cuda.is_available():
         report["status"] = "no CUDA, skipped"
         print("gpu_selfcheck: no CUDA, skipped")
     else:
-        names = args.only.split(",") if args.only else list(CHECKS)
-        bad = [n for n in names if n not in CHECKS]
+        only = args.only.split(",") if args.only else list(CHECKED)
+        bad = [n for n in only if n not in CHECKED]
         if bad:
-            print(f"error: unknown check(s) {bad}; choose from {list(CHECKS)}", file=sys.stderr)
+            print(f"error: unknown check(s) {bad}; choose from {list(CHECKED)}", file=sys.stderr)
             return 2
-        names = [n for n in names if not (args.no_compile and "compile" in n) and not (cpu and CHECKS[n][3])]
+        # the variants of this device among those asked for (a CPU dry run drops the CUDA-only ones)
+        variants = [v for v in self_checked(args.device) if v.id in only and not (args.no_compile and v.slow_build)]
         try:
             source = make_source(args)
         except (FileNotFoundError, ValueError) as e:
@@ -188,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             report["results"] = rows
             write(report, args.json)
 
-        run_checks(source, names, batches, args.iters, args.seed, args.device, on_row=save)
+        run_checks(source, variants, batches, args.iters, args.seed, args.device, on_row=save)
         ran = [r for r in report["results"] if r["status"] != "skipped"]
         report["status"] = "ok" if ran and all(r["status"] == "ok" for r in ran) else "failed"
     write(report, args.json)

@@ -1,31 +1,23 @@
 """Live-view transport measured in the browser: the app's MJPEG path vs Gradio's image-per-yield.
 
-    .venv/bin/python tests/ui_transport.py --source stream/assets/demo.mp4 --seconds 15
+    python -m benchmarks.ui transport --source stream/assets/demo.mp4 --seconds 15
 
 Both serve the same decoded frames (no inference), paced at 30 fps and stamped with the frame
-marker; the same page probe (tests/ui_driver.py) measures displayed fps and arrival->display
+marker; the same page probe (benchmarks.ui_driver) measures displayed fps and arrival->display
 delay in Debian's headless chromium. One run, same machine: compare them as a ratio.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 import av
 import gradio as gr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ui_driver import browser, free_port, measure_display
-
+from benchmarks.ui_driver import browser, free_port, measure_display
 from stream.ui.live import FrameHub, draw_marker, live_routes
 
 
@@ -125,27 +117,12 @@ def measure(url: str, selector: str, src: Trace, seconds: float, warmup: float) 
         return measure_display(page, src, seconds, selector)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--source", default=str(Path(__file__).resolve().parent.parent / "stream/assets/demo.mp4")
-    )
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--warmup", type=float, default=3.0)
-    ap.add_argument("--frames", type=int, default=90, help="decoded once, then looped")
-    ap.add_argument("--json", help="write the figures here")
-    a = ap.parse_args(argv)
-    frames = decode(a.source, a.frames)
-    h, w = frames[0].shape[:2]
-    res = {"source": a.source, "size": f"{w}x{h}", "paced_fps": 30.0}
-    res["mjpeg"] = run_mjpeg(frames, a.seconds, a.warmup)
-    res["gradio_yield"] = run_yield(frames, a.seconds, a.warmup)
+def compare_transports(source: str, seconds: float, warmup: float, frames: int) -> dict:
+    """Both transports on the first ``frames`` frames of ``source``, looped, one after the other."""
+    decoded = decode(source, frames)
+    h, w = decoded[0].shape[:2]
+    res = {"source": source, "size": f"{w}x{h}", "paced_fps": 30.0}
+    res["mjpeg"] = run_mjpeg(decoded, seconds, warmup)
+    res["gradio_yield"] = run_yield(decoded, seconds, warmup)
     res["load_avg_1min"] = os.getloadavg()[0]
-    print(json.dumps(res, indent=2))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return res

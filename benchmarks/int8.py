@@ -1,12 +1,14 @@
 """int8 static quantisation (QDQ) for the ONNX Runtime CPU engine, calibrated on real frames.
 
-    python -m stream.engines.int8 --model runs/student.json --calib data/synth --eval data/synth_test
+    python -m benchmarks.int8 --model runs/student.json --calib data/synth --eval data/synth_test
 
 Calibration frames are training images (the synthetic image set's WLI pictures, resized and
 normalised like the trainer does) or frames of a video (through the runtime's preprocessor).
 The int8 graph is written next to the student as ``<stem>.int8.onnx`` where ``build_engine``
 finds it; its accuracy cost against fp32 (top-1 agreement, logit error, AUC) and both speeds
-are measured on the evaluation images in the same run and printed/written as JSON.
+are measured on the evaluation images in the same run and printed/written as JSON (and beside
+the graph, where the runtime's ``auto`` reads whether int8 pays off). The runtime itself only
+runs the graph; making and judging it is measurement, hence here.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import tempfile
 import time
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +33,11 @@ from onnxruntime.quantization import (
 )
 from tqdm import tqdm
 
-from stream.sources.file import VIDEO_EXTENSIONS
-
-from .model_source import ModelSource
+from benchmarks.timing import repeat
+from pagkd_core.data.layouts import DataError, Sample, scan_generic
+from pagkd_core.data.splits import select
+from pagkd_core.filetypes import VIDEO_EXTENSIONS
+from stream.engines.model_source import ModelSource
 
 _METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile}
@@ -57,19 +62,16 @@ class FrameBatches(CalibrationDataReader):
 
 
 # -- frames -------------------------------------------------------------------------------
-def labelled_images(root: Path, class_names: list[str], modality: str = "WLI") -> list[tuple[Path, int, str]]:
-    """(path, label, split unit) of the images of ``modality`` under ``root``, read by the training
-    core's own reader (manifest.csv or <root>/<modality>/<class>/<lesion>_<n>.<ext>). The unit is
-    what a training run's splits.json lists: the patient when the manifest names one, else the
-    lesion (the reader sets patient = lesion then)."""
-    from pagkd_core.data.layouts import DataError, scan_generic
-
+def labelled_images(root: Path, class_names: list[str], modality: str = "WLI") -> list[Sample]:
+    """The images of ``modality`` and ``class_names`` under ``root``, read by the training core's
+    own reader (manifest.csv or <root>/<modality>/<class>/<lesion>_<n>.<ext>). A sample's
+    ``patient`` is the split unit a training run's splits.json lists (the lesion when the
+    manifest names no patient)."""
     try:
         samples = scan_generic(Path(root)) if Path(root).is_dir() else []
     except DataError as e:
         raise FileNotFoundError(str(e)) from None
-    out = [(Path(s.path), class_names.index(s.cls), s.patient) for s in samples
-           if s.modality == modality and s.cls in class_names]
+    out = [s for s in samples if s.modality == modality and s.cls in class_names]
     if not out:
         raise FileNotFoundError(f"no {modality} images of classes {class_names} under {root} "
                                 f"(expected manifest.csv or {modality}/<class>/*.png)")
@@ -112,7 +114,7 @@ def video_frames(path: Path, meta: dict, count: int) -> np.ndarray:
             f = Frame(index=i, pts=None, arrival=0.0, rgb=vf.to_ndarray(format="rgb24"))
             pre.area(f)  # every frame feeds the content tracker, as in the live pipeline
             if i in keep:
-                out.append(pre([f])[0].numpy())
+                out.append(pre(f))
     return np.stack(out).astype(np.float32)
 
 
@@ -125,16 +127,16 @@ def split_lesions(splits: str | Path, fold: int, part: str) -> set[str]:
         raise ValueError(f"{splits}: no fold {fold} part {part!r}") from None
 
 
-def pick_items(items: list, half: int | None = None, lesions: set[str] | None = None) -> list:
-    """Keep the images of the given lesions (a split), else of one stable half of the lesions."""
-    if lesions is not None:
-        kept = [it for it in items if it[2] in lesions]
+def pick_samples(samples: list[Sample], half: int | None = None, units: set[str] | None = None) -> list[Sample]:
+    """Keep the images of the given split units (a split), else of one stable half of the lesions."""
+    if units is not None:
+        kept = select(samples, list(units))
         if not kept:
             raise ValueError("no image of the split's lesions found; do --splits and the image root match?")
         return kept
     if half is not None:
-        return [it for it in items if lesion_half(it[2]) == half] or items
-    return items
+        return [s for s in samples if lesion_half(s.patient) == half] or samples
+    return samples
 
 
 def calibration_frames(path: str | Path, meta: dict, count: int = 256, seed: int = 0,
@@ -143,10 +145,10 @@ def calibration_frames(path: str | Path, meta: dict, count: int = 256, seed: int
     path = Path(path)
     if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
         return video_frames(path, meta, count)
-    items = pick_items(labelled_images(path, list(meta["class_names"]), modality), half, lesions)
+    samples = pick_samples(labelled_images(path, list(meta["class_names"]), modality), half, lesions)
     rng = np.random.default_rng(seed)
-    pick = sorted(rng.choice(len(items), size=min(count, len(items)), replace=False).tolist())
-    return read_images([items[i][0] for i in pick], meta)
+    pick = sorted(rng.choice(len(samples), size=min(count, len(samples)), replace=False).tolist())
+    return read_images([samples[i].path for i in pick], meta)
 
 
 # -- quantise -----------------------------------------------------------------------------
@@ -206,13 +208,10 @@ def quantize(source: ModelSource, frames: np.ndarray, out: Path | None = None,
 
 # -- measure ------------------------------------------------------------------------------
 def _throughput(engine, x: np.ndarray, batch: int, seconds: float) -> float:
+    """Images per second of ``engine`` on batches of ``batch`` of ``x`` (repeated to fill one)."""
     xb = x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
-    engine.infer(xb)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        engine.infer(xb)
-        n += batch
-    return n / (time.perf_counter() - t0)
+    times = repeat(partial(engine.infer, xb), seconds=seconds, warmup=1, min_iters=1)
+    return batch * len(times) / sum(times)
 
 
 def auc(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -226,8 +225,8 @@ def auc(logits: np.ndarray, labels: np.ndarray) -> float:
 def compare(source: ModelSource, images: np.ndarray, labels: np.ndarray | None = None, threads: int | None = None,
             batches=(1, 8), seconds: float = 2.0, **session) -> dict:
     """int8 vs fp32 ONNX Runtime on the same images: agreement, logit error, AUC and (unless
-    ``batches`` is empty) speed. ``session``: further OrtEngine options (spinning, graph_opt)."""
-    from . import build_engine
+    ``batches`` is empty) speed. ``session``: further ONNX Runtime engine options (spinning, graph_opt)."""
+    from stream.engines import build_engine
     engines = {p: build_engine("onnxruntime", source, device="cpu", precision=p, max_batch=max(batches, default=8),
                                threads=threads, **session) for p in ("fp32", "int8")}
     fp32, int8 = engines["fp32"], engines["int8"]
@@ -282,17 +281,18 @@ def calibrate_and_measure(source: ModelSource, data: HeldOut, options: QuantOpti
     eval_root = Path(data.eval or data.calib)
     if eval_root.is_file():
         return {**res, "note": "no labelled images to measure on (give --eval IMAGE_ROOT)"}
-    items = pick_items(labelled_images(eval_root, list(meta["class_names"]), data.modality),
-                       half=None if data.eval else 1, lesions=test)
-    pick = np.random.default_rng(1).permutation(len(items))[:data.eval_count]
-    images = read_images([items[i][0] for i in pick], meta)
-    labels = np.array([items[i][1] for i in pick])
+    class_names = list(meta["class_names"])
+    samples = pick_samples(labelled_images(eval_root, class_names, data.modality),
+                           half=None if data.eval else 1, units=test)
+    picked = [samples[i] for i in np.random.default_rng(1).permutation(len(samples))[:data.eval_count]]
+    images = read_images([s.path for s in picked], meta)
+    labels = np.array([class_names.index(s.cls) for s in picked])
     return {**res, **compare(source, images, labels, threads, batches, seconds, **session), "eval": str(eval_root),
-            "eval_lesions": len({items[i][2] for i in pick})}
+            "eval_lesions": len({s.patient for s in picked})}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stream.engines.int8", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.int8", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="exported student (.json/.safetensors/stem)")
     ap.add_argument("--calib", required=True, help="image set root (manifest.csv or <modality>/<class>/) or a video")
     ap.add_argument("--eval", help="labelled image set to measure the accuracy cost on "

@@ -1,19 +1,22 @@
 """Video-level evaluation: ``python -m stream evaluate VIDEO|DIR ... --model student.json``.
 
 Runs the real pipeline once per video (fast replay, every frame, no smoothing) to get the raw
-per-frame probabilities, then re-applies each smoothing/alert setting to them - exactly what
-the live smoother and alert machine would have done, at a fraction of the cost - and scores
-every setting against ``<video>.truth.csv`` side by side (metrics: stream.video_metrics).
-Raw probabilities are cached as prediction logs (``--predictions-dir``) so settings can be
-re-scored without inference. Writes ``report.md``, ``report.json`` and one timeline plot per
-video (probability, smoothed, alert, truth) to ``--out``. The report's key table holds the
-video-level targets of issue 14 (stream.video_metrics_report.VIDEO_TARGETS); older students
-(no ``no_lesion`` output), logs (no ``modality``) and truth files (no ``modality``, ``coverage``,
-``wli_evidence``) still evaluate: the figures that need what they lack are left empty.
+per-frame probabilities, then re-applies each smoothing/alert setting to them - the live
+smoother and alert machine themselves (``Smoother.run``, ``AlertMachine.run``), at a fraction of
+the cost - and scores every setting against ``<video>.truth.csv`` side by side (metrics:
+stream.video_metrics). Raw probabilities are cached as prediction logs (``--predictions-dir``) so
+settings can be re-scored without inference. Writes ``report.md``, ``report.json`` and one
+timeline plot per video (probability, smoothed, alert, truth) to ``--out``. The report's key
+table holds the video-level targets of issue 14 (stream.video_metrics_report.VIDEO_TARGETS);
+older students (no ``no_lesion`` output), logs (no ``modality``) and truth files (no
+``modality``, ``coverage``, ``wli_evidence``) still evaluate: the figures that need what they
+lack are left empty.
 
 A setting is a smoothing spec with optional alert overrides, e.g. ``hmm:stay=0.98,min_frames=6``.
-From Python, ``evaluate_videos(argv) -> report`` runs the same in-process and raises on bad input
-(FileNotFoundError, ValueError) where the command prints a one-line error and exits with 2.
+From Python: ``score_videos(videos, settings, ...) -> report`` scores runs already made (the UI's
+replay: its truth and prediction log, typed ``Setting``s); ``evaluate_videos(argv) -> report`` is
+the command in-process, raising on bad input (FileNotFoundError, ValueError) where the command
+prints a one-line error and exits with 2.
 """
 from __future__ import annotations
 
@@ -28,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pagkd_core.filetypes import VIDEO_EXTENSIONS
 from stream.alerts import AlertConfig, AlertMachine
-from stream.smoothing import build_smoother, parse_spec
-from stream.sources.file import VIDEO_EXTENSIONS
+from stream.smoothing import SmoothingConfig, parse_spec
 from stream.video_metrics import Outcome, Truth, outcome, read_truth, truth_path
 from stream.video_metrics_breakdown import figures, pooled_splits
 from stream.video_metrics_report import check_targets, machine_line, markdown, plot_timeline, table
@@ -57,8 +60,22 @@ def split_setting(spec: str) -> tuple[str, dict, dict]:
     """``"ema:alpha=0.3,min_frames=6"`` -> (mode, smoother params, alert overrides)."""
     mode, params = parse_spec(spec)
     alert = {k: params.pop(k) for k in list(params) if k in AlertConfig.field_names()}
-    build_smoother(mode, **params)  # fail now, with the smoother's own message, not mid-report
+    SmoothingConfig(mode, params)  # fail now, with the smoother's own message, not mid-report
     return mode, params, alert
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One smoothing + alert setting, scored beside the others under its ``name``."""
+
+    name: str
+    smoothing: SmoothingConfig
+    alerts: AlertConfig
+
+    @classmethod
+    def parse(cls, spec: str, base: AlertConfig) -> Setting:
+        mode, params, alert = split_setting(spec)
+        return cls(spec, SmoothingConfig(mode, params), replace(base, **alert))
 
 
 # -- raw probabilities ---------------------------------------------------------------------
@@ -114,7 +131,7 @@ def infer_video(video: Path, engine, n: int, args) -> tuple[Raw, list[str]]:
         raw.put(res.record(names))  # the log line: probs, and modality where the runtime has one
         bar.update(1)
 
-    cfg = PipelineConfig(model=args.model or "", batch=args.batch, realtime=False, smoothing="none",
+    cfg = PipelineConfig(model=args.model or "", batch=args.batch, live=False, smoothing=SmoothingConfig("none"),
                          annotate=False, max_frames=args.max_frames or 0)
     pipe = Pipeline(cfg, engine=engine, on_result=collect)
     pipe.add_stream(str(video))
@@ -156,20 +173,71 @@ def check_cache_owner(cache: Path, source) -> None:
 
 
 # -- settings -> outcomes ------------------------------------------------------------------
-def apply_setting(name: str, truth: Truth, times: np.ndarray, raw: Raw, spec: str,
-                  base: AlertConfig) -> tuple[Outcome, np.ndarray]:
-    mode, params, alert_over = split_setting(spec)
-    smoother, machine = build_smoother(mode, **params), AlertMachine(replace(base, **alert_over))
+@dataclass
+class VideoRun:
+    """One video's truth and what the runtime said about each of its frames."""
+
+    name: str
+    truth: Truth
+    raw: Raw
+
+
+def apply_setting(truth: Truth, times: np.ndarray, raw: Raw, setting: Setting) -> tuple[Outcome, np.ndarray]:
+    """The setting's smoother and alert machine over the analysed frames, in order; frames never
+    analysed keep their slot in time but feed nothing."""
     probs = raw.probs
-    smoothed = np.full_like(probs, np.nan)
+    read = np.isfinite(probs).all(1)
+    smoothed = np.full_like(probs, np.nan)  # the log's numbers (float64) for the metrics, as read
     states: list = [None] * len(probs)
-    for i, p in enumerate(probs):  # frames never analysed keep their slot in time but feed nothing
-        if np.isfinite(p).all():
-            smoothed[i] = smoother.update(p)
-            states[i] = machine.update(smoothed[i], float(times[i]))
-    cfg = machine.cfg
-    return outcome(name, truth, times, probs, smoothed, states, list(cfg.class_names), cfg.alert_indices,
+    if read.any():
+        smoothed[read] = setting.smoothing.build().run(probs[read])
+        machine = AlertMachine(setting.alerts)
+        for i, state in zip(np.flatnonzero(read), machine.run(smoothed[read], times[read].tolist())):
+            states[i] = state
+    cfg = setting.alerts
+    return outcome(setting.name, truth, times, probs, smoothed, states, list(cfg.class_names), cfg.alert_indices,
                    pred_modality=raw.modality, skipped_states=raw.skipped), smoothed
+
+
+def score_videos(videos: list[VideoRun], settings: list[Setting], base: AlertConfig, out_dir: Path, *,
+                 model: str, engine: dict | str, synthetic: bool, command: str = "",
+                 inference_fps: float | None = None, problems: list[str] | None = None, plots: bool = True) -> dict:
+    """Score every setting on every video side by side; write report.json, report.md and (with
+    ``plots``) ``timelines/<video>.png`` to ``out_dir``; return the report. ``base``: the alert
+    configuration the settings start from; the rest describes the run for the report's header."""
+    settings = list({s.name: s for s in settings}.values())  # one column per name
+    per_video: dict[str, dict] = {}
+    outcomes: dict[str, list[Outcome]] = {s.name: [] for s in settings}
+    for v in videos:
+        times = v.truth.times
+        res = {s.name: apply_setting(v.truth, times, v.raw, s) for s in settings}
+        for name, (o, _) in res.items():
+            outcomes[name].append(o)
+        per_video[v.name] = {"frames": len(v.truth), "analysed": v.raw.analysed(),
+                             "frames_with_modality": int((v.raw.modality != "").sum())}
+        if plots:
+            plot_timeline(out_dir / "timelines" / f"{Path(v.name).stem}.png", v.name, times, res, base.threshold)
+    # one evidence split for every table: lesion evidence does not depend on the setting
+    ev_median, ev_edges = pooled_splits(outcomes[settings[0].name])
+    pooled = {s: figures(os_, ev_median, ev_edges) for s, os_ in outcomes.items()}
+    for i, name in enumerate(per_video):
+        one = {s: figures([outcomes[s][i]], ev_median, ev_edges) for s in outcomes}
+        per_video[name].update(metrics={s: f["metrics"] for s, f in one.items()},
+                               breakdowns={s: {k: f[k] for k in ("by_coverage", "by_evidence")} for s, f in one.items()},
+                               lesions={s: outcomes[s][i].lesions for s in outcomes},
+                               lesion_tracks={s: outcomes[s][i].tracks for s in outcomes})
+    report = {"command": command, "machine": machine_line(), "model": model, "class_names": list(base.class_names),
+              "engine": engine, "inference_fps": inference_fps, "alert_config": base.to_dict(),
+              "settings": list(outcomes),
+              "evidence_split": {"median": ev_median, "tertile_edges": ev_edges},
+              "pooled": {s: f["metrics"] for s, f in pooled.items()},
+              "targets": {s: check_targets(f["metrics"]) for s, f in pooled.items()},
+              "breakdowns": {s: {k: f[k] for k in ("by_coverage", "by_evidence")} for s, f in pooled.items()},
+              "videos": per_video, "problems": list(problems or []), "no_plots": not plots, "synthetic": synthetic}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / "report.md").write_text(markdown(report))
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,10 +280,10 @@ def evaluate_videos(argv: list[str]) -> dict:
     FileNotFoundError, a bad setting or truth file ValueError. ``argv`` is parsed by the
     command's own parser (an unknown option exits like any argparse command)."""
     args = build_parser().parse_args(argv)
-    settings = args.settings or list(DEFAULT_SETTINGS)
-    for s in settings:
-        split_setting(s)
-    videos = find_videos(args.videos)
+    specs = args.settings or list(DEFAULT_SETTINGS)
+    for spec in specs:  # a typo fails now, before any video is read
+        split_setting(spec)
+    paths = find_videos(args.videos)
     from stream.config import bundled_model
     from stream.engines import ModelSource, build_engine
     model = args.model or os.path.relpath(bundled_model())  # relative: the report is committed
@@ -225,13 +293,11 @@ def evaluate_videos(argv: list[str]) -> dict:
                        uncertain_low=args.uncertain_low, min_frames=args.min_frames,
                        min_duration_s=args.min_duration_s,
                        alert_classes=tuple(args.alert_classes.split(",")) if args.alert_classes else None)
-    out_dir = Path(args.out)
     if args.predictions_dir:
         check_cache_owner(Path(args.predictions_dir), source)
     engine, t_infer, frames_inferred, problems = None, 0.0, 0, []
-    per_video: dict[str, dict] = {}
-    outcomes: dict[str, list[Outcome]] = {s: [] for s in settings}
-    for video in tqdm(videos, desc="videos", disable=args.quiet or len(videos) < 2):
+    videos = []
+    for video in tqdm(paths, desc="videos", disable=args.quiet or len(paths) < 2):
         truth = read_truth(truth_path(video))
         truth = truth.head(len(truth) if not args.max_frames else min(len(truth), args.max_frames))
         n = len(truth)
@@ -249,37 +315,14 @@ def evaluate_videos(argv: list[str]) -> dict:
             problems += [f"{video.name}: {e}" for e in errs]
             if cached is not None:
                 write_log(cached, raw, truth, class_names)
-        times = truth.times
-        res = {s: apply_setting(s, truth, times, raw, s, base) for s in settings}
-        for s, (o, _) in res.items():
-            outcomes[s].append(o)
-        per_video[video.name] = {"frames": n, "analysed": raw.analysed(),
-                                 "frames_with_modality": int((raw.modality != "").sum())}
-        if not args.no_plots:
-            plot_timeline(out_dir / "timelines" / f"{video.stem}.png", video.name, times, res, base.threshold)
-    # one evidence split for every table: lesion evidence does not depend on the setting
-    ev_median, ev_edges = pooled_splits(outcomes[settings[0]])
-    pooled = {s: figures(os_, ev_median, ev_edges) for s, os_ in outcomes.items()}
-    for i, name in enumerate(per_video):
-        one = {s: figures([outcomes[s][i]], ev_median, ev_edges) for s in settings}
-        per_video[name].update(metrics={s: f["metrics"] for s, f in one.items()},
-                               breakdowns={s: {k: f[k] for k in ("by_coverage", "by_evidence")} for s, f in one.items()},
-                               lesions={s: outcomes[s][i].lesions for s in settings},
-                               lesion_tracks={s: outcomes[s][i].tracks for s in settings})
-    report = {"command": "python -m stream evaluate " + " ".join(argv), "machine": machine_line(),
-              "model": model, "class_names": class_names,
-              "engine": engine.describe() if engine else "cached predictions",
-              "inference_fps": round(frames_inferred / t_infer, 2) if t_infer else None,
-              "alert_config": base.to_dict(), "settings": settings,
-              "evidence_split": {"median": ev_median, "tertile_edges": ev_edges},
-              "pooled": {s: f["metrics"] for s, f in pooled.items()},
-              "targets": {s: check_targets(f["metrics"]) for s, f in pooled.items()},
-              "breakdowns": {s: {k: f[k] for k in ("by_coverage", "by_evidence")} for s, f in pooled.items()},
-              "videos": per_video, "problems": problems, "no_plots": bool(args.no_plots),
-              "synthetic": bool(source.meta.get("synthetic", True))}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out_dir / "report.md").write_text(markdown(report))
+        videos.append(VideoRun(video.name, truth, raw))
+    out_dir = Path(args.out)
+    report = score_videos(videos, [Setting.parse(s, base) for s in specs], base, out_dir,
+                          command="python -m stream evaluate " + " ".join(argv), model=model,
+                          engine=engine.describe() if engine else "cached predictions",
+                          inference_fps=round(frames_inferred / t_infer, 2) if t_infer else None,
+                          problems=problems, plots=not args.no_plots,
+                          synthetic=bool(source.meta.get("synthetic", True)))
     if not args.quiet:
         print(table(report["pooled"]))
         print(f"wrote {out_dir / 'report.md'}, report.json" + ("" if args.no_plots else ", timelines/*.png"))
