@@ -32,6 +32,14 @@ ROWS: dict[str, tuple[str, dict, bool]] = {
         {"method": "pro+den", "level": "group", "teacher_class_shift": 1},
         False,
     ),
+    # Transfer without the method: the student starts from the NBI teacher's backbone. If this
+    # helps and PaGKD does not, the NBI data hold knowledge the method fails to pass on.
+    "tinit": ("WLI-only, backbone from the NBI teacher", {"method": "none", "init_from_teacher": True}, False),
+    "tinit_pagkd": (
+        "PaGKD, backbone from the NBI teacher",
+        {"method": "pro+den", "level": "group", "init_from_teacher": True},
+        False,
+    ),
     "img_both": ("Image-level Pro + Den", {"method": "pro+den", "level": "image"}, False),
     "img_pro": ("Image-level Pro", {"method": "pro", "level": "image"}, False),
     "img_den": ("Image-level Den", {"method": "den", "level": "image"}, False),
@@ -161,7 +169,7 @@ def pooled(plan: Plan, regime: str, row: str | None, seed: int) -> dict | None:
 def execute(plan: Plan, regimes: list[str], rows: list[str], data, after_block=None, log=print) -> None:
     """Seed-major: after each (seed, regime) block every row has one more complete seed, so an
     interrupted run still leaves usable (if smaller) tables; `after_block()` rebuilds them."""
-    distilling = any(ROWS[r][1].get("method") != "none" for r in rows)
+    distilling = any(ROWS[r][1].get("method") != "none" or ROWS[r][1].get("init_from_teacher") for r in rows)
     for seed in plan.seeds:
         if distilling:
             for f in plan.folds:
