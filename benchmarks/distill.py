@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.distill_runs import REGIMES, ROWS, Plan, execute
+from benchmarks.distill_runs import REGIMES, ROWS, Plan, execute, recorded_minutes
 from pagkd_core.config import ConfigError, add_config_arguments, load_config
 from pagkd_core.data import prepare
 from pagkd_core.data.layouts import scan
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.distill_tables import regime_table
 
         meta["minutes"] = (time.time() - t0) / 60
+        meta["train_minutes"] = recorded_minutes(plan, regimes, rows)
         suffix = "" if args.metric == "class_auc" else f"-{args.metric}"
         for regime in regimes:
             md, res = regime_table(plan, regime, rows, args.metric, resamples, meta)

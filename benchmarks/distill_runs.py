@@ -182,3 +182,17 @@ def execute(plan: Plan, regimes: list[str], rows: list[str], data, after_block=N
                     run_stage(plan.config(seed, f, regime, row), stage_name(regime, row), data)
             if after_block is not None:
                 after_block()
+
+
+def recorded_minutes(plan: Plan, regimes: list[str], rows: list[str]) -> float:
+    """Training time the finished and partial runs of these rows recorded (epoch `seconds` in
+    their last.json, teachers included): what the tables cost, however many pieces made them."""
+    stages = {(s, f, "teacher") for s in plan.seeds for f in plan.folds}
+    stages |= {(s, f, stage_name(g, r)) for s in plan.seeds for f in plan.folds for g in regimes for r in rows}
+    total = 0.0
+    for seed, fold, stage in stages:
+        last = stage_dir(plan.config(seed, fold), stage) / "last.json"
+        if last.is_file():
+            total += sum(h.get("seconds", 0.0) for h in json.loads(last.read_text()).get("history", []))
+    return total / 60
+

@@ -112,7 +112,10 @@ def regime_table(plan: Plan, regime: str, rows: list[str], metric: str, n_boot: 
             f"excludes 0."
         ),
         "",
-        f"Command: `{meta['command']}`; {meta['machine']}; wall time {meta['minutes']:.1f} min.",
+        (
+            f"Command: `{meta['command']}`; {meta['machine']}; this command's wall time {meta['minutes']:.1f} min; "
+            f"training time recorded by the runs in these tables {meta.get('train_minutes', 0):.0f} min."
+        ),
         "",
     ]
     return "\n".join(lines), results
