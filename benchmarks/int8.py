@@ -3,7 +3,8 @@
     python -m benchmarks.int8 --model runs/student.json --calib data/synth --eval data/synth_test
 
 Calibration frames are training images (the synthetic image set's WLI pictures, resized and
-normalised like the trainer does) or frames of a video (through the runtime's preprocessor).
+normalised like the trainer does) or frames of a video (through the runtime's preprocessor);
+either way laid out as the student reads them (transposed for a ``transpose_hw`` student).
 The int8 graph is written next to the student as ``<stem>.int8.onnx`` where ``build_engine``
 finds it; its accuracy cost against fp32 (top-1 agreement, logit error, AUC) and both speeds
 are measured on the evaluation images in the same run and printed/written as JSON (and beside
@@ -37,6 +38,7 @@ from benchmarks.timing import repeat
 from pagkd_core.data.layouts import DataError, Sample, scan_generic
 from pagkd_core.data.splits import select
 from pagkd_core.filetypes import VIDEO_EXTENSIONS
+from pagkd_core.student import input_transform
 from stream.engines.model_source import ModelSource
 
 _METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -84,7 +86,9 @@ def lesion_half(lesion_id: str) -> int:
 
 
 def read_images(paths: list[Path], meta: dict) -> np.ndarray:
-    """Resize + normalise exactly like the training core's evaluation path."""
+    """Resize + normalise exactly like the training core's evaluation path, then lay the pictures
+    out as the student reads them (transposed for a ``transpose_hw`` student, as the runtime's
+    preprocessor does), so that calibration sees the activations the runtime will."""
     import torch
 
     from pagkd_core.data.images import read_image
@@ -92,9 +96,11 @@ def read_images(paths: list[Path], meta: dict) -> np.ndarray:
     h, w = meta["input_size"]
     if h != w:
         raise ValueError(f"training images are resized square; input_size {meta['input_size']} is not")
-    out = [normalize(resize_uint8(read_image(str(p)), h), meta["mean"], meta["std"])
+    t = input_transform(meta)
+    out = [normalize(resize_uint8(read_image(str(p)), h), t["mean"], t["std"])
            for p in tqdm(paths, desc="reading images", leave=False, disable=True if len(paths) < 64 else None)]
-    return torch.stack(out).numpy().astype(np.float32)
+    x = torch.stack(out)
+    return (x.transpose(2, 3) if t["transpose"] else x).numpy().astype(np.float32)
 
 
 def video_frames(path: Path, meta: dict, count: int) -> np.ndarray:
@@ -107,7 +113,7 @@ def video_frames(path: Path, meta: dict, count: int) -> np.ndarray:
         stream = c.streams.video[0]
         total = stream.frames or sum(1 for _ in c.decode(video=0))
     keep = set(np.linspace(0, max(total - 1, 0), min(count, max(total, 1))).round().astype(int).tolist())
-    pre = Preprocessor(tuple(meta["input_size"]), meta["mean"], meta["std"], device="cpu")
+    pre = Preprocessor.for_model(meta, device="cpu")  # the runtime's input: normalisation, transpose
     out = []
     with av.open(str(path)) as c:
         for i, vf in enumerate(c.decode(video=0)):

@@ -1,5 +1,5 @@
-"""`python -m pagkd_core <command>`: train-teacher, train, evaluate, export, synth-images, synth-frames,
-synth-video.
+"""`python -m pagkd_core <command>`: train-teacher, train, evaluate, export, import-checkpoint,
+synth-images, synth-frames, synth-video.
 
 Every training command takes `--config FILE` and any number of `--set section.key=value`.
 Errors in the input are one line on stderr with a non-zero exit (set PAGKD_DEBUG=1 for a traceback).
@@ -157,6 +157,32 @@ def _export_teacher(cfg, args) -> None:
     print(f"exported the NBI teacher -> {stem}.safetensors (+ .json)")
 
 
+def cmd_import(args, argv) -> int:
+    from pagkd_core.export import check_onnx
+    from pagkd_core.interop import import_checkpoint
+    from pagkd_core.student import load_student, sibling, student_stem
+
+    names = [c.strip() for c in args.class_names.split(",")] if args.class_names else None
+    meta = import_checkpoint(args.checkpoint, args.out, args.format, args.input_size, names, onnx=not args.no_onnx,
+                             command="python -m pagkd_core " + shlex.join(argv))
+    size = meta["input_size"][0]
+    src = meta["imported_from"]
+    print("dropped (distillation only): "
+          + (", ".join(f"{k} ({n} tensor{'s' if n > 1 else ''})" for k, n in src["dropped"].items()) or "nothing"))
+    print(f"checked: logits equal torchvision's ResNet-50 holding the checkpoint's student weights "
+          f"(max |diff| {src['checked']['max_abs_logit_diff']:.1e})")
+    stem = student_stem(args.out)
+    if not args.no_onnx:
+        loaded, _ = load_student(stem)
+        print(f"ONNX checked with onnxruntime: max |logit diff| "
+              f"{check_onnx(loaded, sibling(stem, '.onnx'), size, rtol=1e-4):.2e}")  # ResNet-50: large logits
+    print(f"input: {size} px, scaled to [0, 1] without mean/std, transposed (C, W, H) as the "
+          f"authors feed it; classes {', '.join(meta['class_names'])} (theirs: {', '.join(src['class_names'])})")
+    print(f"exported -> {sibling(stem, '.safetensors')} (+ .json{'' if args.no_onnx else ', .onnx'}); "
+          f"run it: python -m stream run VIDEO --model {sibling(stem, '.json')}")
+    return 0
+
+
 SYNTH_COMMANDS = ("synth-images", "synth-frames", "synth-video")  # parsed by pagkd_core.synth
 
 
@@ -200,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", action="store_true",
                    help="also export the fold's NBI teacher beside the student (<out>.nbi.*) for NBI frames")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("import-checkpoint", help="convert a checkpoint trained elsewhere into an exported student")
+    p.add_argument("checkpoint", help="the .pth state dict (read with torch.load(weights_only=True): no code runs)")
+    p.add_argument("--format", required=True,
+                   help="pagkd-authors: a student checkpoint published by the PaGKD authors (Huster-Hq/PaGKD)")
+    p.add_argument("--out", required=True, help="output stem, e.g. authors_f0 (writes .safetensors, .json, .onnx)")
+    p.add_argument("--input-size", type=int, help="model input size in pixels (default: the authors', 448)")
+    p.add_argument("--class-names", help="comma-separated, in the checkpoint's label order "
+                                         "(default: Hyperplasia,Adenoma,Adenocarcinoma)")
+    p.add_argument("--no-onnx", action="store_true")
+    p.set_defaults(func=cmd_import)
     for name in SYNTH_COMMANDS:  # parsed by pagkd_core.synth (see main)
         sub.add_parser(name, help=f"synthetic data: see `python -m pagkd_core {name} --help`", add_help=False)
     return parser

@@ -42,7 +42,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnet50"
-    pretrained: str = ""  # local .safetensors with timm backbone weights
+    pretrained: str = ""  # local .safetensors of timm backbone weights, or a hub name: timm:resnet50.tv_in1k
     output_stride: int = 32  # 16 or 8: denser last feature map (timm dilation), for small inputs
 
 

@@ -49,19 +49,78 @@ class LesionNet(nn.Module):
         return self.classify(self.forward_features(x))
 
 
-def load_backbone_weights(model: LesionNet, path: str | Path) -> None:
-    """Load a local timm state dict (.safetensors) into the backbone; the classifier is ours."""
+# ``pretrained`` names either a local file or weights on the Hugging Face hub, in timm's terms.
+HUB_PREFIXES = ("timm:", "hf-hub:")
+
+
+def load_backbone_weights(model: LesionNet, source: str | Path) -> None:
+    """Load pretrained weights into the backbone; the classifier and embedding are ours.
+
+    ``source``: a local timm state dict (.safetensors), or a timm hub name, ``timm:<model>.<tag>``
+    (``timm:resnet50.tv_in1k``) or timm's own ``hf-hub:<org>/<repo>``. A hub name is fetched by
+    timm into the Hugging Face cache (``$HF_HOME``, default ~/.cache/huggingface) on first use and
+    read from there afterwards, also offline."""
+    name = str(source)
+    if name.startswith(HUB_PREFIXES):
+        _load_state(model, _hub_state(model, name), name)
+    else:
+        _load_state(model, _file_state(Path(source)), source)
+
+
+def _file_state(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"pretrained weights not found: {path} (no download is possible; give a local "
-            f".safetensors file or leave model.pretrained empty)"
+            f"pretrained weights not found: {path} (give a local .safetensors file, a hub name such "
+            f"as timm:resnet50.tv_in1k, or leave model.pretrained empty)"
         )
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: pretrained weights must be a .safetensors file (pickles are not loaded)")
-    state = {k.removeprefix("backbone."): v for k, v in load_file(str(path)).items()}
+    return {k.removeprefix("backbone."): v for k, v in load_file(str(path)).items()}
+
+
+def _hub_state(model: LesionNet, name: str) -> dict[str, torch.Tensor]:
+    """The state dict of the timm model ``name`` with its pretrained weights. timm resolves the
+    name, downloads (or finds in the cache) the weights file and loads it without running code
+    (safetensors, else torch.load with weights_only=True)."""
+    from timm.models import get_pretrained_cfg, is_model
+
+    timm_name = name.removeprefix("timm:")
+    if name.startswith("timm:"):
+        arch = timm_name.split(".", 1)[0]
+        if not is_model(arch):
+            raise ValueError(f"pretrained '{name}': unknown timm model '{arch}' (see timm.list_pretrained())")
+        if arch != model.backbone_name:  # before the download: the weights could never load
+            raise ValueError(f"pretrained '{name}' holds {arch} weights but the backbone is {model.backbone_name}")
+        try:
+            cfg = get_pretrained_cfg(timm_name)
+        except RuntimeError as e:  # timm: "Invalid pretrained tag (...) for ..."
+            raise ValueError(f"pretrained '{name}': {e} (see timm.list_pretrained('{arch}.*'))") from None
+        if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+            # timm itself would only warn and leave the network random
+            raise ValueError(f"pretrained '{name}': timm has no pretrained weights for it")
+        repo = cfg.hf_hub_id or cfg.url or cfg.file
+    else:
+        repo = timm_name.removeprefix("hf-hub:").split("@", 1)[0]
+    try:
+        net = timm.create_model(timm_name, pretrained=True, num_classes=0, global_pool="")
+    except Exception as e:  # noqa: BLE001 - reported in one line either way, below
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        # Not reachable, not in the cache, no such repository: the hub client raises OSError
+        # subclasses, or its own / its HTTP library's errors, depending on its version.
+        if isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("huggingface_hub", "httpx", "requests"):
+            raise RuntimeError(
+                f"cannot fetch pretrained weights '{name}' ({why}); either download them where the hub is "
+                f"reachable (`hf download {repo}` fills the Hugging Face cache, $HF_HOME; copy it here) or "
+                f"give a local .safetensors file (model.pretrained=PATH)"
+            ) from None
+        raise ValueError(f"pretrained '{name}': timm could not build it with its weights ({why})") from None
+    return net.state_dict()
+
+
+def _load_state(model: LesionNet, state: dict[str, torch.Tensor], where: object) -> None:
+    """Copy ``state`` into the backbone, refusing any mismatch (a classifier's keys are ignored)."""
     own = model.backbone.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own and not k.startswith(_HEAD_PREFIXES)]
@@ -75,7 +134,7 @@ def load_backbone_weights(model: LesionNet, path: str | Path) -> None:
             else f"unexpected '{unexpected[0]}'"
         )
         raise ValueError(
-            f"{path} does not match backbone '{model.backbone_name}': {len(missing)} missing, "
+            f"{where} does not match backbone '{model.backbone_name}': {len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(bad)} mis-shaped keys ({first})"
         )
     model.backbone.load_state_dict({k: state[k] for k in own})

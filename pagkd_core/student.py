@@ -32,10 +32,13 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "META_KEYS",
+    "OPTIONAL_RUN_KEYS",
     "RUN_KEYS",
+    "cache_meta",
     "check_meta",
     "check_run_meta",
     "export_onnx",
+    "input_transform",
     "load_student",
     "read_meta",
     "sibling",
@@ -47,8 +50,16 @@ FORMAT = "pagkd-student/1"
 
 # What a runtime needs to run a model: its outputs and the input it expects. A model held in
 # memory (stream's ModelSource.from_module) carries no more. The runtime's cache key hashes these
-# keys' values (ModelSource.weights_hash), so changing the list invalidates every cached graph.
+# keys' values (cache_meta, ModelSource.weights_hash), so changing the list invalidates every
+# cached graph.
 RUN_KEYS = ("num_classes", "class_names", "input_size", "mean", "std")
+# Run keys a file may omit, with the value its absence means: students written before a key
+# existed keep loading, and keep their cache key (ModelSource.weights_hash hashes one of these
+# only where it differs from the default, so no cached graph or int8 report goes stale).
+# transpose_hw: the network's input is the resized picture with rows and columns swapped,
+# x[c, i, j] = picture[j, i, c] (students trained on np.swapaxes(image, 0, -1) input, such as the
+# PaGKD authors' that pagkd_core.interop imports); input_size stays the network's input shape.
+OPTIONAL_RUN_KEYS = {"transpose_hw": False}
 # What every exported file carries besides: the format, what rebuilds the network, its provenance.
 # Optional keys (docs/architecture.md): output_stride, weights_dtype, outputs, modality, onnx, ...
 META_KEYS = (
@@ -94,7 +105,28 @@ def check_run_meta(meta: dict, where: object) -> dict:
     if len(meta["class_names"]) != int(meta["num_classes"]):
         raise ValueError(f"student metadata {where}: {len(meta['class_names'])} class names for "
                          f"num_classes={meta['num_classes']}")
+    flag = meta.get("transpose_hw", OPTIONAL_RUN_KEYS["transpose_hw"])
+    if not isinstance(flag, bool):  # a file's content, not a caller's bug: ValueError, one line in the CLIs
+        raise ValueError(f"student metadata {where}: transpose_hw must be true or false, got {flag!r}")  # noqa: TRY004
     return meta
+
+
+def input_transform(meta: dict) -> dict:
+    """What the runtime does to a resized RGB frame before the network, from the metadata:
+    ``{"mean", "std", "transpose"}`` (``stream.preprocess.Preprocessor``'s keywords). One reader
+    of these keys, so every user of the runtime's preprocessing (the pipeline's lanes, int8
+    calibration) honours the optional ones alike."""
+    return {"mean": tuple(float(m) for m in meta["mean"]), "std": tuple(float(s) for s in meta["std"]),
+            "transpose": bool(meta.get("transpose_hw", OPTIONAL_RUN_KEYS["transpose_hw"]))}
+
+
+def cache_meta(meta: dict) -> dict:
+    """The metadata values a derived graph or engine depends on: RUN_KEYS, and each optional
+    run key that differs from its default (so a student's key is the same as before the
+    optional key existed). stream.engines.model_source hashes this with the weights."""
+    out = {k: meta[k] for k in RUN_KEYS}
+    out.update({k: meta[k] for k, default in OPTIONAL_RUN_KEYS.items() if meta.get(k, default) != default})
+    return out
 
 
 def check_meta(meta: dict, where: object) -> dict:

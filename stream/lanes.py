@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pagkd_core.student import input_transform
 from stream.batching import DynamicBatcher
 from stream.config import PipelineConfig
 from stream.preprocess import Preprocessor
@@ -85,9 +86,8 @@ class Lane:
 
 
 def preprocessor(cfg: PipelineConfig, engine) -> Preprocessor:
-    meta = engine.source.meta
-    return Preprocessor(engine.input_size, meta["mean"], meta["std"], device=engine.device, detect=cfg.detect_area,
-                        detect_every=cfg.detect_every, backend=cfg.preprocess_backend)
+    return Preprocessor.for_model(engine.source.meta, engine.input_size, device=engine.device, detect=cfg.detect_area,
+                                  detect_every=cfg.detect_every, backend=cfg.preprocess_backend)
 
 
 def student_lane(cfg: PipelineConfig, engine) -> Lane:
@@ -112,8 +112,7 @@ def teacher_lane(cfg: PipelineConfig, student: Lane, teacher=None) -> Lane | Non
             raise ValueError(f"its classes {unknown} are not among the student's {names}; export the teacher "
                              f"of the same training run (python -m pagkd_core export --teacher)")
         same_input = (tuple(teacher.input_size) == tuple(student.engine.input_size)
-                      and teacher.source.meta["mean"] == student.engine.source.meta["mean"]
-                      and teacher.source.meta["std"] == student.engine.source.meta["std"]
+                      and input_transform(teacher.source.meta) == input_transform(student.engine.source.meta)
                       and teacher.device == student.engine.device)
         # The student's preprocessor finds the content area; the teacher's only crops and scales.
         pre = student.pre if same_input else preprocessor(cfg, teacher)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,6 +57,70 @@ def test_bad_backbone_and_pretrained_files(tmp_path):
         build_model("resnet10t", 2, pretrained=tmp_path / "bad.safetensors")
     with pytest.raises(ValueError, match="does not match backbone 'mobilenetv3_small_100'"):
         build_model("mobilenetv3_small_100", 2, pretrained=tmp_path / "ok.safetensors")
+
+
+def _hub_cache(root, repo: str, state: dict, config: dict) -> Path:
+    """A Hugging Face hub cache holding one model repository as `hf download` leaves it; returns
+    its weights file."""
+    folder, commit = root / ("models--" + repo.replace("/", "--")), "a" * 40
+    snap = folder / "snapshots" / commit
+    snap.mkdir(parents=True)
+    save_file(state, str(snap / "model.safetensors"))
+    (snap / "config.json").write_text(json.dumps(config))
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    return snap / "model.safetensors"
+
+
+# Run in a child process: the hub client reads HF_HUB_CACHE / HF_HUB_OFFLINE when imported.
+_HUB_CHILD = """
+import sys
+from safetensors.torch import load_file
+from pagkd_core.config import load_config
+from pagkd_core.models import build_model, model_from_config
+ref = load_file(sys.argv[1])
+cfg = load_config(None, ["student.backbone=resnet10t", "student.pretrained=timm:resnet10t.c3_in1k"])
+for m in (model_from_config(cfg.student, 2, 16), build_model("resnet10t", 2, pretrained="hf-hub:timm/resnet10t.c3_in1k")):
+    own = m.backbone.state_dict()
+    assert all(own[k].equal(ref[k]) for k in own), "not the cached weights"
+try:
+    build_model("resnet18", 2, pretrained="timm:resnet18.a1_in1k")  # not in the cache, and offline
+except RuntimeError as e:
+    print(e)
+"""
+
+
+def test_pretrained_hub_names_load_from_the_cache_offline(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import timm
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in timm.create_model("resnet10t").state_dict().items()}
+    weights = _hub_cache(tmp_path / "hub", "timm/resnet10t.c3_in1k", state,
+                         {"architecture": "resnet10t", "num_classes": 1000,
+                          "pretrained_cfg": {"classifier": "fc", "num_classes": 1000}})  # as timm publishes it
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", _HUB_CHILD, str(weights)], env=env, capture_output=True, check=False,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    msg = out.stdout.strip().splitlines()
+    assert len(msg) == 1 and msg[0].startswith("cannot fetch pretrained weights 'timm:resnet18.a1_in1k'"), msg
+    assert "hf download timm/resnet18.a1_in1k" in msg[0] and "local .safetensors" in msg[0]
+
+
+@pytest.mark.parametrize("name,message", [
+    ("timm:resnet10t.nope", "Invalid pretrained tag"),
+    ("timm:resnet18.a1_in1k", "holds resnet18 weights but the backbone is resnet10t"),
+    ("timm:nope.x", "unknown timm model 'nope'"),
+])
+def test_bad_hub_names_fail_before_any_download(name, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("resnet10t", 2, pretrained=name)
+    with pytest.raises(ValueError, match="timm has no pretrained weights"):
+        build_model("resnet10t_w50", 2, pretrained="timm:resnet10t_w50")
 
 
 # ONNX export (dynamo) takes seconds per model on 2 cores: done once, on the fp32 case.

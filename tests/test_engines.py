@@ -281,6 +281,43 @@ def test_weights_hash_tracks_weights(student, tmp_path):
     assert ModelSource.from_path(tmp_path / "toy").weights_hash() != a
 
 
+def test_cache_key_includes_the_input_transpose_and_keeps_older_keys():
+    from pagkd_core.models import build_model
+    model = build_model("test_resnet", 2, embed_dim=8)
+    meta = {"class_names": ["a", "b"], "input_size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3}
+    plain = ModelSource.from_module(model, meta).weights_hash()
+    # a student written before transpose_hw existed keeps its key (its cached graphs, int8 reports)
+    assert ModelSource.from_module(model, {**meta, "transpose_hw": False}).weights_hash() == plain
+    assert ModelSource.from_module(model, {**meta, "transpose_hw": True}).weights_hash() != plain
+    bundled = ModelSource.from_path("stream/assets/student.json")
+    report = bundled.int8_onnx.with_suffix(".json") if bundled.int8_onnx else None
+    if report is not None and report.is_file():
+        assert bundled.weights_hash() == json.loads(report.read_text())["weights_hash"]
+    with pytest.raises(ValueError, match="transpose_hw must be true or false"):
+        ModelSource.from_module(model, {**meta, "transpose_hw": "yes"})
+
+
+def test_int8_calibration_frames_are_laid_out_as_the_student_reads_them(tmp_path):
+    from PIL import Image
+    from stream_media import scope_frame, write_video
+
+    from benchmarks.int8 import calibration_frames
+    meta = {"class_names": ["hyperplastic", "adenoma"], "input_size": [SIZE, SIZE], "mean": [0.5] * 3,
+            "std": [0.25] * 3}
+    transposed = {**meta, "transpose_hw": True}
+    video = write_video(tmp_path / "v.mp4", n=6, w=160, h=128)
+    plain = calibration_frames(video, meta, count=3)  # through the runtime's preprocessor
+    assert plain.shape == (3, 3, SIZE, SIZE)
+    np.testing.assert_array_equal(calibration_frames(video, transposed, count=3), plain.transpose(0, 1, 3, 2))
+    for i, cls in enumerate(["hyperplastic", "adenoma"] * 2):  # training images, the trainer's resize
+        (tmp_path / "img" / "WLI" / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(scope_frame(i, 96, 80, field="rect")).save(tmp_path / "img" / "WLI" / cls / f"l{i}_0.png")
+    plain = calibration_frames(tmp_path / "img", meta, count=4)
+    assert plain.shape == (4, 3, SIZE, SIZE)
+    np.testing.assert_array_equal(calibration_frames(tmp_path / "img", transposed, count=4),
+                                  plain.transpose(0, 1, 3, 2))
+
+
 @pytest.mark.slow
 def test_torch_compile_matches_reference(student, batch, reference):
     with build_engine("torch", student, device="cpu", max_batch=8, compile=True) as eng:

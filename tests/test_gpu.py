@@ -84,3 +84,18 @@ def test_gpu_preprocess_matches_cpu():
     gpu = torch.stack([gpu_pre(f) for f in frames])
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-3)
+
+
+def test_gpu_preprocess_transposes_like_cpu(tmp_path):
+    # transpose_hw on the GPU's two paths: RGB arrays (roi_align) and decoded pictures (uploaded).
+    from stream_media import write_video
+
+    from stream.sources import open_source
+    meta = {"input_size": [48, 64], "mean": [0.0] * 3, "std": [1.0] * 3, "transpose_hw": True}
+    picture = list(open_source(str(write_video(tmp_path / "v.mp4", n=2, w=320, h=240))))[1]
+    frames = [Frame(0, 0, 0, np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)), picture]
+    for frame in frames:
+        gpu = Preprocessor.for_model(meta, device="cuda", detect=False)(frame)
+        cpu = Preprocessor.for_model(meta, device="cpu", backend="torch", detect=False)(frame)
+        assert gpu.device.type == "cuda" and gpu.shape == (3, 48, 64)
+        torch.testing.assert_close(gpu.cpu(), torch.as_tensor(cpu), rtol=1e-4, atol=1e-3)

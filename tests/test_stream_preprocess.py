@@ -109,3 +109,25 @@ def test_field_doubled_pictures_are_cropped_like_their_rgb(tmp_path):
     a = batch(Preprocessor((96, 96), MEAN, STD, detect=False), [picture])
     b = batch(Preprocessor((96, 96), MEAN, STD, detect=False), [rgb])
     assert (a - b).abs().mean() < 3 * GREY
+
+
+@pytest.mark.parametrize("path", ["cv2", "torch", "picture"])
+def test_transposed_input_is_the_picture_with_rows_and_columns_swapped(tmp_path, path):
+    # A student trained on np.swapaxes(image, 0, -1) (transpose_hw) reads x[c, i, j] = picture[j, i, c]
+    # of the picture resized to (W, H); its input keeps the model's (3, H, W). Non-square on purpose.
+    if path == "picture":
+        video = write_video(tmp_path / "v.mp4", n=2, w=320, h=240, field="octagon")
+        frame = list(open_source(str(video)))[1]
+        assert frame.picture is not None
+    else:
+        frame = Frame(0, 0, 0, scope_frame(2, 320, 240, field="octagon"))
+    backend = "torch" if path == "torch" else "cv2"
+    meta = {"input_size": [48, 64], "mean": [0.0] * 3, "std": [1.0] * 3, "transpose_hw": True}
+    pre = Preprocessor.for_model(meta, backend=backend)
+    x = np.asarray(pre(frame))
+    plain = np.asarray(Preprocessor((64, 48), [0.0] * 3, [1.0] * 3, backend=backend)(frame))
+    assert pre.transpose and x.shape == (3, 48, 64) and x.dtype == np.float32 and plain.shape == (3, 64, 48)
+    np.testing.assert_array_equal(x, plain.transpose(0, 2, 1))
+    assert 0.0 <= x.min() and x.max() <= 1.0  # mean 0, std 1: the picture in [0, 1]
+    # A student without the key reads the picture as it is.
+    assert not Preprocessor.for_model({k: meta[k] for k in ("input_size", "mean", "std")}).transpose

@@ -4,6 +4,10 @@
     logits = engine.infer(batch)          # batch: (N,3,H,W) float32, normalised; numpy or torch
     engine.close()
 
+An engine runs the network on the input as given: normalisation and the optional transposed
+layout a student's metadata asks for (``transpose_hw``) are the preprocessor's
+(``stream.preprocess.Preprocessor.for_model``), the same for every kind.
+
 Kinds: ``tensorrt`` (torch-tensorrt, CUDA), ``onnxruntime`` (CPU fp32/int8, CUDA provider),
 ``torch`` (eager / torch.compile, CPU or CUDA) and ``auto`` (best available first).
 """

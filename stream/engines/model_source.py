@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pagkd_core.student import RUN_KEYS, check_run_meta, export_onnx, load_student, read_meta, sibling
+from pagkd_core.student import cache_meta, check_run_meta, export_onnx, load_student, read_meta, sibling
 
 
 def cache_dir() -> Path:
@@ -72,7 +72,10 @@ class ModelSource:
         return model.eval()
 
     def weights_hash(self) -> str:
-        """sha256 of the weights (16 hex chars): the cache key for derived graphs and engines."""
+        """sha256 of the weights and of the run metadata (16 hex chars): the cache key for derived
+        graphs and engines. The run metadata includes the input transform (normalisation and the
+        optional transpose flag): a graph or int8 calibration made for one input transform is
+        never reused for another, though the weights are the same."""
         if self._hash is None:
             h = hashlib.sha256()
             weights = sibling(self.stem, ".safetensors") if self.stem else None
@@ -84,7 +87,7 @@ class ModelSource:
                 for k, v in self.load_torch().state_dict().items():
                     h.update(k.encode())
                     h.update(v.detach().cpu().contiguous().numpy().tobytes())
-            h.update(json.dumps({k: self.meta[k] for k in RUN_KEYS}, sort_keys=True).encode())
+            h.update(json.dumps(cache_meta(self.meta), sort_keys=True).encode())
             self._hash = h.hexdigest()[:16]
         return self._hash
 
