@@ -5,9 +5,14 @@
     python -m stream run udp://127.0.0.1:5000 --record live.mp4 --max-frames 900
     python -m stream run /dev/video0 --size 1920x1080 --fps 60 --pixel-format mjpeg
 
-Exit codes: 0 success; 2 bad input (source, model or option), with a one-line error;
-3 the run ended on a source or engine error (a damaged file, a live input gone for good); the
-frames before it are analysed and logged.
+Exit codes, one meaning each:
+  0  the run went to its end (the source's end, --duration, --max-frames, Ctrl-C or SIGTERM);
+     trouble it recovered from (live outages it reconnected after, damaged data the decoder
+     stepped over) is reported as ``warning:`` lines, and outages as gap records in the log;
+  2  bad input (a source that cannot be opened, a model, an option, an output path), one line;
+  3  the run ended on an error it could not recover from (a file undecodable past some point, a
+     live input gone for good with --give-up-after, an engine or recorder failure); the frames
+     before it are analysed and logged.
 """
 
 from __future__ import annotations
@@ -172,10 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipe = Pipeline(cfg)
         for src in sources:
             pipe.add_stream(src)  # streams "0", "1", ... in the order given
-    except (SourceError, EngineError, ConfigError, FileNotFoundError, ValueError) as e:
+    except (SourceError, EngineError, ConfigError, OSError, ValueError) as e:
         for src in sources:
             src.close()
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     first = next(iter(pipe.streams.values())).source.info
     total = None if first.live or args.loop or len(args.sources) > 1 else first.frames
@@ -187,16 +192,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         pipe.add_sink(Callback(lambda r: bar.update(1)))
 
-    def _terminate(*_):  # SIGTERM ends the run like Ctrl-C: sinks are flushed and closed
-        raise KeyboardInterrupt
+    stopping, signalled = [], []
+
+    def _terminate(*_):
+        # SIGTERM ends the run like Ctrl-C: sinks are flushed and closed. Only the first one
+        # interrupts; a second one during the shutdown would cut the summary and the log short.
+        signalled.append(True)
+        if not stopping:
+            stopping.append(True)
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        summary = pipe.run(timeout=args.duration)
+        try:
+            summary = pipe.run(timeout=args.duration)
+        except KeyboardInterrupt:  # it came while starting: stop() still flushes and closes
+            summary = pipe.stop()
+        stopping.append(True)  # from here on a SIGTERM must not cut the report short
+        return _report(args, cfg, pipe, summary, bar)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if bar is not None:
-            bar.close()
+        # Once told to terminate, the process is ending: a further SIGTERM while it exits must not
+        # kill it with 143 after a clean run; otherwise the caller's handler comes back.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if signalled else previous)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None:  # e.g. --predictions naming a directory
+        return f"cannot write or read {e.filename!r}: {e.strerror}; give a file path you may write to"
+    return " ".join(str(e).split())
+
+
+def _report(args, cfg, pipe, summary: dict, bar) -> int:
+    if bar is not None:
+        bar.close()
     if args.stats:
         with open(args.stats, "w") as f:
             json.dump(summary, f, indent=2)
@@ -213,13 +241,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"decode errors {s['decode_errors']}, reconnects {s['reconnects']}",
                 file=sys.stderr,
             )
+    logged = f" and logged to {cfg.predictions}" if cfg.predictions else ""
+    for w in pipe.warnings():  # went on past it: the frames after it were analysed too
+        print(f"warning: {w}; the run went on ({summary['frames']} frames analysed{logged})", file=sys.stderr)
     errors = pipe.errors()
     if errors:
-        print(
-            f"error: {errors[0]}; the {summary['frames']} frames before it were analysed"
-            + (f" and logged to {cfg.predictions}" if cfg.predictions else ""),
-            file=sys.stderr,
-        )
+        print(f"error: {errors[0]}; the {summary['frames']} frames before it were analysed{logged}", file=sys.stderr)
         return EXIT_SOURCE
     return EXIT_OK
 

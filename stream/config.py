@@ -75,4 +75,19 @@ def load_pipeline_config(path: str | None = None, overrides: dict | None = None)
             cfg.alerts = dataclasses.replace(cfg.alerts, **alerts)
     except (TypeError, ValueError) as e:  # the configs' own checks, e.g. a threshold out of range
         raise ConfigError(" ".join(str(e).split())) from None
+    check_ranges(cfg, ConfigError)
     return cfg
+
+
+# Numeric options and the least each may be: checked when the config is loaded, so a bad value
+# is a one-line error naming the option, never a traceback from deep in the batcher.
+_MINIMA = {"batch": 1, "max_wait_ms": 0, "inflight": 0, "prefetch": 0, "detect_every": 1, "max_frames": 0,
+           "threads": 0}
+
+
+def check_ranges(cfg: PipelineConfig, error: type[Exception] = ValueError) -> None:
+    for name, least in _MINIMA.items():
+        value = getattr(cfg, name)
+        if value < least:
+            flag = "--" + name.replace("_", "-")
+            raise error(f"{name} ({flag}) must be at least {least:g}, got {value:g}")

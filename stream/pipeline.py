@@ -32,7 +32,7 @@ from stream.sinks.overlay import PictureOutput
 from stream.smoothing import SmoothingConfig
 from stream.sources import LatestFrameReader, Source, open_source
 from stream.sources.prefetch import Prefetcher
-from stream.summary import session_summary, stream_errors
+from stream.summary import session_summary, stream_errors, stream_warnings
 
 __all__ = ["Pipeline", "PipelineConfig", "Result"]
 
@@ -215,5 +215,9 @@ class Pipeline:
         return session_summary(self.engine.describe(), self.streams, self.stats, wall, batches, self.paused)
 
     def errors(self) -> list[str]:
-        """One line per stream that ended on an error or saw damaged input."""
+        """One line per stream that ended on an error it could not recover from."""
         return stream_errors(self.streams)
+
+    def warnings(self) -> list[str]:
+        """One line per stream that went on past damaged input or outages."""
+        return stream_warnings(self.streams)

@@ -21,6 +21,8 @@ def session_summary(
             "dropped": int(c.get("dropped", 0)),
             "decode_errors": int(c.get("decode_errors", 0)),
             "reconnects": int(c.get("reconnects", 0)),
+            "gaps": int(c.get("gaps", 0)),
+            "discontinuities": int(c.get("discontinuities", 0)),
             "problems": list(st.source.problems),
             "error": st.error,
             "record_dropped": sum(r.dropped for r in rec),
@@ -40,16 +42,29 @@ def session_summary(
 
 
 def stream_errors(streams: dict) -> list[str]:
+    """One line per stream that ended on an error it could not recover from (its input gone for
+    good, undecodable, a failed engine) or whose recording failed: what exit code 3 means."""
     out = []
     for st in streams.values():
         out += [r.error for r in st.recorders if r.error]
         if st.error:
             out.append(st.error)
-        elif st.source.problems:
-            c = st.source.counters
-            more = int(c.get("decode_errors", 0)) - 1
+    return out
+
+
+def stream_warnings(streams: dict) -> list[str]:
+    """One line per stream that went on past trouble: damaged data the decoder stepped over,
+    outages it reconnected after. Reported, not errors: the run still went to its end."""
+    out = []
+    for st in streams.values():
+        c = st.source.counters
+        name = st.source.info.name
+        if st.source.problems:
+            more = len(st.source.problems) - 1
+            out.append(f"{name}: {st.source.problems[0]}" + (f" (+{more} more problems)" if more > 0 else ""))
+        if c.get("reconnects"):
             out.append(
-                f"{st.source.info.name}: {st.source.problems[0]}"
-                + (f" (+{more} more errors)" if more > 0 else "")
+                f"{name}: {int(c.get('gaps', 0))} outage(s) recovered from after "
+                f"{int(c['reconnects'])} reconnect attempt(s); gaps are in the prediction log"
             )
     return out

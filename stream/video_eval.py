@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from pagkd_core.filetypes import VIDEO_EXTENSIONS
 from stream.alerts import AlertConfig, AlertMachine
+from stream.sinks.predictions import is_gap
 from stream.smoothing import SmoothingConfig, parse_spec
 from stream.video_metrics import Outcome, Truth, outcome, read_truth, truth_path
 from stream.video_metrics_breakdown import figures, pooled_splits
@@ -88,6 +89,7 @@ class Raw:
     probs: np.ndarray
     modality: np.ndarray
     skipped: list
+    gaps: list = field(default_factory=list)  # the log's gap records: outages of a live input
 
     @classmethod
     def empty(cls, n: int, k: int) -> Raw:
@@ -97,6 +99,9 @@ class Raw:
         """One prediction-log line (stream.result.Result.record's format). Frames another model
         read (``model``: the NBI teacher) are not the student's to re-smooth: they keep the
         state the runtime showed, like frames no model read."""
+        if is_gap(rec):  # an outage: kept as such, never read as a frame
+            self.gaps.append(rec)
+            return
         i = rec["frame"]
         if not 0 <= i < len(self.probs):
             return
@@ -108,6 +113,17 @@ class Raw:
 
     def analysed(self) -> int:
         return int(np.isfinite(self.probs).all(1).sum())
+
+
+def gap_spans(gaps: list[dict], times: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) on the timeline of each outage: from the last frame before it, as long as it
+    lasted (frame numbers go on across an outage; the time does not)."""
+    out = []
+    for g in gaps:
+        i = g.get("after_frame", -1)
+        if 0 <= i < len(times):
+            out.append((float(times[i]), float(times[i]) + float(g.get("seconds") or 0.0)))
+    return out
 
 
 def read_log(path: Path, n: int, k: int) -> Raw:
@@ -137,7 +153,7 @@ def infer_video(video: Path, engine, n: int, args) -> tuple[Raw, list[str]]:
     pipe.add_stream(str(video))
     pipe.run()
     bar.close()
-    return raw, pipe.errors()
+    return raw, pipe.errors() + pipe.warnings()
 
 
 def write_log(path: Path, raw: Raw, truth: Truth, class_names: list[str]) -> None:
@@ -214,9 +230,12 @@ def score_videos(videos: list[VideoRun], settings: list[Setting], base: AlertCon
         for name, (o, _) in res.items():
             outcomes[name].append(o)
         per_video[v.name] = {"frames": len(v.truth), "analysed": v.raw.analysed(),
-                             "frames_with_modality": int((v.raw.modality != "").sum())}
+                             "frames_with_modality": int((v.raw.modality != "").sum()),
+                             "gaps": [{k: g.get(k) for k in ("after_frame", "next_frame", "seconds", "reason")}
+                                      for g in v.raw.gaps]}
         if plots:
-            plot_timeline(out_dir / "timelines" / f"{Path(v.name).stem}.png", v.name, times, res, base.threshold)
+            plot_timeline(out_dir / "timelines" / f"{Path(v.name).stem}.png", v.name, times, res, base.threshold,
+                          gaps=gap_spans(v.raw.gaps, times))
     # one evidence split for every table: lesion evidence does not depend on the setting
     ev_median, ev_edges = pooled_splits(outcomes[settings[0].name])
     pooled = {s: figures(os_, ev_median, ev_edges) for s, os_ in outcomes.items()}

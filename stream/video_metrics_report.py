@@ -88,7 +88,8 @@ def breakdown_table(by_setting: dict[str, list[dict]], extra: list[tuple[str, st
 
 
 def plot_timeline(path: Path, video: str, times: np.ndarray, out: dict[str, tuple[Outcome, np.ndarray]],
-                  threshold: float) -> None:
+                  threshold: float, gaps: list[tuple[float, float]] = ()) -> None:
+    """``gaps``: (start, end) of the input's outages, hatched: no picture came, nothing was said."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -109,6 +110,8 @@ def plot_timeline(path: Path, video: str, times: np.ndarray, out: dict[str, tupl
         ax.plot(times, o.cls_smoothed, color="tab:blue", lw=1.2, label="smoothed")
         if np.isfinite(o.presence_raw).any():
             ax.plot(times, o.presence_raw, color="tab:green", lw=0.6, ls="--", label="raw P(lesion)")
+        for a, b in gaps:
+            ax.axvspan(a, b, facecolor="none", edgecolor="0.3", hatch="//", lw=0)
         ax.axhline(threshold, color="k", ls=":", lw=0.8)
         ax.fill_between(times, 1.02, 1.10, where=o.alert, color="tab:red", step="mid", label="alert")
         ax.set_ylim(-0.02, 1.12)
@@ -173,6 +176,10 @@ def markdown(rep: dict) -> str:
         lines += [f"## {name} ({v['analysed']}/{v['frames']} frames analysed)", "", table(v["metrics"]), ""]
         if not rep.get("no_plots"):
             lines += [f"![timeline](timelines/{Path(name).stem}.png)", ""]
+    gaps = [(v, g) for v, r in rep["videos"].items() for g in r.get("gaps", [])]
+    if gaps:
+        lines += ["## Input gaps", "", *[f"- {v}: {g['seconds']} s without input after frame {g['after_frame']} "
+                                         f"({g['reason']})" for v, g in gaps], ""]
     if rep["problems"]:
         lines += ["## Problems", "", *[f"- {p}" for p in rep["problems"]], ""]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -104,6 +105,36 @@ def http_test_stream(seconds: float) -> tuple[str, subprocess.Popen]:
          "-f", "mpegts", "-listen", "1", url]
     )  # fmt: skip
     return url, sender
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def udp_sender(port: int, seconds: float, size: str = "320x240", keyint: int = 15) -> subprocess.Popen:
+    """A separate ffmpeg process sending live MPEG-TS to 127.0.0.1:``port`` at real-time pace,
+    a keyframe every ``keyint`` frames."""
+    return subprocess.Popen(
+        [FFMPEG, "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+         "-g", str(keyint), "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"]
+    )  # fmt: skip
+
+
+def http_file_server(folder: Path) -> tuple[str, subprocess.Popen]:
+    """``python -m http.server`` serving ``folder`` on 127.0.0.1 in a separate process.
+    Returns (base URL, process); kill it when done."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return f"http://127.0.0.1:{port}", server
 
 
 def retry_until_open(open_fn, error: type[Exception], timeout: float = 10.0):

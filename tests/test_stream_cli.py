@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -105,7 +108,9 @@ def test_run_realtime_max_frames(student, tmp_path):
     assert len(recs) == 10 and np.all(np.diff([r["frame"] for r in recs]) >= 1)
 
 
-def test_damaged_file_exits_nonzero_after_logging_the_good_frames(student, tmp_path, capsys):
+def test_damaged_file_decoded_past_the_damage_warns_and_exits_0(student, tmp_path, capsys):
+    """Exit 3 is for runs that could not go on; this one did, so the damage is a warning that
+    says the run went on (not "the frames before it")."""
     video = write_video(tmp_path / "v.mp4", n=60)
     data = bytearray(video.read_bytes())
     mid = len(data) // 2
@@ -130,9 +135,10 @@ def test_damaged_file_exits_nonzero_after_logging_the_good_frames(student, tmp_p
             "-q",
         ]
     )
-    assert rc == cli.EXIT_SOURCE
+    assert rc == cli.EXIT_OK
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "bad.mp4" in err[0]
+    assert len(err) == 1 and err[0].startswith("warning: ") and "bad.mp4" in err[0]
+    assert "went on" in err[0] and "before it" not in err[0]
     assert len(read_predictions(pred)) >= 20
 
 
@@ -204,3 +210,67 @@ def test_modality_flags_reach_the_config():
     assert cfg.detect_modality is False and cfg.nbi_teacher == "none"
     default = load_pipeline_config(None, {k: getattr(build_parser().parse_args(["run", "demo"]), k) for k in _CFG_KEYS})
     assert default.detect_modality is True and default.nbi_teacher == "auto"
+
+
+def _tiny_run(student, *args) -> list[str]:
+    return ["run", *args, "--model", student, "--engine", "torch", "--device", "cpu", "--threads", "1", "-q"]
+
+
+def test_resolution_change_mid_stream_is_not_an_error(student, tmp_path, capsys):
+    # Two MPEG-TS streams spliced (what a source switching resolution sends): the continuity
+    # counters jump, which the demuxer flags, yet every frame decodes. That is no error (exit 3
+    # with "corrupt data" before).
+    a = write_video(tmp_path / "a.ts", n=30, w=160, h=128)
+    b = write_video(tmp_path / "b.ts", n=30, w=320, h=240)
+    both = tmp_path / "both.ts"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    pred = tmp_path / "p.jsonl"
+    rc = cli.main(_tiny_run(student, str(both), "--predictions", str(pred)))
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_OK and "error:" not in err and "corrupt" not in err
+    assert len(read_predictions(pred)) >= 59
+
+
+@pytest.mark.parametrize(
+    "flags,words",
+    [
+        (["--predictions", "{dir}"], "give a file path"),
+        (["--record", "{dir}"], "cannot record"),
+        (["--max-wait-ms", "-5"], "max_wait_ms (--max-wait-ms) must be at least 0"),
+        (["--batch", "0"], "batch (--batch) must be at least 1"),
+    ],
+)
+def test_bad_output_paths_and_option_values_are_one_line(student, tmp_path, flags, words):
+    video = write_video(tmp_path / "v.mp4", n=3)
+    flags = [f.format(dir=tmp_path) for f in flags]
+    out = subprocess.run(
+        [sys.executable, "-m", "stream", *_tiny_run(student, str(video), *flags)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == cli.EXIT_USAGE, out.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+
+
+def test_two_sigterms_in_a_row_still_end_with_a_summary(student, tmp_path):
+    stats, pred = tmp_path / "s.json", tmp_path / "p.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream", *_tiny_run(student, "synthetic", "--live", "--stats", str(stats),
+                                                     "--predictions", str(pred))],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # Running once the log has lines (polled; the loop bound is a hang guard only).
+        for _ in range(1200):
+            if pred.exists() and pred.stat().st_size > 0:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == cli.EXIT_OK, proc.stderr.read()
+    summary = json.loads(stats.read_text())
+    assert summary["frames"] >= 1 and summary["frames"] == len(read_predictions(pred))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,15 @@ import av
 import numpy as np
 import pytest
 import torch
-from stream_media import FFMPEG, http_test_stream, retry_until_open, scope_frame, write_video
+from stream_media import (
+    FFMPEG,
+    free_udp_port,
+    http_test_stream,
+    retry_until_open,
+    scope_frame,
+    udp_sender,
+    write_video,
+)
 
 from stream.alerts import AlertConfig
 from stream.frame import Frame
@@ -179,8 +186,9 @@ def test_corrupt_file_logs_frames_before_the_damage(engine, tmp_path):
     bad.write_bytes(bytes(data))
     pipe, _, recs = run(engine, tmp_path, bad)
     assert len(recs) >= 20 and [r["frame"] for r in recs] == list(range(len(recs)))
-    errors = pipe.errors()
-    assert errors and "bad.mp4" in errors[0] and "\n" not in errors[0]
+    # The decoder stepped over the damage and went on: a warning (exit 0), not an error (exit 3).
+    warnings = pipe.warnings()
+    assert pipe.errors() == [] and warnings and "bad.mp4" in warnings[0] and "\n" not in warnings[0]
 
 
 def test_pause_and_change_parameters_while_running(engine, tmp_path):
@@ -205,41 +213,6 @@ def test_pause_and_change_parameters_while_running(engine, tmp_path):
 
 
 # -- live ------------------------------------------------------------------------------------
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _udp_sender(port: int, seconds: float, size: str = "320x240") -> subprocess.Popen:
-    """A separate ffmpeg process sending live MPEG-TS at real-time pace."""
-    return subprocess.Popen(
-        [
-            FFMPEG,
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={size}:rate=30",
-            "-t",
-            str(seconds),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "15",
-            "-f",
-            "mpegts",
-            f"udp://127.0.0.1:{port}?pkt_size=1316",
-        ]
-    )
-
-
 needs_ffmpeg = pytest.mark.skipif(
     FFMPEG is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)"
 )
@@ -247,8 +220,8 @@ needs_ffmpeg = pytest.mark.skipif(
 
 @needs_ffmpeg
 def test_live_udp_slow_engine_drops_frames_and_keeps_latency_bounded(engine, tmp_path):
-    port = _free_udp_port()
-    sender = _udp_sender(port, 5)
+    port = free_udp_port()
+    sender = udp_sender(port, 5)
     try:
         pipe = Pipeline(
             PipelineConfig(
@@ -272,23 +245,31 @@ def test_live_udp_slow_engine_drops_frames_and_keeps_latency_bounded(engine, tmp
     s = summary["streams"]["0"]
     assert s["live"] and len(recs) >= 15
     assert s["dropped"] > 10  # the reader skipped what the engine could not take
-    lat = np.array([r["latency_ms"] for r in recs])
-    # Bounded: at most the frame being analysed plus one waiting, never a growing queue.
-    assert lat.max() < 400, lat.max()
-    half = len(lat) // 2
-    assert np.median(lat[half:]) < np.median(lat[:half]) + 50
+    # Bounded queue: at no moment were more logged frames between arrival and result than the
+    # stream's in-flight slots (2 for a live stream) plus the newest one waiting in the reader,
+    # whatever the machine's speed. Latency cannot trend upward without a queue that grows, and
+    # this one cannot grow.
+    depth = queue_depths(recs)
+    assert depth.max() <= 3, depth.max()
     # The annotated video passed through every arriving frame, not only the analysed ones,
     # and drawing on it costs milliseconds, not an inference.
     with av.open(str(tmp_path / "annotated.ts")) as c:
         recorded = sum(1 for _ in c.decode(video=0))
     assert recorded >= s["analysed"] + s["dropped"] - s["record_dropped"] - 3
-    assert summary["latency_ms"]["passthrough"]["p50"] < 20
+
+
+def queue_depths(recs: list[dict]) -> np.ndarray:
+    """Per logged frame: how many logged frames (itself included) were between arrival and result
+    when it arrived, from each record's arrival (``wall``) and ``latency_ms``. Counts, not times."""
+    start = np.array([r["wall"] for r in recs])
+    end = start + np.array([r["latency_ms"] for r in recs]) / 1e3
+    return np.array([int(((start <= t) & (end > t)).sum()) for t in start])
 
 
 @needs_ffmpeg
 def test_live_stream_killed_and_restarted_reconnects(engine, tmp_path):
-    port = _free_udp_port()
-    sender = _udp_sender(port, 2)
+    port = free_udp_port()
+    sender = udp_sender(port, 2)
     pipe = Pipeline(PipelineConfig(batch=2, predictions=str(tmp_path / "p.jsonl")), engine=engine)
     pipe.add_stream(f"udp://127.0.0.1:{port}")
     pipe.start()
@@ -298,7 +279,7 @@ def test_live_stream_killed_and_restarted_reconnects(engine, tmp_path):
         sender.wait()
         before = pipe.summary()["frames"]
         time.sleep(3.0)  # silent longer than the read timeout: the reader must reconnect
-        sender = _udp_sender(port, 2)
+        sender = udp_sender(port, 2)
         time.sleep(3.5)
         summary = pipe.stop()
     finally:
@@ -306,9 +287,21 @@ def test_live_stream_killed_and_restarted_reconnects(engine, tmp_path):
         sender.wait()
     s = summary["streams"]["0"]
     assert before > 5 and summary["frames"] > before + 10, (before, summary["frames"])
-    assert s["reconnects"] >= 1 and s["error"] is None
+    assert s["reconnects"] >= 1 and s["error"] is None and s["gaps"] >= 1
+    assert pipe.errors() == [] and any("outage" in w for w in pipe.warnings())
     recs = read_predictions(tmp_path / "p.jsonl")
     assert all(b["frame"] > a["frame"] and b["pts"] > a["pts"] for a, b in itertools.pairwise(recs))
+    assert all(b["wall"] > a["wall"] for a, b in itertools.pairwise(recs))
+    # The outage is in the log as a gap record, and in pts as the time it lasted, not as one frame.
+    lines = read_predictions(tmp_path / "p.jsonl", gaps=True)
+    gaps = [(i, r) for i, r in enumerate(lines) if r.get("gap")]
+    assert gaps and gaps[0][1]["reason"] == "reconnect" and gaps[0][1]["reconnects"] >= 1
+    i, gap = gaps[0]
+    prev, nxt = lines[i - 1], lines[i + 1]
+    assert prev["frame"] <= gap["after_frame"] < gap["next_frame"] <= nxt["frame"]
+    # The sender was silent for 3 s (a lower bound: a loaded machine only makes it longer).
+    assert gap["seconds"] >= 2.0 and gap["to_wall"] - gap["from_wall"] == pytest.approx(gap["seconds"], abs=0.01)
+    assert nxt["pts"] - prev["pts"] >= gap["seconds"] - 1e-3 and nxt["wall"] >= gap["to_wall"] - 1e-3
 
 
 # -- recording -------------------------------------------------------------------------------
@@ -377,11 +370,13 @@ def test_live_input_gone_for_good_ends_with_a_clear_error(engine, tmp_path):
     try:
         pipe = Pipeline(PipelineConfig(batch=1), engine=engine)
         retry_until_open(lambda: pipe.add_stream(url, give_up_after=1.0), SourceError)
-        summary = pipe.run(timeout=30)  # ends by itself: the sender is gone and reconnects fail
+        pipe.start()
+        ended = pipe.wait(120)  # ends by itself: the sender is gone and reconnects fail (a hang guard)
+        summary = pipe.stop()
     finally:
         sender.kill()
         sender.wait()
-    assert summary["wall_s"] < 25 and summary["frames"] > 5
+    assert ended and summary["frames"] > 5
     errors = pipe.errors()
     assert errors and "no frames for 1 s" in errors[0] and summary["streams"]["0"]["reconnects"] >= 1
 

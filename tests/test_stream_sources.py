@@ -62,15 +62,17 @@ def test_paced_replay_follows_the_file_clock_and_drops_for_a_slow_reader(tmp_pat
     path = write_video(tmp_path / "c.mp4", n=30, w=W, h=H)
     src = open_source(str(path), live=True)
     assert src.info.live
-    t0 = time.monotonic()
     got = []
     for f in src:
-        got.append(f.index)
+        got.append(f)
         time.sleep(0.08)  # slower than 30 fps: the reader must skip, not queue
-    elapsed = time.monotonic() - t0
-    assert 0.9 < elapsed < 2.0, elapsed  # 30 frames at 30 fps
-    assert src.counters["dropped"] > 5
-    assert got == sorted(got) and len(got) + src.counters["dropped"] == 30
+    # Paced: no frame left the reader before its time on the file's clock (a lower bound, which a
+    # loaded machine cannot break; how much later it came is the machine's business).
+    first = got[0]
+    assert all(f.arrival - first.arrival >= (f.pts - first.pts) - 1e-3 for f in got)
+    assert src.counters["dropped"] > 0
+    idx = [f.index for f in got]
+    assert idx == sorted(idx) and len(got) + src.counters["dropped"] == 30
 
 
 def test_folder_source(tmp_path):
@@ -198,3 +200,15 @@ def test_sources_without_pyav(tmp_path, monkeypatch):
     path.write_bytes(b"not decoded anyway")
     with pytest.raises(SourceError, match="need PyAV: pip install av"):
         open_source(str(path))
+
+
+def test_folder_of_16_bit_grey_pngs_is_not_all_white(tmp_path):
+    # Pillow clips 16-bit grey to 255 when converting to RGB: every frame was analysed as white.
+    rng = np.random.default_rng(0)
+    grey16 = rng.integers(0, 65536, size=(H, W), dtype=np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "000.png")
+    assert Image.open(tmp_path / "000.png").mode.startswith("I")
+    (frame,) = list(open_source(str(tmp_path)))
+    expected = np.rint(grey16 / 257.0).astype(np.uint8)
+    assert np.abs(frame.rgb[..., 0].astype(int) - expected).max() <= 1
+    assert frame.rgb.mean() < 200 and np.array_equal(frame.rgb[..., 0], frame.rgb[..., 2])

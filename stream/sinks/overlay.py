@@ -117,6 +117,10 @@ class Overlay:
     draws every frame as it arrives (the reader thread) with the newest result ``write`` left.
     """
 
+    # Live: frames past the latest result's after which its annotation is taken down (2 s at
+    # 30 fps; a slow engine's results come every few frames, far within this).
+    stale_frames = 60
+
     def __init__(self, class_names: Sequence[str], recorder: Recorder | None, displays: list[PictureOutput],
                  live: bool):  # fmt: skip
         self.class_names, self.recorder, self.displays, self.live = list(class_names), recorder, displays, live
@@ -141,6 +145,10 @@ class Overlay:
     def tap(self, frame: Frame) -> None:
         with self._lock:
             ann = self._latest
+        if ann is not None and frame.index - ann.frame_index > self.stale_frames:
+            # No result for this many frames: analysis stopped (an engine error, pause) or stalls.
+            # A label or alert border left on live video would claim what nobody analysed.
+            ann = None
         self._emit(frame, draw_overlay(frame.rgb, ann))
 
     def close(self) -> None:

@@ -1,10 +1,21 @@
-"""Per-frame prediction log: one JSON object per line, flushed per line (survives a kill)."""
+"""Per-frame prediction log: one JSON object per line, flushed per line (survives a kill).
+
+Each frame's line carries ``wall``: the wall-clock time (Unix seconds) its picture arrived, so
+alerts can be matched to procedure time and to other systems' logs. Before the first frame after
+an outage (a live input that reconnected or stalled) comes a gap record:
+
+    {"stream": "0", "gap": true, "after_frame": 505, "next_frame": 506, "seconds": 6.2,
+     "reason": "reconnect", "reconnects": 3, "from_wall": ..., "to_wall": ...}
+
+Readers of the log tell the two apart by ``"gap"`` (stream.video_eval, the UI's timeline).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,15 +34,24 @@ class PredictionLog:
         # Line buffering writes each record as soon as its newline is written.
         self._f = open(self.path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - open for the sink's lifetime, closed by close()
         self._lock = threading.Lock()
-        self.lines = 0
+        self.lines = 0  # frame records
+        self.gaps = 0  # gap records
 
     def write(self, result: Result) -> None:
-        line = json.dumps(result.record(self.class_names), separators=(",", ":"))
+        frame = result.frame
+        rec = result.record(self.class_names)
+        rec["wall"] = round(wall_time(frame.arrival), 6)
+        lines = [json.dumps(rec, separators=(",", ":"))]
+        gap = frame.meta.get("gap")
+        if gap is not None:
+            lines.insert(0, json.dumps(gap_record(frame.stream_id, gap), separators=(",", ":")))
         with self._lock:
             if self._f.closed:
                 return
-            self._f.write(line + "\n")
+            for line in lines:
+                self._f.write(line + "\n")
             self.lines += 1
+            self.gaps += gap is not None
 
     def close(self) -> None:
         with self._lock:
@@ -39,13 +59,40 @@ class PredictionLog:
                 self._f.close()
 
 
-def read_predictions(path: str | os.PathLike) -> list[dict]:
-    """Records of a log; a last line cut by a kill is skipped."""
+def wall_time(monotonic_t: float) -> float:
+    """Unix time of a ``time.monotonic()`` reading (frames are stamped on the monotonic clock)."""
+    return time.time() - (time.monotonic() - monotonic_t)
+
+
+def gap_record(stream_id: str, gap: dict) -> dict:
+    """The log line of an outage (``gap``: stream.sources.live's ``meta['gap']``)."""
+    return {
+        "stream": stream_id,
+        "gap": True,
+        "after_frame": gap["after_frame"],
+        "next_frame": gap["next_frame"],
+        "seconds": gap["seconds"],
+        "reason": gap["reason"],
+        "reconnects": gap["reconnects"],
+        "from_wall": round(wall_time(gap["since"]), 6),
+        "to_wall": round(wall_time(gap["until"]), 6),
+    }
+
+
+def is_gap(rec: dict) -> bool:
+    return bool(rec.get("gap"))
+
+
+def read_predictions(path: str | os.PathLike, gaps: bool = False) -> list[dict]:
+    """Frame records of a log (and gap records too with ``gaps``); a last line cut by a kill is
+    skipped."""
     out = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError:
                 break
+            if gaps or not is_gap(rec):
+                out.append(rec)
     return out

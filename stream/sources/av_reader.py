@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import av
 
 from stream.frame import Frame
-from stream.sources.base import Source, SourceError, SourceInfo
+from stream.sources.base import Source, SourceError, SourceInfo, SourceTimeout
 
 # FFmpeg's decoders conceal most damage themselves; we give up only when this many
 # packets in a row fail, which means the rest of the input is unusable.
@@ -94,6 +94,14 @@ class AVSource(Source):
             raise SourceError(f"decoder threading must be auto, slice or frame, got {threading!r}")
         try:
             self._container = av.open(url, format=format, options=dict(options or {}), timeout=timeout)
+        except av.error.ExitError:
+            # FFmpeg says "Immediate exit requested" when our open time-out interrupts it: that is a
+            # sender that has sent nothing (yet), which the message must say.
+            wait = timeout[0] if isinstance(timeout, tuple) else timeout
+            raise SourceTimeout(
+                f"no data from {kind} source {url!r} within {wait or 0:g} s: is the sender running "
+                "and sending to this address?"
+            ) from None
         except (av.error.FFmpegError, OSError) as e:
             hint = (
                 " (not a video, or damaged: a recording cut off before its index was written cannot be read)"
@@ -164,9 +172,16 @@ class AVSource(Source):
     def _decoded(self) -> Iterator[av.VideoFrame]:
         failures = 0
         for packet in self._packets():
-            if packet.is_corrupt:  # the demuxer saw damage (e.g. MPEG-TS continuity errors)
-                self.counters["decode_errors"] += 1
-                self.note(f"corrupt data after frame {self.counters['frames']}")
+            if packet.is_corrupt:
+                # The demuxer's flag means a discontinuity (MPEG-TS continuity counter): lost packets,
+                # or two streams spliced together (a resolution change), which decodes cleanly. So it
+                # is counted and said once, as what it is; real damage shows as decode errors below.
+                if not self.counters["discontinuities"]:
+                    self.note(
+                        f"stream discontinuity after frame {self.counters['frames']} (packets lost or "
+                        "streams spliced); decoding went on"
+                    )
+                self.counters["discontinuities"] += 1
             try:
                 pictures = packet.decode()
                 failures = 0

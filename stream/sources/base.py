@@ -13,6 +13,11 @@ class SourceError(RuntimeError):
     """A source could not be opened or read. The message is one line meant for the user."""
 
 
+class SourceTimeout(SourceError):
+    """Nothing arrived within the open time-out: a live sender that has not started (yet).
+    Live readers keep waiting for it instead of failing the session (stream.sources.network)."""
+
+
 @dataclass
 class SourceInfo:
     name: str  # what the user passed (path, URL, device)

@@ -37,14 +37,24 @@ class FolderSource(Source):
             if self.info.live:
                 time.sleep(max(0.0, t0 + i / self.info.fps - time.monotonic()))
             try:
-                # PIL's convert handles palette, grey, 16-bit and alpha images alike.
-                rgb = np.asarray(Image.open(p).convert("RGB"))
+                rgb = _read_rgb(p)
             except OSError as e:
                 self.counters["decode_errors"] += 1
                 self.note(f"skipped unreadable image {p.name}: {e}")
                 continue
             self.counters["frames"] += 1
             yield Frame(i, i / self.info.fps, time.monotonic(), rgb, meta={"path": str(p)})
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """HxWx3 uint8. PIL's convert handles palette, 8-bit grey and alpha images, but clips 16-bit
+    grey (mode I;16 / I) to 255: every picture all white. Those are scaled down to 8 bits here."""
+    with Image.open(path) as img:
+        if img.mode.startswith("I"):
+            grey = np.asarray(img).astype(np.float32) / 257.0  # 0..65535 -> 0..255
+            grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
+        return np.asarray(img.convert("RGB"))
 
 
 def open_folder(folder: str, *, fps: float = 30.0, live: bool = False) -> Source:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from stream.sources.base import Source, SourceError
+from stream.sources.base import Source, SourceError, SourceInfo, SourceTimeout
 from stream.sources.lazy_av import av_source_class
 from stream.sources.live import LatestFrameReader
 
@@ -14,14 +14,19 @@ SCHEMES = {"rtsp", "rtsps", "rtmp", "udp", "rtp", "srt", "tcp", "http", "https"}
 def network_options(url: str, extra: dict | None = None) -> dict[str, str]:
     """FFmpeg options that trade buffering for latency.
 
-    ``nobuffer``/``low_delay`` stop the demuxer and decoder from holding frames back; a
-    short probe starts the picture sooner (1 s of MPEG-TS is enough to find the codec
-    parameters); UDP buffers absorb bursts (keyframes) but are too small to hide a decoder
-    that falls behind: on overrun packets are dropped rather than queued or failing.
+    ``low_delay`` stops the decoder from holding frames back; a short probe starts the
+    picture sooner (1 s of MPEG-TS is enough to find the codec parameters); UDP buffers absorb
+    bursts (keyframes) but are too small to hide a decoder that falls behind: on overrun
+    packets are dropped rather than queued or failing.
+    No ``fflags=nobuffer``: it throws away the packets read while probing, and with them the
+    first keyframe when the sender's is in its first second (x264's default interval sends
+    only one every ~8 s): no picture at all, or none for the first interval. The probed second
+    is decoded at once and the newest-frame reader skips what the consumer has no time for,
+    so keeping it costs no lasting delay.
     """
     scheme = urlparse(url).scheme
     opts = {
-        "fflags": "nobuffer+discardcorrupt",
+        "fflags": "discardcorrupt",
         "flags": "low_delay",
         "probesize": "1000000",
         "analyzeduration": "1000000",
@@ -64,4 +69,15 @@ def open_network(
             threading=threading,
         )
 
-    return LatestFrameReader(reopen(), reopen, give_up_after=give_up_after)
+    try:
+        first = reopen()
+    except SourceTimeout as e:
+        # Nothing sent yet (a UDP/SRT sender not started): a live session waits for it like for a
+        # sender that went quiet, reconnecting until ``give_up_after``. A refused connection or a
+        # bad address still fails here, at once: that is bad input.
+        reader = LatestFrameReader(
+            None, reopen, info=SourceInfo(name=url, kind="network"), give_up_after=give_up_after
+        )
+        reader.note(f"{e}; waiting for it")
+        return reader
+    return LatestFrameReader(first, reopen, give_up_after=give_up_after)

@@ -48,6 +48,13 @@ class UIConfig:
     smoothing: str = _opt("ema", "initial smoothing: none | ema | window | hmm")
     strength: float = _opt(0.5, "initial smoothing strength, 0..1")
     min_duration_s: float = _opt(0.2, "initial minimum alert duration (s)")
+    # The source box's policy (stream.ui.policy): repeatable, given by the operator at start-up.
+    allow_source: list[str] = field(default_factory=list, metadata={"many": True, "help": (
+        "also accept sources matching this shell-style pattern in the source box, e.g. 'udp://127.0.0.1:*'")})
+    allow_dir: list[str] = field(default_factory=list, metadata={"many": True, "help": (
+        "also accept files under this directory in the source box")})
+    allowed_host: list[str] = field(default_factory=list, metadata={"many": True, "help": (
+        "also answer requests whose Host header is this name; default: the bound address only")})
 
     @property
     def max_upload_bytes(self) -> int:
@@ -68,6 +75,9 @@ def parse_args(argv: list[str] | None) -> UIConfig:
     p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
     for f in fields(UIConfig):
         flags = [_flag(f.name)] + [_flag(old) for old, new in RENAMED.items() if new == f.name]
+        if f.metadata.get("many"):
+            p.add_argument(*flags, dest=f.name, action="append", default=None, metavar="X", help=f.metadata["help"])
+            continue
         helptext = f"{f.metadata['help']} (default: {f.default})"
         if f.type in ("bool", bool):
             p.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=helptext)
@@ -150,7 +160,12 @@ class AppContext:
         self.runner = LiveRunner(self.hub, self.engine, live_cfg, controls)
         self.files = SessionFiles(os.environ.get("GRADIO_TEMP_DIR"))
         os.environ["GRADIO_TEMP_DIR"] = str(self.files.root)  # Gradio's cache: see SessionFiles
-        self.source_choices = ["demo", "synthetic", "webcam", "/dev/video0", "udp://127.0.0.1:5000"]
+        from stream.ui.policy import SourcePolicy
+
+        # What the page's source box may open: see stream.ui.policy (and docs/ui.md).
+        self.policy = SourcePolicy(list(cfg.allow_source), list(cfg.allow_dir), exact=[cfg.source])
+        candidates = [cfg.source, "demo", "synthetic", "webcam", "/dev/video0", *cfg.allow_source]
+        self.source_choices = list(dict.fromkeys(c for c in candidates if "*" not in c and "?" not in c))
 
     @property
     def class_names(self) -> list[str]:
@@ -183,12 +198,23 @@ def build_app(cfg: UIConfig):
         "share": cfg.share,
         "auth": (user, pw) if cfg.auth else None,
         "max_file_size": cfg.max_upload_bytes,
-        "app_kwargs": {"routes": live_routes(ctx.hub)},  # MJPEG on Gradio's own FastAPI app
+        # MJPEG on Gradio's own FastAPI app; requests under a foreign Host name are refused (400)
+        "app_kwargs": {"routes": live_routes(ctx.hub), "middleware": [host_check(cfg)]},
         "css": CSS,
         "footer_links": ["gradio"],
         "show_error": True,
     }
     return demo, ctx, kwargs
+
+
+def host_check(cfg: UIConfig):
+    """Starlette middleware answering only the bound address and ``--allowed-host`` names."""
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from stream.ui.policy import allowed_hosts
+
+    return Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(cfg.host, cfg.allowed_host, cfg.share))
 
 
 def _interrupt(signum, frame):

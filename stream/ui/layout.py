@@ -206,7 +206,7 @@ def build_blocks(ctx) -> gr.Blocks:
             try:
                 if not (spec or "").strip():
                     raise ValueError("type or pick a source first")
-                runner.switch(spec)
+                runner.switch(ctx.policy.check(spec))  # refused before anything is opened
                 return f"Now showing **{html.escape(spec)}**."
             except Exception as e:  # noqa: BLE001 - one line for the user; the old source keeps running
                 msg = f"Cannot open {spec}: {e}"

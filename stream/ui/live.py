@@ -60,6 +60,7 @@ class FrameHub:
         self.quality = int(quality)
         self.marker = marker
         self.dropped = 0  # frames replaced in the mailbox before they were encoded
+        self.bad_frames, self.last_error = 0, ""  # pictures the encoder could not take
         self.encode_ms = collections.deque(maxlen=256)
         self.trace = collections.deque(maxlen=trace_len)  # (seq, index, arrival, encoded)
         self.latest: Encoded | None = None
@@ -102,10 +103,17 @@ class FrameHub:
                 continue  # nobody watching: one picture a second keeps /live/frame.jpg fresh
             t0 = time.perf_counter()
             seq = self._seq + 1
-            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a new array: the marker never touches the caller's
-            if self.marker:
-                draw_marker(bgr, seq & ((1 << MARKER_BITS) - 1))
-            ok, buf = cv2.imencode(".jpg", bgr, params)
+            try:
+                bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a new array: the marker never touches the caller's
+                if self.marker:
+                    draw_marker(bgr, seq & ((1 << MARKER_BITS) - 1))
+                ok, buf = cv2.imencode(".jpg", bgr, params)
+            except (cv2.error, ValueError, TypeError, IndexError) as e:
+                # One bad picture (2-D, wrong dtype) must not end this thread: it is the live view
+                # of every viewer. It is skipped and said once in the stats.
+                self.bad_frames += 1
+                self.last_error = f"live view skipped a picture it cannot encode: {' '.join(str(e).split())[:200]}"
+                continue
             if not ok:
                 continue
             self.encode_ms.append((time.perf_counter() - t0) * 1e3)

@@ -28,6 +28,9 @@ def timeline_figure(records: list[dict], threshold: float, band: float, title: s
         alert = np.array([bool(r["alert"]) for r in records])
         for a, b in alert_spans(t, alert):
             ax.axvspan(a, b, color="tab:red", alpha=0.18, lw=0)
+        for r, end in zip(records, t):
+            if r.get("gap_s"):  # the input's outage: hatched, no line across it
+                ax.axvspan(end - r["gap_s"], end, facecolor="none", edgecolor="0.4", hatch="//", lw=0)
         ax.plot(t, raw, color="0.6", lw=0.8, label="raw")
         ax.plot(t, smooth, color="tab:blue", lw=1.6, label="smoothed")
         ax.set_xlim(min(t[0], -1.0), 0)

@@ -113,7 +113,7 @@ def run_replay(
     if not rows:
         raise RuntimeError(
             f"no frame of {Path(probe.path).name} could be analysed: "
-            + "; ".join(pipe.errors() or ["empty video"])
+            + "; ".join(pipe.errors() + pipe.warnings() or ["empty video"])
         )
     summary_path = out_dir / f"{stem}.summary.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=str))

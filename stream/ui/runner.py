@@ -185,6 +185,13 @@ class LiveRunner:
             "p_smooth": np.nan if r.smoothed is None else self.alert_cfg.alert_probability(r.smoothed),
             "modality": r.modality,
         }
+        gap = r.frame.meta.get("gap")
+        if gap is not None:
+            # An outage before this frame: a point without values breaks the plotted lines there,
+            # and its length is shaded (stream.ui.plots), instead of a line drawn across it.
+            self.history.append({"t": now - 1e-6, "frame": r.frame.index, "state": "", "alert": False,
+                                 "confidence": 0.0, "p_raw": np.nan, "p_smooth": np.nan, "modality": "",
+                                 "gap_s": float(gap["seconds"])})  # fmt: skip
         self.processed += 1
         self.latency_ms.append(r.latency_ms)
         self.out_rate.add(now, self.processed)
@@ -224,7 +231,7 @@ class LiveRunner:
             "alert": bool(self.last.get("alert", False)),
             "modality": self.last.get("modality", ""),
             "alert_frames": sum(1 for r in list(self.history) if r["alert"]),
-            "error": error,
+            "error": error or self.hub.last_error,
         }
 
     def timeline(self) -> list[dict]:
