@@ -218,11 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/video_bench/eval", help="the evaluation's report.md/json")
     ap.add_argument("--jobs", type=int, default=1, help="videos generated at once (processes)")
     ap.add_argument("--no-runtime", action="store_true", help="skip the runtime figures")
+    ap.add_argument("--runtime-only", action="store_true",
+                    help="only the runtime figures (no held-out videos made or evaluated)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     from stream.config import bundled_model
     from stream.video_eval import evaluate_videos
     from stream.video_metrics_report import machine_line
+
+    if args.runtime_only:
+        return _runtime_only(Path(bundled_model()), Path(args.cache).parent / "media", args.quick, machine_line())
 
     sets = SETS["quick" if args.quick else "full"]
     videos = make_videos(sets, Path(args.cache), args.quiet, args.jobs)
@@ -250,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "benchmark.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (Path(args.out) / "benchmark.md").write_text("\n".join(lines))
+    return 0
+
+
+def _runtime_only(model: Path, media: Path, quick: bool, machine: str) -> int:
+    rt = runtime_figures(model, media, quick)
+    print(f"## Runtime, {model.name} (this machine: {machine}; the issue's targets are for a 2-core CPU)\n")
+    print(runtime_table(rt))
     return 0
 
 

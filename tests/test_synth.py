@@ -258,3 +258,22 @@ def test_calibrate_runs_end_to_end_on_a_tiny_set(tmp_path):
     result = json.loads((tmp_path / "calibration.json").read_text())
     assert result["synthetic"] and set(result["auc"]) == {"NBI", "WLI"}
     assert all(0.0 <= v <= 1.0 for v in result["auc"].values())
+
+
+def test_interrupted_video_leaves_no_clip_a_cache_would_take_for_finished(tmp_path, monkeypatch):
+    """write_video renames its outputs only when complete: killed half-way, neither
+    clip.mp4 nor clip.truth.csv exists (benchmarks.video reuses any pair it finds)."""
+    import pagkd_core.synth.video as V
+
+    real = V.iter_procedure_frames
+
+    def dies_after_three(cfg):
+        for i, item in enumerate(real(cfg)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(V, "iter_procedure_frames", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(VideoConfig(width=96, height=64, seconds=1.0, seed=3), tmp_path / "clip.mp4", progress=False)
+    assert not (tmp_path / "clip.mp4").exists() and not (tmp_path / "clip.truth.csv").exists()

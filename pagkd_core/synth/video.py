@@ -93,15 +93,18 @@ def h264_writer(path: str | Path, width: int, height: int, fps: int, crf: int = 
 
 
 def write_video(cfg: VideoConfig, path: str | Path, progress: bool = True) -> tuple[Path, Path]:
-    """Write `path` (.mp4, H.264) and its `<stem>.truth.csv`; returns both paths."""
+    """Write `path` (.mp4, H.264) and its `<stem>.truth.csv`; returns both paths. Both are written
+    under a `.partial` name and renamed when complete (the video last), so an interrupted run never
+    leaves a short clip that a cache would take for a finished one."""
     from tqdm import tqdm
 
     path = Path(path)
     truth_path = path.with_suffix(".truth.csv")
+    partial, partial_truth = (p.with_name(f"{path.stem}.partial{p.name[len(path.stem):]}") for p in (path, truth_path))
     n = round(cfg.seconds * cfg.fps)
     with (
-        h264_writer(path, cfg.width, cfg.height, cfg.fps, cfg.crf) as out,
-        open(truth_path, "w", newline="") as fh,
+        h264_writer(partial, cfg.width, cfg.height, cfg.fps, cfg.crf) as out,
+        open(partial_truth, "w", newline="") as fh,
     ):
         writer = csv.writer(fh)
         writer.writerow(TRUTH_COLUMNS)
@@ -110,4 +113,6 @@ def write_video(cfg: VideoConfig, path: str | Path, progress: bool = True) -> tu
         ):
             out.write(rgb)
             writer.writerow(["" if truth[c] is None else truth[c] for c in TRUTH_COLUMNS])
+    partial_truth.replace(truth_path)
+    partial.replace(path)
     return path, truth_path
