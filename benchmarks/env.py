@@ -9,20 +9,10 @@ import subprocess
 from datetime import datetime, timezone
 
 from stream.engines import usable_cores
+from stream.host import cpu_model, isa_flags
 
 LIBRARIES = ("numpy", "torch", "torchvision", "timm", "onnx", "onnxruntime", "av", "cv2", "numba",
              "tensorrt", "torch_tensorrt", "safetensors")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(name: str) -> str | None:
@@ -53,7 +43,8 @@ def environment(device: str = "cpu") -> dict:
         "host": platform.node(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
+        "isa": isa_flags(),  # int8 / bf16 speed depends on these (AVX2-only vs AVX-512 VNNI hosts)
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -91,4 +82,5 @@ def describe(env: dict) -> str:
     load = env.get("loadavg")
     load_s = f", load {load[0]:.2f}" if load else ""
     libs = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v and k in ("torch", "onnxruntime", "av", "cv2"))
-    return f"{env['cpu']}, {env['usable_cores']} cores{gpu}{load_s}; {libs}"
+    isa = " ".join(env.get("isa") or []) or "ISA unknown"
+    return f"{env['cpu']} ({isa}), {env['usable_cores']} cores{gpu}{load_s}; {libs}"

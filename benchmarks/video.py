@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     from stream.config import bundled_model
+    from stream.host import machine_line
     from stream.video_eval import evaluate_videos
-    from stream.video_metrics_report import machine_line
 
     if args.runtime_only:
         return _runtime_only(Path(bundled_model()), Path(args.cache).parent / "media", args.quick, machine_line())

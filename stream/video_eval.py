@@ -33,11 +33,12 @@ from tqdm import tqdm
 
 from pagkd_core.filetypes import VIDEO_EXTENSIONS
 from stream.alerts import AlertConfig, AlertMachine
+from stream.host import machine_line
 from stream.sinks.predictions import is_gap
 from stream.smoothing import SmoothingConfig, parse_spec
 from stream.video_metrics import Outcome, Truth, outcome, read_truth, truth_path
 from stream.video_metrics_breakdown import figures, pooled_splits
-from stream.video_metrics_report import check_targets, machine_line, markdown, plot_timeline, table
+from stream.video_metrics_report import check_targets, markdown, plot_timeline, table
 
 DEFAULT_SETTINGS = ("none", "ema:alpha=0.3", "window:size=8", "hmm:stay=0.98")
 

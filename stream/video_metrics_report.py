@@ -7,8 +7,6 @@ breakdowns by lesion size and WLI evidence, then per video the key table and its
 """
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,16 +123,6 @@ def plot_timeline(path: Path, video: str, times: np.ndarray, out: dict[str, tupl
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()}-core {cpu}, {platform.system()}"
 
 
 DEFINITIONS = (
