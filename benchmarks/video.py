@@ -223,16 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     from stream.config import bundled_model
-    from stream.host import machine_line
     from stream.video_eval import evaluate_videos
 
+    model, media = Path(bundled_model()), Path(args.cache).parent / "media"
     if args.runtime_only:
-        return _runtime_only(Path(bundled_model()), Path(args.cache).parent / "media", args.quick, machine_line())
+        print("\n".join(runtime_section(model, media, args.quick)[1]))
+        return 0
 
     sets = SETS["quick" if args.quick else "full"]
     videos = make_videos(sets, Path(args.cache), args.quiet, args.jobs)
     report = evaluate_videos([*map(str, videos), "--out", args.out, "-q"])
-    model = Path(bundled_model())
     first = report["pooled"][report["settings"][0]]
     minutes, lesions = first["minutes"], first["lesions_distinct"]
     closeup = closeup_auc(json.loads(model.read_text()))
@@ -247,10 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"videos": [str(v) for v in videos], "minutes": minutes, "lesions": lesions,
               "closeup_auc": closeup, "targets": report["targets"]}
     if not args.no_runtime:
-        rt = runtime_figures(model, Path(args.cache).parent / "media", args.quick)
-        result["runtime"] = rt
-        lines += [f"## Runtime (this machine: {machine_line()}; the issue's targets are for a 2-core CPU)", "",
-                  runtime_table(rt), ""]
+        result["runtime"], section = runtime_section(model, media, args.quick)
+        lines += section
     print("\n".join(lines))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "benchmark.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -258,11 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _runtime_only(model: Path, media: Path, quick: bool, machine: str) -> int:
+def runtime_section(model: Path, media: Path, quick: bool) -> tuple[dict, list[str]]:
+    """The runtime figures and their markdown section (the full run's and --runtime-only's)."""
+    from stream.host import machine_line
+
     rt = runtime_figures(model, media, quick)
-    print(f"## Runtime, {model.name} (this machine: {machine}; the issue's targets are for a 2-core CPU)\n")
-    print(runtime_table(rt))
-    return 0
+    head = f"## Runtime, {model.name} (this machine: {machine_line()}; the issue's targets are for a 2-core CPU)"
+    return rt, [head, "", runtime_table(rt), ""]
 
 
 if __name__ == "__main__":
