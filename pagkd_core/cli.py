@@ -127,18 +127,16 @@ def cmd_export(args, argv) -> int:
 def _export_teacher(cfg, args) -> None:
     """The fold's NBI teacher beside the exported student (<out>.nbi.*, same format with
     "modality": "NBI"): the runtime loads it from there for the NBI frames of a stream."""
-    from pagkd_core.checkpoint import load_weights
     from pagkd_core.export import export_student
-    from pagkd_core.models import model_from_config
     from pagkd_core.student import teacher_stem
+    from pagkd_core.train import load_teacher
 
     src = stage_dir(cfg, "teacher")
     if not (src / "best.json").is_file():
         raise FileNotFoundError(f"no trained teacher in {src} (expected best.json); run "
                                 f"`python -m pagkd_core train-teacher` with the same config, or drop --teacher")
     info = json.loads((src / "best.json").read_text())
-    model = model_from_config(cfg.teacher, len(info["class_names"]), cfg.distill.embed_dim, pretrained=False)
-    load_weights(src / "best.safetensors", {"model": model})
+    model = load_teacher(cfg, len(info["class_names"]))
     command = src / "command.txt"
     stem = teacher_stem(args.out)
     export_student(
