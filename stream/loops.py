@@ -119,18 +119,18 @@ class Loops:
                 frame.stream_id = st.sid
                 self.stats.add("source", (t1 - t0) * 1e3)
                 if not self.running.is_set():
-                    if st.live:  # a live feed goes on: frames arriving while paused are skipped
-                        st.slots.release()
+                    if st.live:  # a live feed goes on: frames arriving while paused are skipped ...
+                        if "gap" in frame.meta:  # ... but not the outage before one: it goes on record
+                            self._enqueue(st, _skipped(frame))
+                        else:
+                            st.slots.release()
                         continue
                     while not self.running.wait(0.1) and not self.stop.is_set():
                         pass  # replay waits for resume and then goes on with this very frame
                 lane, x = self.router.prepare(frame)
                 self.stats.add("preprocess", (time.perf_counter() - t1) * 1e3)
-                with self._cv:
-                    self._pending += 1
                 st.taken += 1
-                # To post when the engine is done (or failed) with it and with the frames before it.
-                st.order.add(self.router.submit(lane, x, st.sid, frame))
+                self._enqueue(st, self.router.submit(lane, x, st.sid, frame))
         except SourceError as e:
             st.error = str(e)
         except Exception as e:  # noqa: BLE001 - whatever stops this stream (a decoder, preprocessing or
@@ -140,6 +140,12 @@ class Loops:
             with self._cv:
                 st.done = True
                 self._cv.notify_all()
+
+    def _enqueue(self, st: Stream, fut: Future) -> None:
+        """Post ``fut`` (holding one of the stream's slots) once it and the frames before it are done."""
+        with self._cv:
+            self._pending += 1
+        st.order.add(fut)
 
     def to_post(self, st: Stream, fut: Future) -> None:
         self._post_q.put((st, fut))
@@ -165,7 +171,16 @@ class Loops:
 
     def _post(self, st: Stream, res) -> None:
         t0 = time.perf_counter()
-        frame = res.meta
+        frame = res if isinstance(res, Frame) else res.meta
+        gap = frame.meta.get("gap")
+        if gap is not None:
+            # An outage of the input, before this frame: to the sinks that keep a record of them
+            # (the prediction log, the UI's timeline), also when the frame itself was skipped.
+            for sink in (*st.videos, *self.sinks):
+                if hasattr(sink, "gap"):
+                    sink.gap(frame.stream_id, gap)
+        if frame is res:  # skipped while paused: nothing else to say about it
+            return
         route = frame.meta["route"]
         if res.logits is None:
             # Nothing read this frame: no probabilities, and no call carried over it, whose
@@ -198,3 +213,10 @@ class Loops:
         for video in st.videos:
             video.tap(frame)
         self.stats.add("passthrough", (time.perf_counter() - t0) * 1e3)
+
+
+def _skipped(frame: Frame) -> Future:
+    """A frame skipped while paused, posted only for the outage it reports (``meta['gap']``)."""
+    fut: Future = Future()
+    fut.set_result(frame)
+    return fut

@@ -38,20 +38,22 @@ class PredictionLog:
         self.gaps = 0  # gap records
 
     def write(self, result: Result) -> None:
-        frame = result.frame
         rec = result.record(self.class_names)
-        rec["wall"] = round(wall_time(frame.arrival), 6)
-        lines = [json.dumps(rec, separators=(",", ":"))]
-        gap = frame.meta.get("gap")
-        if gap is not None:
-            lines.insert(0, json.dumps(gap_record(frame.stream_id, gap), separators=(",", ":")))
+        rec["wall"] = round(wall_time(result.frame.arrival), 6)
+        if self._line(rec):
+            self.lines += 1
+
+    def gap(self, stream_id: str, gap: dict) -> None:
+        """An outage: the pipeline calls this before the next frame's line (stream.sinks.base.Sink)."""
+        if self._line(gap_record(stream_id, gap)):
+            self.gaps += 1
+
+    def _line(self, rec: dict) -> bool:
         with self._lock:
             if self._f.closed:
-                return
-            for line in lines:
-                self._f.write(line + "\n")
-            self.lines += 1
-            self.gaps += gap is not None
+                return False
+            self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            return True
 
     def close(self) -> None:
         with self._lock:

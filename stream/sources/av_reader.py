@@ -10,6 +10,7 @@ import av
 
 from stream.frame import Frame
 from stream.sources.base import Source, SourceError, SourceInfo, SourceTimeout
+from stream.sources.rotation import Rotator
 
 # FFmpeg's decoders conceal most damage themselves; we give up only when this many
 # packets in a row fail, which means the rest of the input is unusable.
@@ -73,7 +74,8 @@ class AVSource(Source):
     delays every picture by (threads - 1) frames, fine for replay and for a paced file (decoded
     ahead of the clock it is paced to), wrong for a sender. ``deinterlace``: ``auto`` (field
     doubling for a sender, which holds nothing back, yadif otherwise; only when frames are
-    flagged interlaced), ``yadif``, ``field``, ``off``.
+    flagged interlaced), ``yadif``, ``field``, ``off``. A display matrix (a phone clip's rotation)
+    is applied to every picture before it leaves (stream.sources.rotation).
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class AVSource(Source):
         self.speed, self.loop = speed, loop
         self.deinterlace = deinterlace if deinterlace != "auto" else ("field" if sender else "yadif")
         self._yadif = _Yadif()
+        self._upright = Rotator(self.info, s)  # a phone clip's display matrix, applied
         self._closed = False
 
     def close(self) -> None:
@@ -223,7 +226,7 @@ class AVSource(Source):
                 # the full-size RGB conversion happens only if a sink asks for it (stream.frame).
                 field_only = bool(vf.interlaced_frame) and self.deinterlace == "field"
                 self.counters["frames"] += 1
-                yield Frame(index, pts, time.monotonic(), picture=vf, field_only=field_only)
+                yield self._upright(Frame(index, pts, time.monotonic(), picture=vf, field_only=field_only))
                 index, last_pts = index + 1, pts
             self._check_complete(index)
             if not self.loop or index == 0:

@@ -110,7 +110,9 @@ class LiveRunner:
         """Make `spec` the live source; if it cannot be opened the current one keeps running."""
         spec = spec.strip()
         pipe = Pipeline(self._config(), engine=self.engine)
-        pipe.add_sink(Callback(lambda r, p=pipe: self._on_result(p, r)))
+        pipe.add_sink(
+            Callback(lambda r, p=pipe: self._on_result(p, r), lambda _, g, p=pipe: self._on_gap(p, g))
+        )
         pipe.displays.append(lambda f, rgb, p=pipe: self._on_display(p, f, rgb))
         push = PushSource() if spec == "webcam" else None
         try:
@@ -170,6 +172,16 @@ class LiveRunner:
         arrival_wall = time.time() - (time.monotonic() - frame.arrival)
         self.hub.submit(rgb, frame.index, arrival_wall)
 
+    def _on_gap(self, pipe: Pipeline, gap: dict) -> None:
+        """An outage of the input (also one while paused, when its frame is not analysed): a point
+        without values breaks the plotted lines there, and its length is shaded (stream.ui.plots),
+        instead of a line drawn across it."""
+        if pipe is not self._pipe:
+            return
+        self.history.append({"t": time.monotonic(), "frame": gap["next_frame"], "state": "", "alert": False,
+                             "confidence": 0.0, "p_raw": np.nan, "p_smooth": np.nan, "modality": "",
+                             "gap_s": float(gap["seconds"])})  # fmt: skip
+
     def _on_result(self, pipe: Pipeline, r: Result) -> None:
         if pipe is not self._pipe:
             return
@@ -185,13 +197,6 @@ class LiveRunner:
             "p_smooth": np.nan if r.smoothed is None else self.alert_cfg.alert_probability(r.smoothed),
             "modality": r.modality,
         }
-        gap = r.frame.meta.get("gap")
-        if gap is not None:
-            # An outage before this frame: a point without values breaks the plotted lines there,
-            # and its length is shaded (stream.ui.plots), instead of a line drawn across it.
-            self.history.append({"t": now - 1e-6, "frame": r.frame.index, "state": "", "alert": False,
-                                 "confidence": 0.0, "p_raw": np.nan, "p_smooth": np.nan, "modality": "",
-                                 "gap_s": float(gap["seconds"])})  # fmt: skip
         self.processed += 1
         self.latency_ms.append(r.latency_ms)
         self.out_rate.add(now, self.processed)

@@ -21,6 +21,7 @@ from pathlib import Path
 import av
 
 from pagkd_core.filetypes import UPLOAD_VIDEO_EXTENSIONS as VIDEO_EXTS  # an allowlist: the common containers
+from stream.sources.rotation import display_rotation, quarter_turns
 
 LABEL_EXTS = (".csv",)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -82,9 +83,10 @@ def check_video(path: str | Path, max_bytes: int) -> VideoProbe:
             if first is None:
                 raise UploadError(f"{path.name}: the video stream holds no decodable frame")
             fps = float(s.average_rate) if s.average_rate else None
-            return VideoProbe(
-                str(path), first.width, first.height, fps, s.frames or None, s.codec_context.name
-            )
+            w, h = first.width, first.height
+            if (quarter_turns(display_rotation(first, s)) or 0) % 2:  # a phone clip is analysed upright
+                w, h = h, w
+            return VideoProbe(str(path), w, h, fps, s.frames or None, s.codec_context.name)
     except UploadError:
         raise
     except (av.FFmpegError, StopIteration, ValueError, OSError) as e:
