@@ -143,7 +143,7 @@ def test_onnx_exported_on_demand_for_in_memory_model(batch, tmp_path):
         assert _rel(eng.infer(x), ref) <= 1e-4
 
 
-def test_int8_calibrated_close_and_selected_by_auto(student, batch, reference):
+def test_int8_calibrated_close_and_selected_by_auto(student, batch, reference, monkeypatch):
     from benchmarks.int8 import compare, quantize
     src = ModelSource.from_path(student)
     calib, _ = toy_images(64, seed=3)
@@ -153,18 +153,30 @@ def test_int8_calibrated_close_and_selected_by_auto(student, batch, reference):
         q = eng.infer(batch[0])
     assert (q.argmax(1) == reference.argmax(1)).mean() >= 0.9
     assert _rel(q, reference) <= 0.25
-    # auto on CPU prefers the calibrated int8 graph once it exists
-    with build_engine("auto", student, device="cpu") as eng:
-        assert (eng.name, eng.precision) == ("onnxruntime", "int8")
+    # auto on CPU probes both graphs on this host (stream.engines.auto_choice; the measure and the
+    # frames are injected: no timing in tests) and keeps int8 where it is faster and agrees with fp32
+    from stream.engines import auto_choice
+    with build_engine("onnxruntime", student, device="cpu", precision="fp32", max_batch=8) as eng:
+        agreement = float((q.argmax(1) == eng.infer(batch[0]).argmax(1)).mean())
+    want = "int8" if agreement >= auto_choice.AGREEMENT_BOUND else "fp32"
+    monkeypatch.setattr(auto_choice, "probe_frames", lambda meta: (batch[0], {"count": len(batch[0]), "from": "toy"}))
+    monkeypatch.setattr(auto_choice, "time_calls",
+                        lambda eng, x, calls: calls * len(x) * (1.0 if eng.precision == "int8" else 3.0))
+    lines = []
+    with build_engine("auto", student, device="cpu", on_choice=lines.append) as eng:
+        assert (eng.name, eng.precision) == ("onnxruntime", want)
+    assert len(lines) == 1 and f"agreement {agreement:.3f} on {len(batch[0])} toy frames" in lines[0]
     res = compare(src, batch[0], batch[1], seconds=0.05, batches=(1,))
     assert {"top1_agreement", "auc_fp32", "auc_int8", "fps_int8_b1", "speedup_b1"} <= set(res)
-    # a measurement showing int8 slower than fp32 turns the automatic choice back to fp32
+    # the report beside the graph (measured wherever it was calibrated) is not this host's speed:
+    # a fresh probe decides as before, though the report says int8 is slower
     report = out.with_suffix(".json")
     report.write_text(json.dumps({"speedup_b1": 0.7, "speedup_b8": 0.8, "top1_agreement": 1.0}))
-    with build_engine("auto", student, device="cpu") as eng:
-        assert (eng.name, eng.precision) == ("onnxruntime", "fp32")
-    report.write_text(json.dumps({"speedup_b1": 1.3, "top1_agreement": 0.99}))
-    assert build_engine("auto", student, device="cpu").precision == "int8"
+    for f in auto_choice.choice_dir().glob("*.json"):
+        f.unlink()
+    with build_engine("auto", student, device="cpu", on_choice=lines.append) as eng:
+        assert eng.precision == want
+    assert len(lines) == 2 and "cached at" in lines[1]
     # a graph calibrated for other weights (the student re-exported over the old one) is never used
     report.write_text(json.dumps({"speedup_b1": 1.3, "top1_agreement": 0.99, "weights_hash": "0" * 16}))
     with pytest.warns(UserWarning, match="calibrated for other weights"):

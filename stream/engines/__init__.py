@@ -9,7 +9,8 @@ layout a student's metadata asks for (``transpose_hw``) are the preprocessor's
 (``stream.preprocess.Preprocessor.for_model``), the same for every kind.
 
 Kinds: ``tensorrt`` (torch-tensorrt, CUDA), ``onnxruntime`` (CPU fp32/int8, CUDA provider),
-``torch`` (eager / torch.compile, CPU or CUDA) and ``auto`` (best available first).
+``torch`` (eager / torch.compile, CPU or CUDA) and ``auto`` (best available first; on CPU, whether
+the int8 graph pays off is measured on this host: ``auto_choice``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import abc
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -168,23 +170,10 @@ def ort_has_cuda() -> bool:
         return False
 
 
-def int8_pays_off(int8_path) -> bool:
-    """Use a calibrated int8 graph automatically unless its measurement (``<graph>.json``, written by
-    ``python -m benchmarks.int8``) found it slower than fp32 or off in its top-1 calls: for
-    depthwise-heavy students (MobileNetV3) the QDQ graph can be slower than fp32 on CPU."""
-    import json
-    from pathlib import Path
-    report = Path(int8_path).with_suffix(".json")
-    if not report.is_file():
-        return True
-    r = json.loads(report.read_text())
-    speedups = [v for k, v in r.items() if k.startswith("speedup_b")]
-    return (not speedups or max(speedups) >= 1.0) and r.get("top1_agreement", 1.0) >= 0.95
-
-
 def auto_candidates(device: str, source: ModelSource | None = None,
                     precision: str = "auto") -> list[tuple[str, dict]]:
-    """Engines to try for ``auto``, best first, as (kind, extra options)."""
+    """Engines to try for ``auto``, best guess first, as (kind, extra options). On CPU with a
+    calibrated int8 graph, ``build_engine`` reorders them by this host's probe (auto_choice)."""
     if device.startswith("cuda"):
         cands: list[tuple[str, dict]] = []
         if importlib.util.find_spec("torch_tensorrt") is not None:
@@ -196,28 +185,41 @@ def auto_candidates(device: str, source: ModelSource | None = None,
         return [("torch", {})]
     cands = []
     int8 = source.int8_onnx_path() if source is not None else None
-    wants_int8 = precision == "int8" or (precision == "auto" and int8 is not None and int8_pays_off(int8))
-    if wants_int8:
+    if precision == "int8" or (precision == "auto" and int8 is not None):
         cands.append(("onnxruntime", {"precision": "int8"}))
     cands += [("onnxruntime", {"precision": "fp32"}), ("torch", {"precision": "fp32"})]
     return cands
 
 
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def build_engine(kind: str, model_path: Any, device: str = "auto", max_batch: int = 8,
                  precision: str = "auto", on_fallback: Callable[[str], None] | None = None,
-                 **opts) -> Engine:
+                 on_choice: Callable[[str], None] | None = None, **opts) -> Engine:
     """Build an engine by name. ``model_path`` is an exported student (.json/.safetensors/stem) or
     a :class:`ModelSource`. ``auto`` tries the best available engine first and reports each
-    fallback through ``on_fallback`` (default: a warning)."""
+    fallback through ``on_fallback`` (default: a warning). On CPU, with an int8 graph beside the
+    student and ``precision="auto"``, "best" is measured on this host (``auto_choice``: probed on
+    first use, then cached) and its one line goes to ``on_choice`` (default: stderr)."""
     source = model_path if isinstance(model_path, ModelSource) else ModelSource.from_path(model_path)
     device = resolve_device(device)
     if kind != "auto":
         return _engine_class(kind)(source, device=device, max_batch=max_batch, precision=precision, **opts)
+
+    def build(cand: str, extra: dict) -> Engine:
+        return _engine_class(cand)(source, device=device, max_batch=max_batch, **{**opts, "precision": precision, **extra})
+
+    cands = auto_candidates(device, source, precision)
+    if precision == "auto" and ("onnxruntime", {"precision": "int8"}) in cands:  # a forced precision skips it
+        from .auto_choice import choose
+        cands = choose(source, source.int8_onnx_path(), cands, build, max_batch, opts, on_choice or _print_line)
     errors = []
-    for cand, extra in auto_candidates(device, source, precision):
+    for cand, extra in cands:
         kw = {**opts, "precision": precision, **extra}
         try:
-            return _engine_class(cand)(source, device=device, max_batch=max_batch, **kw)
+            return build(cand, extra)
         except (EngineError, ImportError, RuntimeError, OSError) as e:
             msg = f"engine {cand!r} ({kw['precision']}) unavailable: {str(e).splitlines()[0]}"
             errors.append(msg)

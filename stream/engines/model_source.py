@@ -19,8 +19,10 @@ from pagkd_core.student import cache_meta, check_run_meta, export_onnx, load_stu
 
 
 def cache_dir() -> Path:
-    """Disk cache for exported graphs and built TensorRT engines (``$PAGKD_CACHE`` overrides)."""
-    root = Path(os.environ.get("PAGKD_CACHE", Path.home() / ".cache" / "pagkd"))
+    """Disk cache for exported graphs, built TensorRT engines and ``auto``'s engine choices:
+    ``$PAGKD_CACHE``, else ``$XDG_CACHE_HOME/pagkd``, else ``~/.cache/pagkd``."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    root = Path(os.environ.get("PAGKD_CACHE") or Path(xdg) / "pagkd")
     root.mkdir(parents=True, exist_ok=True)
     return root
 
