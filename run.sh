@@ -16,7 +16,8 @@ ensure_venv() {
   echo "[setup] creating/updating $VENV (pinned by constraints.txt; first time takes a few minutes)" >&2
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev]'
+  # ray: optional for users, installed here so the tests of `evaluate --ray` run rather than skip
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev,ray]'
   echo "$want" > "$stamp"
 }
 

@@ -4,6 +4,7 @@
     python -m benchmarks.distill --preset gpu       # the full protocol, one command, GPU host
     python -m benchmarks.distill --quick            # = --preset smoke: about a minute (tests)
     python -m benchmarks.distill --data DIR         # any manifest dataset (e.g. frames with no_lesion)
+    python -m benchmarks.distill --ray auto         # every run a Ray task on a cluster (distill_ray.py)
 
 Every row trains through the one trainer on the same lesion/patient-level split; per training
 seed and fold one NBI teacher, then one student per (regime, row). Regimes: "full" (all WLI
@@ -118,6 +119,11 @@ def parse(argv):
     p.add_argument("--metric", choices=METRICS, default="class_auc", help="figure compared in the tables")
     p.add_argument("--n-boot", type=int)
     p.add_argument("--table-only", action="store_true", help="rebuild the tables from finished runs; train nothing")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="each run a Ray task: alone, a local Ray on this host's cores; 'auto' or HOST:PORT "
+                        "joins a cluster (--out must be shared by its nodes; docs/ray.md)")
+    p.add_argument("--ray-cpus", type=float, default=1, help="CPUs each run asks Ray for (default 1)")
+    p.add_argument("--ray-gpus", type=float, default=0, help="GPUs each run asks Ray for (default 0)")
     p.add_argument("--sweep", metavar="GRID", help='validation-only sweep of PaGKD, e.g. "pro_weight=0.1,1;'
                    'den_weight=0.1,1;lr=1e-4,1e-3" (distill keys); writes <out>/sweep.md, no test predictions')
     return p.parse_args(argv)
@@ -134,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"error: unknown row/regime {', '.join(bad)}; rows: {', '.join(ROWS)}; regimes: "
               f"{', '.join(REGIMES)}", file=sys.stderr)
+        return 2
+    if args.sweep and args.ray is not None:
+        print("error: --ray runs the grid's runs; run --sweep without it", file=sys.stderr)
         return 2
     size, stride = args.image_size or preset["size"], args.output_stride or preset["stride"]
     out = Path(args.out or f"runs/bench_distill/{'smoke' if args.quick else args.preset}-"
@@ -186,7 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             (out / "sweep.md").write_text(md)
             print(md)
             return 0
-        if not args.table_only:
+        failed = []
+        if args.ray is not None and not args.table_only:
+            from benchmarks.distill_ray import execute_on_ray
+
+            failed = execute_on_ray(plan, regimes, rows, data, args.ray, args.ray_cpus, args.ray_gpus,
+                                    log=lambda m: print(m, flush=True))
+        elif not args.table_only:
             # Interim tables after each (seed, regime) block use fewer resamples (they are
             # overwritten); the final one below uses --n-boot.
             execute(plan, regimes, rows, data, after_block=lambda: tables(min(n_boot, 200)),
@@ -197,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for regime in regimes:
         print((out / f"table-{regime}{'' if args.metric == 'class_auc' else '-' + args.metric}.md").read_text())
+    if failed:  # the tables above hold the runs that finished; a re-launch runs the rest
+        print(f"error: {len(failed)} run(s) failed; first: {failed[0]}", file=sys.stderr)
+        return 3
     return 0
 
 

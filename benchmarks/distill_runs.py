@@ -166,10 +166,21 @@ def pooled(plan: Plan, regime: str, row: str | None, seed: int) -> dict | None:
     }
 
 
+def needs_teacher(rows: list[str]) -> bool:
+    """Whether any of these rows reads the fold's NBI teacher (distils from it or starts from it)."""
+    return any(ROWS[r][1].get("method") != "none" or ROWS[r][1].get("init_from_teacher") for r in rows)
+
+
+def done(cfg: Config, stage: str) -> bool:
+    """Finished and its test predictions cached: a re-launch has nothing left to do for it.
+    Raises ValueError when the folder holds the stage trained with other settings."""
+    return finished(cfg, stage) and fold_predictions(cfg, stage) is not None
+
+
 def execute(plan: Plan, regimes: list[str], rows: list[str], data, after_block=None, log=print) -> None:
     """Seed-major: after each (seed, regime) block every row has one more complete seed, so an
     interrupted run still leaves usable (if smaller) tables; `after_block()` rebuilds them."""
-    distilling = any(ROWS[r][1].get("method") != "none" or ROWS[r][1].get("init_from_teacher") for r in rows)
+    distilling = needs_teacher(rows)
     for seed in plan.seeds:
         if distilling:
             for f in plan.folds:

@@ -16,7 +16,8 @@ A setting is a smoothing spec with optional alert overrides, e.g. ``hmm:stay=0.9
 From Python: ``score_videos(videos, settings, ...) -> report`` scores runs already made (the UI's
 replay: its truth and prediction log, typed ``Setting``s); ``evaluate_videos(argv) -> report`` is
 the command in-process, raising on bad input (FileNotFoundError, ValueError) where the command
-prints a one-line error and exits with 2.
+prints a one-line error and exits with 2. ``--ray [ADDRESS]`` infers one video per Ray task, on
+this host's cores or a cluster, into the same report (stream.ray_eval, docs/ray.md).
 """
 from __future__ import annotations
 
@@ -189,6 +190,69 @@ def check_cache_owner(cache: Path, source) -> None:
         marker.write_text(json.dumps(mine) + "\n")
 
 
+def video_truth(video: Path, max_frames: int) -> Truth:
+    truth = read_truth(truth_path(video))
+    return truth.head(len(truth) if not max_frames else min(len(truth), max_frames))
+
+
+def video_raw(video: Path, truth: Truth, args, engine_for, class_names: list[str]) -> tuple[Raw, list[str], float | None]:
+    """One video's raw probabilities: read from the ``--predictions-dir`` cache, else inferred with
+    the engine ``engine_for()`` returns (built on first use: a fully cached run builds none) and
+    cached. -> (raw, problems, seconds of inference or None when read from the cache). The local
+    loop and each Ray task (stream.ray_eval) call this, so both score the same numbers."""
+    n = len(truth)
+    cached = Path(args.predictions_dir) / f"{video.stem}.jsonl" if args.predictions_dir else None
+    if cached is not None and cached.is_file():
+        return read_log(cached, n, len(class_names)), [], None
+    engine = engine_for()
+    t0 = time.perf_counter()
+    raw, errs = infer_video(video, engine, n, args)
+    seconds = time.perf_counter() - t0
+    if cached is not None:
+        write_log(cached, raw, truth, class_names)
+    return raw, [f"{video.name}: {e}" for e in errs], seconds
+
+
+@dataclass
+class Inferred:
+    """Every video's raw probabilities and how they were made, for score_videos."""
+
+    videos: list  # VideoRun, in the order the videos were given
+    engine: dict | str = "cached predictions"  # the engine's description
+    seconds: float = 0.0  # inference time, summed over the videos (and over the workers on Ray)
+    frames: int = 0  # frames inferred in that time
+    problems: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # more for the report (stream.ray_eval's ``ray`` section)
+
+    def add(self, name: str, truth: Truth, raw: Raw, problems: list[str], seconds: float | None) -> None:
+        self.videos.append(VideoRun(name, truth, raw))
+        self.problems += problems
+        if seconds is not None:
+            self.seconds += seconds
+            self.frames += raw.analysed()
+
+
+def infer_here(paths: list[Path], args, source, class_names: list[str]) -> Inferred:
+    """The local run: one video after another in this process, one engine for all of them."""
+    from stream.engines import build_engine
+    engine = None
+
+    def engine_for():
+        nonlocal engine
+        if engine is None:
+            engine = build_engine(args.engine, source, device=args.device, max_batch=args.batch,
+                                  precision=args.precision)
+        return engine
+
+    out = Inferred([])
+    for video in tqdm(paths, desc="videos", disable=args.quiet or len(paths) < 2):
+        truth = video_truth(video, args.max_frames)
+        out.add(video.name, truth, *video_raw(video, truth, args, engine_for, class_names))
+    if engine is not None:
+        out.engine = engine.describe()
+    return out
+
+
 # -- settings -> outcomes ------------------------------------------------------------------
 @dataclass
 class VideoRun:
@@ -218,10 +282,12 @@ def apply_setting(truth: Truth, times: np.ndarray, raw: Raw, setting: Setting) -
 
 def score_videos(videos: list[VideoRun], settings: list[Setting], base: AlertConfig, out_dir: Path, *,
                  model: str, engine: dict | str, synthetic: bool, command: str = "",
-                 inference_fps: float | None = None, problems: list[str] | None = None, plots: bool = True) -> dict:
+                 inference_fps: float | None = None, problems: list[str] | None = None, plots: bool = True,
+                 extra: dict | None = None) -> dict:
     """Score every setting on every video side by side; write report.json, report.md and (with
     ``plots``) ``timelines/<video>.png`` to ``out_dir``; return the report. ``base``: the alert
-    configuration the settings start from; the rest describes the run for the report's header."""
+    configuration the settings start from; the rest describes the run for the report's header
+    (``extra``: more top-level keys, e.g. the Ray run's ``ray`` section)."""
     settings = list({s.name: s for s in settings}.values())  # one column per name
     per_video: dict[str, dict] = {}
     outcomes: dict[str, list[Outcome]] = {s.name: [] for s in settings}
@@ -253,7 +319,8 @@ def score_videos(videos: list[VideoRun], settings: list[Setting], base: AlertCon
               "pooled": {s: f["metrics"] for s, f in pooled.items()},
               "targets": {s: check_targets(f["metrics"]) for s, f in pooled.items()},
               "breakdowns": {s: {k: f[k] for k in ("by_coverage", "by_evidence")} for s, f in pooled.items()},
-              "videos": per_video, "problems": list(problems or []), "no_plots": not plots, "synthetic": synthetic}
+              "videos": per_video, "problems": list(problems or []), "no_plots": not plots, "synthetic": synthetic,
+              **(extra or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out_dir / "report.md").write_text(markdown(report))
@@ -280,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-frames", type=int, default=0)
     ap.add_argument("--out", default="runs/video_eval")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="one Ray task per video: alone, a local Ray on this host's cores; 'auto' or "
+                         "HOST:PORT joins a cluster (docs/ray.md); put it after the videos")
+    ap.add_argument("--ray-cpus", type=float, default=1, help="CPUs each Ray task asks for (default 1)")
+    ap.add_argument("--ray-gpus", type=float, default=0,
+                    help="GPUs each Ray task asks for, e.g. 0.25 to share one GPU by 4 tasks (default 0: CPU)")
     ap.add_argument("-q", "--quiet", action="store_true")
     return ap
 
@@ -305,7 +378,7 @@ def evaluate_videos(argv: list[str]) -> dict:
         split_setting(spec)
     paths = find_videos(args.videos)
     from stream.config import bundled_model
-    from stream.engines import ModelSource, build_engine
+    from stream.engines import ModelSource
     model = args.model or os.path.relpath(bundled_model())  # relative: the report is committed
     source = ModelSource.from_path(model)
     class_names = list(source.meta["class_names"])
@@ -315,38 +388,21 @@ def evaluate_videos(argv: list[str]) -> dict:
                        alert_classes=tuple(args.alert_classes.split(",")) if args.alert_classes else None)
     if args.predictions_dir:
         check_cache_owner(Path(args.predictions_dir), source)
-    engine, t_infer, frames_inferred, problems = None, 0.0, 0, []
-    videos = []
-    for video in tqdm(paths, desc="videos", disable=args.quiet or len(paths) < 2):
-        truth = read_truth(truth_path(video))
-        truth = truth.head(len(truth) if not args.max_frames else min(len(truth), args.max_frames))
-        n = len(truth)
-        cached = Path(args.predictions_dir) / f"{video.stem}.jsonl" if args.predictions_dir else None
-        if cached is not None and cached.is_file():
-            raw = read_log(cached, n, len(class_names))
-        else:
-            if engine is None:
-                engine = build_engine(args.engine, source, device=args.device, max_batch=args.batch,
-                                      precision=args.precision)
-            t0 = time.perf_counter()
-            raw, errs = infer_video(video, engine, n, args)
-            t_infer += time.perf_counter() - t0
-            frames_inferred += raw.analysed()
-            problems += [f"{video.name}: {e}" for e in errs]
-            if cached is not None:
-                write_log(cached, raw, truth, class_names)
-        videos.append(VideoRun(video.name, truth, raw))
+    if args.ray is not None:  # one task per video on a Ray cluster (stream.ray_eval); Ray loads only here
+        from stream.ray_eval import infer_on_ray
+        inferred = infer_on_ray(paths, args, model, class_names)
+    else:
+        inferred = infer_here(paths, args, source, class_names)
     out_dir = Path(args.out)
-    report = score_videos(videos, [Setting.parse(s, base) for s in specs], base, out_dir,
+    report = score_videos(inferred.videos, [Setting.parse(s, base) for s in specs], base, out_dir,
                           command="python -m stream evaluate " + " ".join(argv), model=model,
-                          engine=engine.describe() if engine else "cached predictions",
-                          inference_fps=round(frames_inferred / t_infer, 2) if t_infer else None,
-                          problems=problems, plots=not args.no_plots,
-                          synthetic=bool(source.meta.get("synthetic", True)))
+                          engine=inferred.engine, problems=inferred.problems, plots=not args.no_plots,
+                          inference_fps=round(inferred.frames / inferred.seconds, 2) if inferred.seconds else None,
+                          synthetic=bool(source.meta.get("synthetic", True)), extra=inferred.extra)
     if not args.quiet:
         print(table(report["pooled"]))
         print(f"wrote {out_dir / 'report.md'}, report.json" + ("" if args.no_plots else ", timelines/*.png"))
-    for p in problems:
+    for p in inferred.problems:
         print(f"warning: {p}", file=sys.stderr)
     return report
 
