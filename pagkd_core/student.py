@@ -40,6 +40,7 @@ __all__ = [
     "export_onnx",
     "input_transform",
     "load_student",
+    "meta_path",
     "read_meta",
     "sibling",
     "student_stem",
@@ -61,7 +62,12 @@ RUN_KEYS = ("num_classes", "class_names", "input_size", "mean", "std")
 # PaGKD authors' that pagkd_core.interop imports); input_size stays the network's input shape.
 OPTIONAL_RUN_KEYS = {"transpose_hw": False}
 # What every exported file carries besides: the format, what rebuilds the network, its provenance.
-# Optional keys (docs/architecture.md): output_stride, weights_dtype, outputs, modality, onnx, ...
+# Optional keys (docs/architecture.md): output_stride, weights_dtype, outputs, modality, onnx, ...;
+# alert_setting: the runtime's smoothing + alert setting for this student, in the grammar of
+# ``python -m stream evaluate --setting`` (e.g. "window:size=8,threshold=0.7,presence=0.9"; read by
+# stream.config, under the runtime's files and flags, because the best setting depends on the model),
+# and alert_setting_chosen_on: where it came from (the command and videos; ``python -m stream tune``
+# writes both). Neither is a run key: writing them changes no cache key.
 META_KEYS = (
     "format", "backbone", *RUN_KEYS, "embed_dim", "config_hash", "metrics", "train_command", "synthetic"
 )
@@ -144,10 +150,14 @@ def check_meta(meta: dict, where: object) -> dict:
     return check_run_meta(meta, where)
 
 
+def meta_path(path: str | os.PathLike) -> Path:
+    """The metadata file (``<stem>.json``) of the student that ``path`` names."""
+    return sibling(student_stem(path), ".json")
+
+
 def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
     """(stem, checked metadata) of the student that ``path`` names (any of its files, or the stem)."""
-    stem = student_stem(path)
-    js = sibling(stem, ".json")
+    stem, js = student_stem(path), meta_path(path)
     if not js.is_file():
         raise FileNotFoundError(f"student metadata not found: {js} (no student metadata, no student: "
                                 f"python -m pagkd_core export writes <stem>.json next to the weights)")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stream run|evaluate|ui``.
+"""Command line: ``python -m stream run|evaluate|tune|ui``.
 
     python -m stream run demo                                   # bundled synthetic video + student
     python -m stream run clip.mp4 --fast --predictions p.jsonl  # every frame, as fast as possible
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "evaluate", help="video-level evaluation (see: python -m stream evaluate -h)", add_help=False
     )
+    sub.add_parser("tune", help="a student's alert setting from validation videos (see: python -m stream tune -h)",
+                   add_help=False)
     sub.add_parser("ui", help="the Gradio live UI (see: python -m stream ui -h)", add_help=False)
     return parser
 
@@ -226,8 +228,10 @@ def _report(args, cfg, pipe, summary: dict, bar) -> int:
     if bar is not None:
         bar.close()
     if args.stats:
+        # the smoothing and alerts in effect: defaults < the student's alert_setting < --config < flags
+        settings = {"smoothing": pipe.cfg.smoothing.spec, "alerts": pipe.cfg.alerts.to_dict()}
         with open(args.stats, "w") as f:
-            json.dump(summary, f, indent=2)
+            json.dump({**summary, **settings}, f, indent=2)
     if not args.quiet:
         print(
             f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} fps) on "
@@ -264,10 +268,9 @@ def _delegate(module: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # evaluate and ui own their options; hand them the rest of the line untouched.
-    if argv and argv[0] == "evaluate":
-        return _delegate("stream.video_eval", argv[1:])
-    if argv and argv[0] == "ui":
-        return _delegate("stream.ui.app", argv[1:])
+    # evaluate, tune and ui own their options; hand them the rest of the line untouched.
+    delegated = {"evaluate": "stream.video_eval", "tune": "stream.tune", "ui": "stream.ui.app"}
+    if argv and argv[0] in delegated:
+        return _delegate(delegated[argv[0]], argv[1:])
     args = build_parser().parse_args(argv)
     return cmd_run(args)

@@ -4,6 +4,12 @@ The smoother's and the alert machine's settings are their own configs, nested he
 (``cfg.smoothing``, ``cfg.alerts``). Files and command lines name options flat - the
 pipeline's fields, the alert machine's (``threshold``, ``min_frames``, ...) and ``smoothing``
 as a spec string (``"hmm:stay=0.98"``) - and ``load_pipeline_config`` puts each where it belongs.
+
+A *setting* is a smoothing spec with alert overrides, ``"window:size=8,threshold=0.7,presence=0.9"``
+(``split_setting``, the one reader of that grammar: ``python -m stream evaluate --setting`` and an
+exported student's own ``alert_setting``). Layers, each over the one before: the defaults here <
+the student's ``alert_setting`` (chosen on validation videos by ``python -m stream tune``) < the
+YAML file < the flags.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream.alerts import AlertConfig
-from stream.smoothing import SmoothingConfig
+from stream.smoothing import SmoothingConfig, parse_spec
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -55,9 +61,50 @@ class PipelineConfig:
 ALERT_OPTIONS = frozenset(AlertConfig.field_names() - {"class_names"})
 
 
+def split_setting(spec: str) -> tuple[str, dict, dict]:
+    """``"ema:alpha=0.3,min_frames=6"`` -> (mode, smoother params, alert overrides)."""
+    mode, params = parse_spec(spec)
+    alert = {k: params.pop(k) for k in list(params) if k in AlertConfig.field_names()}
+    SmoothingConfig(mode, params)  # fail now, with the smoother's own message, not mid-report
+    return mode, params, alert
+
+
+def student_setting(model: str) -> tuple[str, str] | None:
+    """(``alert_setting``, its file) of the student ``model`` names ("" = the bundled one), or None:
+    it has none, or it cannot be read - the config load must not fail on that, the engine that
+    loads the model says what is wrong with it."""
+    from pagkd_core.student import meta_path, read_meta
+
+    path = model or bundled_model()
+    try:
+        _, meta = read_meta(path)
+    except Exception:  # noqa: BLE001 - see above: reported where the model is loaded
+        return None
+    spec = meta.get("alert_setting")
+    return (str(spec), str(meta_path(path))) if spec else None
+
+
+def _student_layer(model: str, error: type[Exception]) -> dict:
+    """The student's own setting as flat options (smoothing as a SmoothingConfig); {} if none."""
+    found = student_setting(model)
+    if found is None:
+        return {}
+    spec, where = found
+    try:
+        mode, params, alert = split_setting(spec)
+        unknown = set(alert) - ALERT_OPTIONS
+        if unknown:
+            raise ValueError(f"{', '.join(sorted(unknown))} cannot be set here")
+        dataclasses.replace(AlertConfig(), **alert)  # out-of-range values fail here, naming the file
+    except (TypeError, ValueError) as e:
+        raise error(f"{where}: alert_setting {spec!r}: {' '.join(str(e).split())}") from None
+    return {"smoothing": SmoothingConfig(mode, params), **alert}
+
+
 def load_pipeline_config(path: str | None = None, overrides: dict | None = None) -> PipelineConfig:
     """A YAML file of flat options, then ``overrides`` (already typed, e.g. from argparse;
-    None = not given); a bad key or value raises ConfigError."""
+    None = not given), both over the model's own ``alert_setting``; a bad key or value raises
+    ConfigError."""
     # one typed loader and one YAML reader for every config
     from pagkd_core.config import ConfigError, load_dataclass, read_yaml_mapping
 
@@ -65,11 +112,14 @@ def load_pipeline_config(path: str | None = None, overrides: dict | None = None)
     options.update({k: v for k, v in (overrides or {}).items() if v is not None})
     if "alerts" in options:
         raise ConfigError(f"alert options are given flat ({', '.join(sorted(ALERT_OPTIONS))}), not as a section")
+    options = {**_student_layer(str(options.get("model") or ""), ConfigError), **options}
     alerts = {k: options.pop(k) for k in list(options) if k in ALERT_OPTIONS}
     smoothing = options.pop("smoothing", None)
     cfg = load_dataclass(PipelineConfig, **options)
     try:
-        if smoothing is not None:
+        if isinstance(smoothing, SmoothingConfig):
+            cfg.smoothing = smoothing
+        elif smoothing is not None:
             cfg.smoothing = SmoothingConfig.parse(str(smoothing))
         if alerts:
             cfg.alerts = dataclasses.replace(cfg.alerts, **alerts)

@@ -12,7 +12,8 @@ older students (no ``no_lesion`` output), logs (no ``modality``) and truth files
 ``modality``, ``coverage``, ``wli_evidence``) still evaluate: the figures that need what they
 lack are left empty.
 
-A setting is a smoothing spec with optional alert overrides, e.g. ``hmm:stay=0.98,min_frames=6``.
+A setting is a smoothing spec with optional alert overrides, e.g. ``hmm:stay=0.98,min_frames=6``
+(stream.config.split_setting); without ``--setting``, a student's own ``alert_setting`` goes first.
 From Python: ``score_videos(videos, settings, ...) -> report`` scores runs already made (the UI's
 replay: its truth and prediction log, typed ``Setting``s); ``evaluate_videos(argv) -> report`` is
 the command in-process, raising on bad input (FileNotFoundError, ValueError) where the command
@@ -34,9 +35,10 @@ from tqdm import tqdm
 
 from pagkd_core.filetypes import VIDEO_EXTENSIONS
 from stream.alerts import AlertConfig, AlertMachine
+from stream.config import bundled_model, split_setting
 from stream.host import machine_line
 from stream.sinks.predictions import is_gap
-from stream.smoothing import SmoothingConfig, parse_spec
+from stream.smoothing import SmoothingConfig
 from stream.video_metrics import Outcome, Truth, outcome, read_truth, truth_path
 from stream.video_metrics_breakdown import figures, pooled_splits
 from stream.video_metrics_report import check_targets, markdown, plot_timeline, table
@@ -57,14 +59,6 @@ def find_videos(paths: list[str]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p}: no such video or folder")
     return out
-
-
-def split_setting(spec: str) -> tuple[str, dict, dict]:
-    """``"ema:alpha=0.3,min_frames=6"`` -> (mode, smoother params, alert overrides)."""
-    mode, params = parse_spec(spec)
-    alert = {k: params.pop(k) for k in list(params) if k in AlertConfig.field_names()}
-    SmoothingConfig(mode, params)  # fail now, with the smoother's own message, not mid-report
-    return mode, params, alert
 
 
 @dataclass(frozen=True)
@@ -327,6 +321,11 @@ def score_videos(videos: list[VideoRun], settings: list[Setting], base: AlertCon
     return report
 
 
+def default_settings(meta: dict) -> list[str]:
+    """Without ``--setting``: the student's own ``alert_setting`` (the runtime's for it) first, then the rest."""
+    return list(dict.fromkeys([meta.get("alert_setting") or DEFAULT_SETTINGS[0], *DEFAULT_SETTINGS]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m stream evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("videos", nargs="+", help="videos (each with <video>.truth.csv) or folders of them")
@@ -336,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--setting", action="append", dest="settings",
-                    help=f"smoothing spec with optional alert overrides, repeatable (default: {', '.join(DEFAULT_SETTINGS)})")
+                    help=f"smoothing spec with alert overrides, repeatable (default: the student's alert_setting, {', '.join(DEFAULT_SETTINGS)})")
     ap.add_argument("--threshold", type=float, default=AlertConfig.threshold)
     ap.add_argument("--hysteresis", type=float, default=AlertConfig.hysteresis)
     ap.add_argument("--uncertain-low", type=float, default=AlertConfig.uncertain_low)
@@ -373,14 +372,13 @@ def evaluate_videos(argv: list[str]) -> dict:
     FileNotFoundError, a bad setting or truth file ValueError. ``argv`` is parsed by the
     command's own parser (an unknown option exits like any argparse command)."""
     args = build_parser().parse_args(argv)
-    specs = args.settings or list(DEFAULT_SETTINGS)
-    for spec in specs:  # a typo fails now, before any video is read
+    for spec in args.settings or ():  # a typo fails now, before any video is read
         split_setting(spec)
     paths = find_videos(args.videos)
-    from stream.config import bundled_model
     from stream.engines import ModelSource
     model = args.model or os.path.relpath(bundled_model())  # relative: the report is committed
     source = ModelSource.from_path(model)
+    specs = args.settings or default_settings(source.meta)
     class_names = list(source.meta["class_names"])
     base = AlertConfig(class_names=tuple(class_names), threshold=args.threshold, hysteresis=args.hysteresis,
                        uncertain_low=args.uncertain_low, min_frames=args.min_frames,

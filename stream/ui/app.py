@@ -55,6 +55,9 @@ class UIConfig:
         "also accept files under this directory in the source box")})
     allowed_host: list[str] = field(default_factory=list, metadata={"many": True, "help": (
         "also answer requests whose Host header is this name; default: the bound address only")})
+    # The options the operator gave, in the file or as flags (set by parse_args): a student's own
+    # alert_setting sets the sliders' starting values where these do not. No annotation: no option.
+    given = frozenset()
 
     @property
     def max_upload_bytes(self) -> int:
@@ -78,13 +81,15 @@ def parse_args(argv: list[str] | None) -> UIConfig:
         if f.metadata.get("many"):
             p.add_argument(*flags, dest=f.name, action="append", default=None, metavar="X", help=f.metadata["help"])
             continue
-        helptext = f"{f.metadata['help']} (default: {f.default})"
+        own = ", or the student's own alert_setting" if f.name in SLIDERS else ""  # starting_controls
+        helptext = f"{f.metadata['help']} (default: {f.default}{own})"
         if f.type in ("bool", bool):
             p.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         else:
             typ = {"int": int, "float": float}.get(str(f.type), str)
             p.add_argument(*flags, dest=f.name, type=typ, default=None, metavar=f.name.upper(), help=helptext)
     a = p.parse_args(argv)
+    options = {}
     if a.config:
         # the project's one YAML reader and typed coercion
         from pagkd_core.config import ConfigError, apply_updates, read_yaml_mapping
@@ -97,10 +102,10 @@ def parse_args(argv: list[str] | None) -> UIConfig:
             apply_updates(cfg, {RENAMED.get(k, k): v for k, v in options.items()})
         except ConfigError as e:
             p.error(f"{a.config}: {e}")
-    for f in fields(UIConfig):
-        v = getattr(a, f.name)
-        if v is not None:
-            setattr(cfg, f.name, v)
+    flags = {f.name: getattr(a, f.name) for f in fields(UIConfig) if getattr(a, f.name) is not None}
+    for name, v in flags.items():
+        setattr(cfg, name, v)
+    cfg.given = frozenset(flags) | frozenset(RENAMED.get(k, k) for k in options)
     try:
         parse_size(cfg.max_upload)
     except ValueError as e:
@@ -124,6 +129,24 @@ def default_model() -> Path:
             f"the bundled model {path} is missing; reinstall the package or pass --model PATH"
         )
     return path
+
+
+# The options that are the sliders' starting values (Controls' fields of the same names).
+SLIDERS = ("threshold", "uncertain_band", "smoothing", "strength", "min_duration_s")
+
+
+def starting_controls(cfg: UIConfig, model: str, class_names: list[str]) -> Controls:
+    """The sliders' starting values: the options the operator gave, over the student's own
+    alert_setting where it has one (the runtime's resolved config: stream.config), over the page's
+    defaults. The operator can still move every slider."""
+    from stream.config import load_pipeline_config, student_setting
+
+    mine = {k: getattr(cfg, k) for k in SLIDERS}
+    if student_setting(model) is None:
+        return Controls(**mine)
+    resolved = load_pipeline_config(None, {"model": model})
+    own = Controls.from_configs(resolved.smoothing, resolved.alerts, len(class_names))
+    return replace(own, **{k: v for k, v in mine.items() if k in cfg.given})
 
 
 class AppContext:
@@ -156,7 +179,7 @@ class AppContext:
         self.engine = build_engine(cfg.engine, model, device=device, max_batch=cfg.batch, **opts)
         self.engine.warmup(iters=2, batch=1)
         self.hub = FrameHub(cfg.jpeg_quality, marker=cfg.frame_marker)
-        controls = Controls(cfg.threshold, cfg.uncertain_band, cfg.smoothing, cfg.strength, cfg.min_duration_s)
+        controls = starting_controls(cfg, model, self.class_names)
         self.runner = LiveRunner(self.hub, self.engine, live_cfg, controls)
         self.files = SessionFiles(os.environ.get("GRADIO_TEMP_DIR"))
         os.environ["GRADIO_TEMP_DIR"] = str(self.files.root)  # Gradio's cache: see SessionFiles
