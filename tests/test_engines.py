@@ -100,9 +100,12 @@ def test_int8_options_formats_and_histogram_calibration(student, batch, referenc
     from benchmarks.int8 import QuantOptions, quantize
     with pytest.raises(ValueError, match="fmt"):
         QuantOptions(fmt="qdqq")
+    with pytest.raises(ValueError, match="float_layers"):
+        QuantOptions(float_layers="middle")
     src = ModelSource.from_path(student)
     calib, _ = toy_images(13, seed=5)  # not a multiple of the calibration batch: a short last batch
-    for opts in (QuantOptions(fmt="qoperator"), QuantOptions(method="percentile", per_channel=False)):
+    for opts in (QuantOptions(fmt="qoperator", float_layers="none"),
+                 QuantOptions(method="minmax", per_channel=False, reduce_range=False)):
         out = quantize(src, normalise(calib), tmp_path / f"{opts.fmt}-{opts.method}.int8.onnx", opts)
         ops = {n.op_type for n in onnx.load(str(out)).graph.node}
         if opts.fmt == "qoperator":
@@ -112,6 +115,61 @@ def test_int8_options_formats_and_histogram_calibration(student, batch, referenc
         with build_engine("onnxruntime", src, device="cpu", precision="int8", onnx_path=out) as eng:
             q = eng.infer(batch[0])
         assert (q.argmax(1) == reference.argmax(1)).mean() >= 0.9
+
+
+def test_int8_keeps_the_input_convolution_and_classifier_in_float(student, tmp_path):
+    """The default graph reads the input with a float Conv and writes the logits with a float Gemm
+    (docs/engines.md, int8 settings); ``--float none`` quantises both ends too."""
+    import onnx
+
+    from benchmarks.int8 import QuantOptions, quantize
+    src = ModelSource.from_path(student)
+    calib, _ = toy_images(16, seed=5)
+
+    def ends(opts):
+        g = onnx.load(str(quantize(src, normalise(calib), tmp_path / f"{opts.float_layers}.int8.onnx", opts))).graph
+        reader = next(n for n in g.node if g.input[0].name in n.input)
+        writer = next(n for n in g.node if g.output[0].name in n.output)
+        return reader.op_type, writer.op_type, sum(n.op_type == "DequantizeLinear" for n in g.node)
+
+    first, last, dq = ends(QuantOptions())
+    assert (first, last) == ("Conv", "Gemm") and dq > 0  # the layers between stay int8
+    assert ends(QuantOptions(float_layers="none"))[:2] == ("QuantizeLinear", "DequantizeLinear")
+
+
+def test_int8_reduce_range_by_instruction_set():
+    """7-bit weights only for x86 hosts without VNNI (16-bit saturating sums there); the flags are
+    those of the host the graph is for, this host's unless given."""
+    from benchmarks.int8 import QuantOptions, reduce_range_for
+    from stream import host
+    assert reduce_range_for(["avx2"], "x86_64") and reduce_range_for(["avx2", "avx512f"], "AMD64")
+    assert not reduce_range_for(["avx2", "avx512f", "avx512_vnni"], "x86_64")
+    assert not reduce_range_for(["avx2", "avx_vnni"], "x86_64") and not reduce_range_for([], "aarch64")
+    assert QuantOptions().for_isa == tuple(host.isa_flags())
+    assert QuantOptions().reduce_range == reduce_range_for(host.isa_flags())
+    assert QuantOptions(for_isa=("avx2",), reduce_range=False).reduce_range is False  # an explicit choice stands
+
+
+def test_int8_end_layers_found_through_moves():
+    """Which nodes are the graph's ends is read from its structure (any student's export): through
+    ops that only move values (a layout Transpose in front, Flatten and Softmax behind)."""
+    from onnx import TensorProto, helper
+
+    from benchmarks.int8 import end_layers
+    f32 = TensorProto.FLOAT
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], name="t", perm=[0, 1, 3, 2]),
+             helper.make_node("Conv", ["xt", "w1"], ["c1"], name="stem"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="body"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "wf"], ["logits"], name="head", transB=1),
+             helper.make_node("Softmax", ["logits"], ["probs"], name="softmax")]
+    inits = [helper.make_tensor(n, f32, d, [0.0] * int(np.prod(d)))
+             for n, d in (("w1", [4, 3, 3, 3]), ("w2", [4, 4, 3, 3]), ("wf", [2, 4]))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f32, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("probs", f32, [1, 2])], inits)
+    assert end_layers(graph) == {"first": ["stem"], "last": ["head"]}
 
 
 def test_source_at_another_input_size(student, batch, reference, tmp_path):
@@ -366,25 +424,52 @@ def test_gpu_selfcheck_dry_run_on_cpu(student, tmp_path):
     assert set(rows["torch-fp32"]["timing"]) == {"b1", "b2"}
 
 
-def test_int8_command_on_an_image_folder(student, tmp_path):
-    """The calibration command on the generic layout <root>/WLI/<class>/<lesion>_<n>.png."""
+def _image_folder(root):
+    """48 toy pictures of 16 lesions in the generic layout <root>/WLI/<class>/<lesion>_<n>.png."""
     from PIL import Image
-
-    from benchmarks import int8
     imgs, labels = toy_images(48, seed=21)
     for i, (img, lab) in enumerate(zip(imgs, labels)):
-        d = tmp_path / "data" / "WLI" / ["hyperplastic", "adenoma"][lab]
+        d = root / "WLI" / ["hyperplastic", "adenoma"][lab]
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img.transpose(1, 2, 0)).save(d / f"les{i % 16:02d}_{i}.png")
+    return root
+
+
+def test_int8_command_on_an_image_folder(student, tmp_path):
+    """The calibration command on the generic layout <root>/WLI/<class>/<lesion>_<n>.png."""
+    from benchmarks import int8
+    _image_folder(tmp_path / "data")
     out = tmp_path / "m" / "toy.int8.onnx"
     out.parent.mkdir()
-    rc = int8.main(["--model", str(student), "--calib", str(tmp_path / "data"), "--count", "16",
+    rc = int8.main(["--model", str(student), "--calib", str(tmp_path / "data"), "--count", "16", "--for-isa", "avx2",
                     "--seconds", "0.05", "--out", str(out), "--json", str(tmp_path / "r.json")])
     assert rc == 0 and out.is_file()
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["calib_frames"] == 16 and rep["top1_agreement"] >= 0.9 and "auc_drop" in rep
+    # the record names the settings, the CPU's instruction sets and what auto's probe frames give
+    assert rep["float_layers"] == "ends" and rep["method"] == "percentile" and rep["for_isa"] == ["avx2"]
+    assert rep["reduce_range"] == int8.reduce_range_for(["avx2"])  # True on x86: made for hosts without VNNI
+    assert isinstance(rep["isa"], list) and rep["cpu"]
+    assert 0 <= rep["probe_agreement"] <= 1 and rep["probe_accepts"] == (rep["probe_agreement"] >= 0.97)
     assert json.loads(out.with_suffix(".json").read_text()) == rep  # the sidecar auto selection reads
     assert int8.main(["--model", str(student), "--calib", str(tmp_path / "nothing")]) == 2
+
+
+def test_int8_sweep_writes_the_settings_table(student, tmp_path):
+    """The settings sweep (docs/engines.md, int8 settings) on a toy folder: every row judged for
+    each seed, timed once, written as JSON and a markdown table; an unknown row is refused."""
+    from benchmarks import int8_sweep
+    from stream import host
+    data = _image_folder(tmp_path / "data")
+    args = ["--model", str(student), "--calib", str(data), "--count", "16", "--seconds", "0.02",
+            "--out", str(tmp_path / "sweep")]
+    assert int8_sweep.main([*args, "--rows", "before,nothing"]) == 2
+    assert int8_sweep.main([*args, "--rows", "before,ends_pct", "--seeds", "0,1"]) == 0
+    res = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [r["row"] for r in res["rows"]] == ["before", "ends_pct"] and res["isa"] == host.isa_flags()
+    for r in res["rows"]:
+        assert len(r["agreement_heldout"]) == len(r["agreement_demo"]) == 2 and r["speedup_b8"] > 0
+    assert "| ends_pct |" in (tmp_path / "sweep" / "sweep.md").read_text()
 
 
 def test_calibration_frames_from_a_video(student, tmp_path):
