@@ -191,8 +191,15 @@ def auto_candidates(device: str, source: ModelSource | None = None,
     return cands
 
 
+_SAID: set[str] = set()
+
+
 def _print_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    # Once per process: an evaluation builds the NBI teacher's engine again for every video, and
+    # the same cached decision said ten times hides what else the run prints.
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr, flush=True)
 
 
 def build_engine(kind: str, model_path: Any, device: str = "auto", max_batch: int = 8,
