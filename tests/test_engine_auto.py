@@ -81,15 +81,15 @@ def test_first_use_probes_and_a_cache_hit_skips_measuring(tiny, measured, tmp_pa
     with _auto(tiny, lines) as eng:
         assert (eng.name, eng.precision) == ("onnxruntime", "int8")
     probe_calls = measured.calls
-    assert probe_calls == ac.ROUNDS * 2 * 2  # rounds x candidates x batch sizes (1 and 4)
+    assert probe_calls == ac.ROUNDS * 2 * 2  # rounds x candidates x batch sizes (1 and 8)
     [record] = (tmp_path / "cache" / "engine_choice").glob("tiny-*.json")
     rec = json.loads(record.read_text())
-    assert rec["order"] == ["onnxruntime-int8", "onnxruntime-fp32"] and rec["batches"] == [1, 4]
+    assert rec["order"] == ["onnxruntime-int8", "onnxruntime-fp32"] and rec["batches"] == [1, 8]
     assert rec["candidates"]["onnxruntime-int8"]["agreement"] == 1.0
-    assert set(rec["candidates"]["onnxruntime-fp32"]["images_per_s"]) == {"1", "4"}
+    assert set(rec["candidates"]["onnxruntime-fp32"]["images_per_s"]) == {"1", "8"}
     assert rec["frames"]["from"] == "synthesised"  # the record says what the agreement was measured on
     assert len(lines) == 1 and "\n" not in lines[0]
-    assert lines[0].startswith("engine auto: onnxruntime-int8 (int8 3.00x fp32 at batch 4")
+    assert lines[0].startswith("engine auto: onnxruntime-int8 (int8 3.00x fp32 at batch 8")
     assert f"cached at {record}" in lines[0] and " ".join(host.isa_flags()) in lines[0]
     with _auto(tiny, lines) as eng:
         assert (eng.name, eng.precision) == ("onnxruntime", "int8")
@@ -164,7 +164,7 @@ class Fake:
 
 
 def _choose(tiny, build, measure, lines, frames=None):
-    return ac.choose(tiny, tiny.int8_onnx, INT8_FIRST, build, 4, {"threads": 1}, lines.append,
+    return ac.choose(tiny, tiny.int8_onnx, INT8_FIRST, build, {"threads": 1}, lines.append,
                      measure=measure, frames=frames or _frames())
 
 

@@ -221,7 +221,7 @@ def build_engine(kind: str, model_path: Any, device: str = "auto", max_batch: in
     cands = auto_candidates(device, source, precision)
     if precision == "auto" and ("onnxruntime", {"precision": "int8"}) in cands:  # a forced precision skips it
         from .auto_choice import choose
-        cands = choose(source, source.int8_onnx_path(), cands, build, max_batch, opts, on_choice or _print_line)
+        cands = choose(source, source.int8_onnx_path(), cands, build, opts, on_choice or _print_line)
     errors = []
     for cand, extra in cands:
         kw = {**opts, "precision": precision, **extra}

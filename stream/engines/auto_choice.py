@@ -4,8 +4,8 @@ Whether a student's int8 graph pays off depends on the instruction set: the same
 than fp32 on an AVX-512 VNNI host, slower on an AVX2-only one, and lost more AUC there. So the
 speed-up stored beside the graph (``<stem>.int8.json``, measured where it was calibrated) is never
 read as this host's. On a model's first use on a host a probe of a few seconds builds each CPU
-candidate, checks int8's top-1 agreement with fp32 on fixed frames, times the candidates at the
-runtime's batch sizes and keeps the fastest that meets the bound. The decision is cached as JSON
+candidate, checks int8's top-1 agreement with fp32 on fixed frames, times the candidates at
+batch 1 and 8 (live and replay; fixed, so one decision serves every command) and keeps the fastest that meets the bound. The decision is cached as JSON
 under a key of everything that could change it; a hit reuses it without measuring.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .model_source import cache_dir
 
 PROBE_VERSION = 1  # bump when the method changes: decisions made the old way are then re-probed
 AGREEMENT_BOUND = 0.97  # int8's top-1 agreement with fp32, issue 17's accuracy bound
+PROBE_BATCHES = (1, 8)  # timed at: live (one frame at a time) and replay (full batches)
 FRAMES = 96  # agreement frames: one disagreement moves the figure by about 0.01
 # Timing rounds, interleaved over the candidates so that a change in load hits all of them alike;
 # after MIN_ROUNDS the probe stops once BUDGET_S of measured time is spent (a large student).
@@ -226,13 +227,16 @@ def _save(path: Path, record: dict) -> str:
         return f"not cached: {_one_line(e)}"
 
 
-def choose(source, int8_path: Path, candidates: list[tuple[str, dict]], build: Callable, max_batch: int,
+def choose(source, int8_path: Path, candidates: list[tuple[str, dict]], build: Callable,
            opts: dict, report: Callable[[str], None], measure: Measure | None = None,
            frames: tuple[np.ndarray, dict] | None = None) -> list[tuple[str, dict]]:
     """``candidates`` (auto's list) in this host's order: the accepted probed ones fastest first,
     then the unprobed rest (torch) as fallbacks. A probed one that failed to build or the accuracy
     bound is dropped. ``build(kind, extra) -> Engine``; ``report`` gets the one line."""
-    batches = sorted({1, int(max_batch)})  # a live stream's batch, and a replay's full one
+    # A live stream's batch, and a replay's full one - fixed rather than this run's --batch, so
+    # that one decision per model and host serves every command (the UI's live view and its
+    # replays included) instead of a probe per batch setting. ONNX Runtime takes any batch.
+    batches = list(PROBE_BATCHES)
     key = cache_key(source, int8_path, batches, opts)
     path = record_path(source, key)
     hit = _load(path, key)
