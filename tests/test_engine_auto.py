@@ -130,7 +130,7 @@ def test_shipped_report_is_never_taken_as_this_hosts_speed(tiny, measured):
     lines = []
     with _auto(tiny, lines) as eng:
         assert (eng.name, eng.precision) == ("onnxruntime", "fp32")
-    assert lines[0].startswith("engine auto: onnxruntime-fp32 (int8 0.50x fp32 at batch 4")
+    assert lines[0].startswith("engine auto: onnxruntime-fp32 (int8 0.50x fp32 at batch 8")
 
 
 def test_forced_engine_or_precision_skips_the_probe(tiny, monkeypatch, tmp_path):
@@ -216,7 +216,7 @@ def test_a_candidate_that_fails_is_skipped_with_its_reason(tiny):
 
 
 def test_a_corrupt_cache_file_is_ignored_and_rewritten(tiny, capsys):
-    key = ac.cache_key(tiny, tiny.int8_onnx, [1, 4], {"threads": 1})
+    key = ac.cache_key(tiny, tiny.int8_onnx, list(ac.PROBE_BATCHES), {"threads": 1})
     path = ac.record_path(tiny, key)
     for junk in ("{not json", json.dumps({"key": key, "order": ["pickle"], "candidates": {}})):
         path.parent.mkdir(parents=True, exist_ok=True)
