@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import math
-import platform
 import shlex
 import sys
 import time
@@ -37,6 +36,7 @@ from pagkd_core.config import ConfigError, add_config_arguments, load_config
 from pagkd_core.data import prepare
 from pagkd_core.data.layouts import scan
 from pagkd_core.outputs import NO_LESION
+from stream.host import machine_line
 
 DATA = {
     # Views of one lesion are strongly correlated: more lesions with fewer views give more
@@ -167,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     n_boot = args.n_boot or preset["n_boot"]
     meta = {
         "command": "python -m benchmarks.distill " + shlex.join(argv),
-        "machine": f"{platform.machine()} {'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() and cfg.run.device != 'cpu' else 'CPU'}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        # the runs' own thread setting (train_stage applies run.threads; this process has not yet)
+        "machine": f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() and cfg.run.device != 'cpu' else machine_line()}, "
+        f"{cfg.run.threads or torch.get_num_threads()} torch threads per run, torch {torch.__version__}",
         "data": f"{root}",
         "classes": "classes " + ", ".join(data.class_names),
         "student": f"{cfg.student.backbone} at {size} px, output stride {stride}, {cfg.optim.epochs} epochs",
