@@ -396,3 +396,36 @@ def test_replay_display_callback_gets_each_frame_annotated(engine, tmp_path):
     _, annotated, raw = shown[0]
     assert annotated.shape == raw.shape and not np.array_equal(annotated, raw)  # overlay drawn on a copy
     assert (tmp_path / "rec.mp4").is_file() and (tmp_path / "rec.1.mp4").is_file()
+
+
+def test_in_order_releases_in_submission_order_and_keeps_no_frame_alive():
+    """Frames finished out of order are released in order; once released, nothing of InOrder's
+    holds them (no reference cycle: they go with their last reference, no garbage collection)."""
+    import gc
+    import weakref
+    from concurrent.futures import Future
+
+    from stream.routing import InOrder
+
+    class Payload:  # stands in for a frame and its picture
+        pass
+
+    released, payloads = [], []
+    order = InOrder(lambda fut: released.append(fut.result()))
+    futures = [Future() for _ in range(4)]
+    for f in futures:
+        order.add(f)
+    del f
+    gc.disable()
+    try:
+        for i in (2, 0, 3, 1):  # finishing order
+            p = Payload()
+            payloads.append(weakref.ref(p))
+            futures[i].set_result((i, p))
+            del p
+        assert [i for i, _ in released] == [0, 1, 2, 3]
+        released.clear()
+        futures.clear()
+        assert all(ref() is None for ref in payloads), "a released frame is still referenced"
+    finally:
+        gc.enable()
