@@ -6,7 +6,7 @@
 No inference: each PREDS_DIR holds the raw prediction logs (``<video>.jsonl``) that
 ``python -m stream evaluate --predictions-dir`` cached for that student. For each figure: A, B,
 and B - A with a paired bootstrap 95% percentile interval. The frame arrays and masks come from
-the evaluation itself (stream.video_eval.read_log, stream.video_metrics.outcome/pool), the AUCs and
+the evaluation itself (stream.video_infer.read_log, stream.video_metrics.outcome/pool), the AUCs and
 the paired bootstrap from pagkd_core.metrics; what is new here is only which frames and units
 each figure pairs.
 
@@ -45,7 +45,8 @@ import numpy as np
 from pagkd_core.metrics import metric_value, paired_bootstrap_diff
 from pagkd_core.outputs import background_index, lesion_classes
 from stream.alerts import AlertConfig
-from stream.video_eval import find_videos, read_log
+from stream.video_eval import find_videos
+from stream.video_infer import read_log
 from stream.video_metrics import Truth, outcome, pool, read_truth, truth_path
 from stream.video_metrics_report import fmt
 

@@ -2,7 +2,7 @@
 
 Each task reads one video by its path (every worker must see the same paths: a local folder on
 one host, NFS or another shared mount on a cluster), runs it through the local run's own code
-(``stream.video_eval.video_raw``) with an engine built once per worker process and kept for that
+(``stream.video_infer.video_raw``) with an engine built once per worker process and kept for that
 worker's next videos, and sends back the raw per-frame probabilities. The driver scores them
 exactly as the local run does (``score_videos``), so the report's numbers are the same. A video
 that fails is reported with its one-line error and the others go on; a task whose worker or node
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stream.video_eval import Inferred, video_raw, video_truth
+from stream.video_infer import Inferred, video_raw, video_truth
 
 MAX_RETRIES = 2  # re-runs of a task whose worker process or node died (a video that fails is not re-run)
 NEED_RAY = "--ray needs Ray: pip install -e '.[ray]'"

@@ -2,7 +2,7 @@
 
 Everything is written in tmp_path: truth CSVs of hand-made procedures (10 fps, lesions with a
 coverage ramp so part of each is in close view), empty ``.mp4`` files beside them (nothing is
-decoded) and prediction logs written by stream.video_eval.write_log from seeded scores.
+decoded) and prediction logs written by stream.video_infer.write_log from seeded scores.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.video_compare import compare, main, markdown
 from pagkd_core.outputs import NO_LESION
-from stream.video_eval import Raw, write_log
+from stream.video_infer import Raw, write_log
 from stream.video_metrics import read_truth
 
 CLASSES3 = [NO_LESION, "hyperplastic", "adenoma"]

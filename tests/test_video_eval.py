@@ -17,7 +17,8 @@ from engine_fixtures import shared_student, toy_images
 
 from pagkd_core.outputs import NO_LESION
 from stream.alerts import NBI_NOT_ANALYSED, AlertConfig, AlertMachine
-from stream.video_eval import Raw, main, read_log, split_setting, write_log
+from stream.video_eval import main, split_setting
+from stream.video_infer import Raw, read_log, write_log
 from stream.video_metrics import Truth, lesion_segments, outcome, read_truth, runs, summarise
 from stream.video_metrics_breakdown import (
     COVERAGE_BINS,

@@ -59,7 +59,8 @@ def score_replay(video: str, predictions: Path, labels: Path, out_dir: Path, cfg
                  synthetic: bool) -> tuple[str, list[Path]]:
     """The video-level evaluation of this replay's own raw probabilities (its prediction log:
     no second inference) against ``labels``, for the page's setting next to no smoothing."""
-    from stream.video_eval import Setting, VideoRun, read_log, score_videos
+    from stream.video_eval import Setting, score_videos
+    from stream.video_infer import VideoRun, read_log
     from stream.video_metrics import read_truth
 
     work = out_dir / "eval"

@@ -1,0 +1,188 @@
+"""A video's raw per-frame probabilities, as ``python -m stream evaluate`` scores them: inferred by
+the runtime's own pipeline (fast replay, every frame, no smoothing), or read from a cached
+prediction log (``--predictions-dir``). The local loop (``infer_here``) and each Ray task
+(stream.ray_eval) both go through ``video_raw``, so both give stream.video_eval the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from stream.sinks.predictions import is_gap
+from stream.smoothing import SmoothingConfig
+from stream.video_metrics import Truth, read_truth, truth_path
+
+
+@dataclass
+class Raw:
+    """What the runtime said per frame: softmax (NaN rows where it analysed nothing), its
+    modality detector ("" where the log has none: older logs) and, for frames not analysed,
+    the state it showed instead (e.g. "NBI: not analysed"; None where it logged nothing)."""
+
+    probs: np.ndarray
+    modality: np.ndarray
+    skipped: list
+    gaps: list = field(default_factory=list)  # the log's gap records: outages of a live input
+
+    @classmethod
+    def empty(cls, n: int, k: int) -> Raw:
+        return cls(np.full((n, k), np.nan), np.full(n, "", dtype=object), [None] * n)
+
+    def put(self, rec: dict) -> None:
+        """One prediction-log line (stream.result.Result.record's format). Frames another model
+        read (``model``: the NBI teacher) are not the student's to re-smooth: they keep the
+        state the runtime showed, like frames no model read."""
+        if is_gap(rec):  # an outage: kept as such, never read as a frame
+            self.gaps.append(rec)
+            return
+        i = rec["frame"]
+        if not 0 <= i < len(self.probs):
+            return
+        if rec.get("probs") is not None and rec.get("model", "student") == "student":
+            self.probs[i] = rec["probs"]
+        else:
+            self.skipped[i] = rec.get("state")
+        self.modality[i] = rec.get("modality") or ""
+
+    def analysed(self) -> int:
+        return int(np.isfinite(self.probs).all(1).sum())
+
+
+def read_log(path: Path, n: int, k: int) -> Raw:
+    raw = Raw.empty(n, k)
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                raw.put(json.loads(line))
+    return raw
+
+
+def infer_video(video: Path, engine, n: int, args) -> tuple[Raw, list[str]]:
+    """Raw softmax per frame from the real pipeline (fast replay, every frame, no smoothing)."""
+    from stream.pipeline import Pipeline, PipelineConfig
+
+    raw = Raw.empty(n, engine.num_classes)
+    names = list(engine.class_names)
+    bar = tqdm(total=n, desc=video.name, unit="frame", leave=False, disable=args.quiet)
+
+    def collect(res):
+        raw.put(res.record(names))  # the log line: probs, and modality where the runtime has one
+        bar.update(1)
+
+    cfg = PipelineConfig(model=args.model or "", batch=args.batch, live=False, smoothing=SmoothingConfig("none"),
+                         annotate=False, max_frames=args.max_frames or 0)
+    pipe = Pipeline(cfg, engine=engine, on_result=collect)
+    pipe.add_stream(str(video))
+    pipe.run()
+    bar.close()
+    return raw, pipe.errors() + pipe.warnings()
+
+
+def write_log(path: Path, raw: Raw, truth: Truth, class_names: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i, p in enumerate(raw.probs):
+            rec = {"frame": i, "pts": float(truth.pts[i]), "classes": class_names}
+            if np.isfinite(p).all():
+                rec["probs"] = [round(float(v), 6) for v in p]
+            elif raw.skipped[i] or raw.modality[i]:
+                rec.update(probs=None, state=raw.skipped[i])
+            else:
+                continue
+            if raw.modality[i]:
+                rec["modality"] = raw.modality[i]
+            f.write(json.dumps(rec) + "\n")
+
+
+def check_cache_owner(cache: Path, source) -> None:
+    """Raw probabilities belong to one model: refuse a cache another model wrote (a stale cache
+    would silently score the wrong model). Logs without the marker (e.g. a replay's own
+    prediction log) are taken as they are."""
+    marker = cache / "model.json"
+    mine = {"model": source.name, "weights_hash": source.weights_hash()}
+    if marker.is_file():
+        theirs = json.loads(marker.read_text())
+        if theirs.get("weights_hash") != mine["weights_hash"]:
+            raise ValueError(f"{cache} holds raw probabilities of another model ({theirs.get('model')}); "
+                             f"empty it or pass another --predictions-dir")
+    elif not any(cache.glob("*.jsonl")):  # a fresh cache: claim it for this model
+        cache.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(mine) + "\n")
+
+
+def video_truth(video: Path, max_frames: int) -> Truth:
+    truth = read_truth(truth_path(video))
+    return truth.head(len(truth) if not max_frames else min(len(truth), max_frames))
+
+
+def video_raw(video: Path, truth: Truth, args, engine_for, class_names: list[str]) -> tuple[Raw, list[str], float | None]:
+    """One video's raw probabilities: read from the ``--predictions-dir`` cache, else inferred with
+    the engine ``engine_for()`` returns (built on first use: a fully cached run builds none) and
+    cached. -> (raw, problems, seconds of inference or None when read from the cache). The local
+    loop and each Ray task (stream.ray_eval) call this, so both score the same numbers."""
+    n = len(truth)
+    cached = Path(args.predictions_dir) / f"{video.stem}.jsonl" if args.predictions_dir else None
+    if cached is not None and cached.is_file():
+        return read_log(cached, n, len(class_names)), [], None
+    engine = engine_for()
+    t0 = time.perf_counter()
+    raw, errs = infer_video(video, engine, n, args)
+    seconds = time.perf_counter() - t0
+    if cached is not None:
+        write_log(cached, raw, truth, class_names)
+    return raw, [f"{video.name}: {e}" for e in errs], seconds
+
+
+@dataclass
+class Inferred:
+    """Every video's raw probabilities and how they were made, for score_videos."""
+
+    videos: list  # VideoRun, in the order the videos were given
+    engine: dict | str = "cached predictions"  # the engine's description
+    seconds: float = 0.0  # inference time, summed over the videos (and over the workers on Ray)
+    frames: int = 0  # frames inferred in that time
+    problems: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # more for the report (stream.ray_eval's ``ray`` section)
+
+    def add(self, name: str, truth: Truth, raw: Raw, problems: list[str], seconds: float | None) -> None:
+        self.videos.append(VideoRun(name, truth, raw))
+        self.problems += problems
+        if seconds is not None:
+            self.seconds += seconds
+            self.frames += raw.analysed()
+
+
+def infer_here(paths: list[Path], args, source, class_names: list[str]) -> Inferred:
+    """The local run: one video after another in this process, one engine for all of them."""
+    from stream.engines import build_engine
+    engine = None
+
+    def engine_for():
+        nonlocal engine
+        if engine is None:
+            engine = build_engine(args.engine, source, device=args.device, max_batch=args.batch,
+                                  precision=args.precision)
+        return engine
+
+    out = Inferred([])
+    for video in tqdm(paths, desc="videos", disable=args.quiet or len(paths) < 2):
+        truth = video_truth(video, args.max_frames)
+        out.add(video.name, truth, *video_raw(video, truth, args, engine_for, class_names))
+    if engine is not None:
+        out.engine = engine.describe()
+    return out
+
+
+@dataclass
+class VideoRun:
+    """One video's truth and what the runtime said about each of its frames."""
+
+    name: str
+    truth: Truth
+    raw: Raw
