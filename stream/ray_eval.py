@@ -21,13 +21,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stream.video_infer import Inferred, video_raw, video_truth
+from stream.video_infer import Inferred, teacher_for, video_raw, video_truth
 
 MAX_RETRIES = 2  # re-runs of a task whose worker process or node died (a video that fails is not re-run)
 NEED_RAY = "--ray needs Ray: pip install -e '.[ray]'"
 LOCAL_OBJECT_STORE = 256 * 2**20  # results are small (frames x classes); Ray's default takes 30% of RAM
 
-_ENGINES: dict[tuple, object] = {}  # in each worker process: engine settings -> engine, built by its first video
+_ENGINES: dict[tuple, object] = {}  # in each worker process: engine settings -> (student, NBI teacher), built by its first video
 
 
 def connect(address: str = "local", num_cpus: int | None = None, object_store: int | None = LOCAL_OBJECT_STORE):
@@ -71,15 +71,17 @@ def one_line(e: BaseException) -> str:
 
 
 def _engine(model: str, args, threads: int):
-    """This worker's engine for these settings: built by its first video, reused by the next ones."""
+    """This worker's engines for these settings, (student, NBI teacher or None): built by its
+    first video, reused by the next ones."""
     from stream.engines import build_engine, resolve_device
     device = resolve_device(args.device)
     key = (model, args.engine, device, args.precision, args.batch, threads)
     if key not in _ENGINES:
         # a CPU task runs on the cores it asked for, not on every core of the node beside its neighbours
         opts = {"threads": threads} if device == "cpu" else {}
-        _ENGINES[key] = build_engine(args.engine, model, device=device, max_batch=args.batch,
-                                     precision=args.precision, **opts)
+        engine = build_engine(args.engine, model, device=device, max_batch=args.batch,
+                              precision=args.precision, **opts)
+        _ENGINES[key] = engine, teacher_for(args, engine)
     return _ENGINES[key]
 
 
@@ -92,7 +94,7 @@ def one_video(video: str, truth, args, model: str, class_names: list[str], threa
                                            class_names)
     except Exception as e:  # noqa: BLE001 - anything this video raises (file, decoder, engine) is its failure alone
         return {"error": one_line(e), "built": len(_ENGINES) - before, **here}
-    engine = _engine(model, args, threads).describe() if seconds is not None else None
+    engine = _engine(model, args, threads)[0].describe() if seconds is not None else None
     return {"raw": raw, "problems": problems, "seconds": seconds, "engine": engine,
             "built": len(_ENGINES) - before, **here}
 

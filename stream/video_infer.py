@@ -63,9 +63,31 @@ def read_log(path: Path, n: int, k: int) -> Raw:
     return raw
 
 
-def infer_video(video: Path, engine, n: int, args) -> tuple[Raw, list[str]]:
-    """Raw softmax per frame from the real pipeline (fast replay, every frame, no smoothing)."""
-    from stream.pipeline import Pipeline, PipelineConfig
+def _pipeline_config(args):
+    from stream.pipeline import PipelineConfig
+
+    return PipelineConfig(model=args.model or "", batch=args.batch, live=False, smoothing=SmoothingConfig("none"),
+                          annotate=False, max_frames=args.max_frames or 0)
+
+
+def teacher_for(args, engine):
+    """The NBI teacher's engine as the evaluation's pipeline would load it, built once to serve
+    every video (building it per video cost more than a short video's inference), or None: no
+    teacher, or one that does not load - the pipeline then tries itself and says why in one line."""
+    from stream.lanes import open_engine, teacher_path
+
+    cfg = _pipeline_config(args)
+    try:
+        path = teacher_path(cfg, engine)
+        return open_engine(cfg, path) if path is not None else None
+    except Exception:  # noqa: BLE001 - reported by the pipeline's own attempt (stream.lanes.teacher_lane)
+        return None
+
+
+def infer_video(video: Path, engine, n: int, args, teacher=None) -> tuple[Raw, list[str]]:
+    """Raw softmax per frame from the real pipeline (fast replay, every frame, no smoothing);
+    ``teacher``: the NBI teacher's engine, kept for the next video (None: the pipeline loads it)."""
+    from stream.pipeline import Pipeline
 
     raw = Raw.empty(n, engine.num_classes)
     names = list(engine.class_names)
@@ -75,9 +97,7 @@ def infer_video(video: Path, engine, n: int, args) -> tuple[Raw, list[str]]:
         raw.put(res.record(names))  # the log line: probs, and modality where the runtime has one
         bar.update(1)
 
-    cfg = PipelineConfig(model=args.model or "", batch=args.batch, live=False, smoothing=SmoothingConfig("none"),
-                         annotate=False, max_frames=args.max_frames or 0)
-    pipe = Pipeline(cfg, engine=engine, on_result=collect)
+    pipe = Pipeline(_pipeline_config(args), engine=engine, teacher=teacher, on_result=collect)
     pipe.add_stream(str(video))
     pipe.run()
     bar.close()
@@ -123,16 +143,16 @@ def video_truth(video: Path, max_frames: int) -> Truth:
 
 def video_raw(video: Path, truth: Truth, args, engine_for, class_names: list[str]) -> tuple[Raw, list[str], float | None]:
     """One video's raw probabilities: read from the ``--predictions-dir`` cache, else inferred with
-    the engine ``engine_for()`` returns (built on first use: a fully cached run builds none) and
-    cached. -> (raw, problems, seconds of inference or None when read from the cache). The local
+    the engines ``engine_for()`` returns, (student, NBI teacher or None), built on first use (a
+    fully cached run builds none), and cached. -> (raw, problems, seconds of inference or None when read from the cache). The local
     loop and each Ray task (stream.ray_eval) call this, so both score the same numbers."""
     n = len(truth)
     cached = Path(args.predictions_dir) / f"{video.stem}.jsonl" if args.predictions_dir else None
     if cached is not None and cached.is_file():
         return read_log(cached, n, len(class_names)), [], None
-    engine = engine_for()
+    engine, teacher = engine_for()
     t0 = time.perf_counter()
-    raw, errs = infer_video(video, engine, n, args)
+    raw, errs = infer_video(video, engine, n, args, teacher)
     seconds = time.perf_counter() - t0
     if cached is not None:
         write_log(cached, raw, truth, class_names)
@@ -161,14 +181,15 @@ class Inferred:
 def infer_here(paths: list[Path], args, source, class_names: list[str]) -> Inferred:
     """The local run: one video after another in this process, one engine for all of them."""
     from stream.engines import build_engine
-    engine = None
+    engine = teacher = None
 
     def engine_for():
-        nonlocal engine
+        nonlocal engine, teacher
         if engine is None:
             engine = build_engine(args.engine, source, device=args.device, max_batch=args.batch,
                                   precision=args.precision)
-        return engine
+            teacher = teacher_for(args, engine)
+        return engine, teacher
 
     out = Inferred([])
     for video in tqdm(paths, desc="videos", disable=args.quiet or len(paths) < 2):
