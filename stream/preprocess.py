@@ -20,7 +20,6 @@ metadata asks of its input (mean, std, a transposed picture) comes through
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -29,6 +28,7 @@ import torch
 
 from pagkd_core.student import input_transform
 from stream.frame import Frame
+from stream.picture_graph import picture_graph
 
 
 @dataclass(frozen=True)
@@ -166,39 +166,20 @@ class PictureCropper:
 
     @staticmethod
     def _build(frame: Frame, box: tuple[int, int, int, int], size: tuple[int, int]):
-        import av
-
-        pic = frame.picture
         x0, y0, x1, y1 = box
-        g = av.filter.Graph()
-        chain = [
-            g.add(
-                "buffer",
-                video_size=f"{pic.width}x{pic.height}",
-                pix_fmt=pic.format.name,
-                time_base="1/90000",
-                pixel_aspect="1/1",
-                # The frame's colour tags, so the conversion matches Frame.rgb (BT.601/709, range).
-                colorspace=str(int(pic.colorspace)),
-                range=str(int(pic.color_range)),
-            )
-        ]
+        filters: list[tuple[str, str | None]] = []
         if frame.field_only:  # field doubling: the top field is all the picture there is
-            chain.append(g.add("field", "type=top"))
+            filters.append(("field", "type=top"))
             y0, y1 = y0 // 2, (y1 + 1) // 2
-        chain += [
-            g.add("crop", f"w={x1 - x0}:h={y1 - y0}:x={x0}:y={y0}"),
+        filters += [
+            ("crop", f"w={x1 - x0}:h={y1 - y0}:x={x0}:y={y0}"),
             # Area averaging with full-resolution chroma and exact rounding: within ~1.5 grey
             # levels on average of an exact area average of the RGB frame. One thread: the crop
             # is small and the other cores decode.
-            g.add("scale", f"w={size[1]}:h={size[0]}:flags=area+full_chroma_int+accurate_rnd:threads=1"),
-            g.add("format", "pix_fmts=rgb24"),
-            g.add("buffersink"),
+            ("scale", f"w={size[1]}:h={size[0]}:flags=area+full_chroma_int+accurate_rnd:threads=1"),
+            ("format", "pix_fmts=rgb24"),
         ]
-        for a, b in itertools.pairwise(chain):
-            a.link_to(b)
-        g.configure()
-        return g
+        return picture_graph(frame.picture, filters)
 
 
 def resize_area(rgb: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray) -> None:

@@ -12,12 +12,12 @@ or one the filters cannot take is turned as RGB with ``np.rot90`` instead.
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 import numpy as np
 
 from stream.frame import Frame
+from stream.picture_graph import picture_graph
 from stream.sources.base import SourceInfo
 
 log = logging.getLogger(__name__)
@@ -131,24 +131,6 @@ class Rotator:
 
     @staticmethod
     def _build(pic, turns: int):
-        import av
-
-        g = av.filter.Graph()
-        chain = [
-            g.add(
-                "buffer",
-                video_size=f"{pic.width}x{pic.height}",
-                pix_fmt=pic.format.name,
-                time_base="1/90000",
-                pixel_aspect="1/1",
-                # The colour tags ride along, so Frame.rgb and the model's crops convert as unturned.
-                colorspace=str(int(pic.colorspace)),
-                range=str(int(pic.color_range)),
-            )
-        ]
-        chain += [g.add(name, args) for name, args in _FILTERS[turns]]
-        chain.append(g.add("buffersink"))
-        for a, b in itertools.pairwise(chain):
-            a.link_to(b)
-        g.configure()
-        return g
+        # The colour tags ride along (picture_graph), so Frame.rgb and the model's crops convert
+        # as unturned.
+        return picture_graph(pic, _FILTERS[turns])
