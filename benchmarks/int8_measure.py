@@ -4,37 +4,19 @@ machine. Used by ``benchmarks.int8`` (one graph) and ``benchmarks.int8_sweep`` (
 settings)."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 
-def _batch(x: np.ndarray, b: int) -> np.ndarray:
-    return x[np.arange(b) % len(x)]  # repeats the images when the batch is larger
-
-
 def rates(engines: dict, x: np.ndarray, batches=(1, 8), seconds: float = 2.0) -> dict[str, dict[int, float]]:
-    """Images per second of each of ``engines`` at each batch size, timed in interleaved rounds
-    (every engine and size once per round, about the same images per sample, at least 3 rounds,
-    until ``seconds`` per engine and size are spent) and summarised by the median: a change in
-    the load of a shared machine then hits every engine alike, so their ratios stay fair."""
-    per_image: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in engines}
+    """Images per second of each of ``engines`` at each batch size: warmed up at every size, then
+    timed as ``--engine auto``'s probe times (stream.engines.auto_choice.interleaved_rates), at
+    least 3 rounds and until ``seconds`` per engine and size are spent."""
+    from stream.engines.auto_choice import interleaved_rates
+
     for eng in engines.values():  # warm-up at every size
         for b in batches:
-            eng.infer(_batch(x, b))
-    spent, rounds = 0.0, 0
-    while rounds < 3 or spent < seconds * len(engines) * len(batches):
-        for name, eng in engines.items():
-            for b in batches:
-                calls, xb = max(1, max(batches) // b), _batch(x, b)
-                t = time.perf_counter()
-                for _ in range(calls):
-                    eng.infer(xb)
-                dt = time.perf_counter() - t
-                per_image[name][b].append(dt / (calls * b))
-                spent += dt
-        rounds += 1
-    return {n: {b: 1.0 / float(np.median(t)) for b, t in per_b.items()} for n, per_b in per_image.items()}
+            eng.infer(x[np.arange(b) % len(x)])
+    return interleaved_rates(engines, x, batches, min_rounds=3, budget_s=seconds * len(engines) * len(batches))
 
 
 def auc(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -145,24 +145,15 @@ def probe(candidates: list[tuple[str, dict]], build: Callable, frames: np.ndarra
             entries[name] = {"skipped": _one_line(e)}
             if eng is not None:
                 eng.close()
-    per_image: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in engines}
-    spent = 0.0
     try:
-        for r in range(ROUNDS):
-            if r >= MIN_ROUNDS and spent > BUDGET_S:
-                break
-            for name, eng in engines.items():
-                for b in batches:
-                    calls = max(1, max(batches) // b)  # about the same images per sample at every size
-                    s = measure(eng, _batch(frames, b), calls)
-                    per_image[name][b].append(s / (calls * b))
-                    spent += s
+        rates = interleaved_rates(engines, frames, batches, measure, min_rounds=MIN_ROUNDS,
+                                  budget_s=BUDGET_S, max_rounds=ROUNDS)
     finally:
         for eng in engines.values():
             eng.close()
     ref, scores = logits.get(FP32), {}
     for name in engines:
-        speed = {str(b): round(1.0 / max(float(np.median(t)), 1e-9), 1) for b, t in per_image[name].items()}
+        speed = {str(b): round(v, 1) for b, v in rates[name].items()}
         # geometric mean over the batch sizes: live runs at 1, replays at the largest
         scores[name] = math.exp(np.mean([math.log(v) for v in speed.values()]))
         e = entries[name] = {"images_per_s": speed}
@@ -174,6 +165,26 @@ def probe(candidates: list[tuple[str, dict]], build: Callable, frames: np.ndarra
                 scores.pop(name)
     order = sorted(scores, key=scores.get, reverse=True)
     return {"candidates": entries, "order": order, "bound": AGREEMENT_BOUND, "batches": batches}
+
+
+def interleaved_rates(engines: dict, frames: np.ndarray, batches, measure: Measure = time_calls, *,
+                      min_rounds: int, budget_s: float, max_rounds: int | None = None) -> dict[str, dict[int, float]]:
+    """Images per second of each of ``engines`` (already warm) at each batch size, timed in
+    interleaved rounds (every engine and size once per round, about the same images per sample)
+    and summarised by the median: a change in the load of a shared machine then hits every
+    engine alike, so their ratios stay fair. At least ``min_rounds``; then until ``budget_s``
+    seconds of timed calls are spent, or ``max_rounds``. The probe and benchmarks.int8 both use it."""
+    per_image: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in engines}
+    spent, rounds = 0.0, 0
+    while rounds < min_rounds or (spent <= budget_s and (max_rounds is None or rounds < max_rounds)):
+        for name, eng in engines.items():
+            for b in batches:
+                calls = max(1, max(batches) // b)  # about the same images per sample at every size
+                s = measure(eng, _batch(frames, b), calls)
+                per_image[name][b].append(s / (calls * b))
+                spent += s
+        rounds += 1
+    return {n: {b: 1.0 / max(float(np.median(t)), 1e-9) for b, t in per_b.items()} for n, per_b in per_image.items()}
 
 
 def _batch(frames: np.ndarray, b: int) -> np.ndarray:
