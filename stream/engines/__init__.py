@@ -195,8 +195,8 @@ _SAID: set[str] = set()
 
 
 def _print_line(line: str) -> None:
-    # Once per process: an evaluation builds the NBI teacher's engine again for every video, and
-    # the same cached decision said ten times hides what else the run prints.
+    # Once per process: a process that builds a model's engine again (the UI for each replay, a
+    # Ray worker per setting) would otherwise say the same cached decision each time.
     if line not in _SAID:
         _SAID.add(line)
         print(line, file=sys.stderr, flush=True)
