@@ -14,7 +14,17 @@ ensure_venv() {
   want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
   echo "[setup] creating/updating $VENV (pinned by constraints.txt; first time takes a few minutes)" >&2
-  [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    # torch's Linux wheels bring CUDA libraries: the environment takes about 7.5 GB. Say so
+    # up front rather than let pip die half-way with "No space left on device".
+    local free_gb
+    free_gb=$(df -Pk "$(dirname "$VENV")" | awk 'NR==2 {print int($4 / 1048576)}')
+    if ((free_gb < 8)); then
+      echo "error: the environment needs about 8 GB free next to $VENV, ${free_gb} GB is; free some space (or set PAGKD_VENV to a path on a larger disk) and run again" >&2
+      exit 1
+    fi
+    "$PY" -m venv "$VENV"
+  fi
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # ray: optional for users, installed here so the tests of `evaluate --ray` run rather than skip
   "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev,ray]'

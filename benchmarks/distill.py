@@ -124,8 +124,9 @@ def parse(argv):
                         "joins a cluster (--out must be shared by its nodes; docs/ray.md)")
     p.add_argument("--ray-cpus", type=float, default=1, help="CPUs each run asks Ray for (default 1)")
     p.add_argument("--ray-gpus", type=float, default=0, help="GPUs each run asks Ray for (default 0)")
-    p.add_argument("--sweep", metavar="GRID", help='validation-only sweep of PaGKD, e.g. "pro_weight=0.1,1;'
-                   'den_weight=0.1,1;lr=1e-4,1e-3" (distill keys); writes <out>/sweep.md, no test predictions')
+    p.add_argument("--sweep", metavar="GRID", help='validation-only sweep of PaGKD in each --regime, e.g. '
+                   '"pro_weight=0.1,1;den_weight=0.1,1;lr=1e-4,1e-3" (distill keys); writes <out>/sweep.md, '
+                   'no test predictions')
     return p.parse_args(argv)
 
 
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             from benchmarks.distill_sweep import parse_grid, run_sweep
 
-            md = run_sweep(plan, parse_grid(args.sweep), data, log=lambda m: print(m, flush=True))
+            grid = parse_grid(args.sweep)
+            md = "\n".join(run_sweep(plan, grid, data, regime, log=lambda m: print(m, flush=True)) for regime in regimes)
             md += f"\nCommand: `{meta['command']}`; {meta['machine']}; wall time {(time.time() - t0) / 60:.1f} min.\n"
             (out / "sweep.md").write_text(md)
             print(md)
