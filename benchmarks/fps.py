@@ -149,6 +149,55 @@ def _int8(cfg: FpsConfig, result: dict, bench_model) -> None:
         result["notes"].append(f"int8 calibration failed, int8 rows skipped: {' '.join(str(e).split())[:200]}")
 
 
+def _fastest_for_pipeline(variants, measured: list[dict], batch: int) -> list[str]:
+    """Ids of the engines timed at ``batch`` in this run's sweep, fastest first, among those a
+    pipeline can run: torch.compile is left out (the dynamic batcher's varying batch sizes would
+    recompile it), and so are spinning ONNX Runtime sessions (live, the decoder needs the cores
+    they keep busy)."""
+    fit = {v.id for v in variants if not v.slow_build and not v.opts.get("spinning")}
+    speed = {r["engine"]: r["img_s"] for r in measured if r.get("batch") == batch and "img_s" in r
+             and r["engine"] in fit}
+    return sorted(speed, key=speed.get, reverse=True)
+
+
+def _auto_choice(cfg: FpsConfig, result: dict, bench_model, variants) -> dict:
+    """What ``--engine auto`` runs on this CPU host against the sweep's fastest engine at the replay
+    batch and against torch eager fp32, in alternating rounds (fair under a changing load). The
+    choice is the runtime's (build_engine -> auto_choice.choose, probed once, then cached) with a
+    pipeline's engine threads (as stream.lanes.open_engine gives them)."""
+    from benchmarks import fps_stages
+    from stream import host
+    from stream.engines import CPU_ENGINE_THREADS, build_engine
+
+    lines: list[str] = []
+    engine = build_engine("auto", bench_model.source(), device="cpu", max_batch=cfg.replay_batch,
+                          threads=CPU_ENGINE_THREADS, on_choice=lines.append)
+    d = engine.describe()
+    engine.close()
+    chosen = f"{d['engine']}-{d['precision']}"
+    out: dict = {"host": host.machine_line(), "isa": host.isa_flags(), "chosen": chosen,
+                 "line": lines[0] if lines else None, "batch": cfg.replay_batch}
+    by_id = {v.id: v for v in variants}
+    ranked = _fastest_for_pipeline(variants, result["stages"].get("inference", []), cfg.replay_batch)
+    if chosen not in by_id or not ranked:
+        return out
+    out["fastest"] = ranked[0]
+
+    def pair(base: str, batch: int) -> dict:
+        return fps_stages.bench_pair(by_id[base], by_id[chosen], bench_model.source, "cpu", batch, 4 * cfg.seconds)
+
+    out["vs_fastest"] = {"ratio": 1.0, "batch": cfg.replay_batch} if ranked[0] == chosen else pair(
+        ranked[0], cfg.replay_batch)
+    earlier = result["stages"].get("int8_vs_eager") or {}
+    if chosen == "torch-fp32":
+        out["vs_eager"] = {"ratio": 1.0, "batch": cfg.int8_target_batch}
+    elif earlier.get("other") == chosen and "ratio" in earlier:
+        out["vs_eager"] = earlier  # the int8 target's pair already timed the chosen engine
+    elif "torch-fp32" in by_id:
+        out["vs_eager"] = pair("torch-fp32", cfg.int8_target_batch)
+    return out
+
+
 def _e2e_engine(cfg: FpsConfig, variants, source_fn, device: str, max_batch: int, measured: list[dict]):
     """The engine end to end runs on: the named variant, else the fastest one measured in this
     run at the replay batch size, else the best that builds here."""
@@ -164,12 +213,8 @@ def _e2e_engine(cfg: FpsConfig, variants, source_fn, device: str, max_batch: int
     else:
         order = ["onnxruntime-int8", "onnxruntime-fp32", "torch-fp32"]
     if cfg.e2e_engine == "auto":
-        # torch.compile is left out: the dynamic batcher's varying batch sizes would recompile it;
-        # so are spinning ONNX Runtime sessions: live, the decoder needs the cores they keep busy.
-        fit = {v.id for v in variants if not v.slow_build and not v.opts.get("spinning")}
-        speed = {r["engine"]: r["img_s"] for r in measured if r.get("batch") == cfg.replay_batch and "img_s" in r
-                 and r["engine"] in fit}
-        order = sorted(speed, key=speed.get, reverse=True) + [e for e in order if e not in speed]
+        ranked = _fastest_for_pipeline(variants, measured, cfg.replay_batch)
+        order = ranked + [e for e in order if e not in ranked]
     notes = []
     for sid in order:
         variant = by_id[sid]
@@ -237,6 +282,9 @@ def _stages(cfg: FpsConfig, result: dict, clips, bench_model, device: str, varia
                 by_id["torch-fp32"], by_id["onnxruntime-int8"], bench_model.source, device, cfg.int8_target_batch,
                 4 * cfg.seconds)
             _save(cfg, result)
+        if not device.startswith("cuda"):  # issue 17: the probe decides on CPU hosts only
+            result["stages"]["auto_choice"] = _auto_choice(cfg, result, bench_model, variants)
+            _save(cfg, result)
     if "smoothing" in cfg.sections:
         result["stages"]["smoothing"] = fps_stages.bench_smoothing(len(bench_model.meta["class_names"]), cfg.seconds)
         _save(cfg, result)
@@ -255,7 +303,7 @@ def _pick_clips(clips, wanted: list[str], device: str) -> list:
 def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, variants) -> None:
     from tqdm import tqdm
 
-    from benchmarks import fps_decode, fps_e2e
+    from benchmarks import fps_breakdown, fps_decode, fps_e2e
     from benchmarks.naive import NaiveClassifier
 
     if not fps_decode.have_pyav():
@@ -280,6 +328,8 @@ def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, v
             arrays = fps_decode.decode_ceiling(result["stages"].get("decode", []), clip.name,
                                                fps_decode.ARRAY_OUTPUTS)
             row.update(engine_id=engine_id, decode_ceiling=ceiling, decode_to_arrays=arrays)
+            row["breakdown"] = fps_breakdown.breakdown(engine, clip, cfg.replay_frames,
+                                                       min(cfg.replay_batch, engine.max_batch))
             result["end_to_end"].append(row)
             _save(cfg, result)
     finally:

@@ -13,8 +13,10 @@ import pytest
 
 from benchmarks import media
 from benchmarks.fps import FpsConfig, load_config
+from benchmarks.fps_breakdown import STAGES, breakdown
 from benchmarks.fps_decode import ARRAY_OUTPUTS, decode_ceiling
 from benchmarks.fps_e2e import KeepUp
+from benchmarks.fps_report import auto_choice_lines, breakdown_table, targets
 from benchmarks.naive import NaiveClassifier, naive_paced
 from benchmarks.timing import summary_ms
 
@@ -217,3 +219,58 @@ def test_quick_run_writes_every_section(tmp_path):
         assert conc[who]["runs"] and conc[who]["max_streams_keeping_up"] in (0, 1, 2)
         assert conc[who]["runs"][0]["streams"] == 1
     assert any("replay / naive" in t["target"] for t in r["targets"])
+
+    # the host's flags and what --engine auto runs on it, beside the fastest engine of the run
+    from stream.host import isa_flags
+
+    ac = r["stages"]["auto_choice"]
+    assert ac["isa"] == isa_flags() and all(f in ac["host"] for f in ac["isa"])
+    assert ac["chosen"] in {row["engine"] for row in timed} and ac["fastest"] in {row["engine"] for row in timed}
+    assert ac["vs_fastest"]["ratio"] > 0 and ac["vs_eager"]["ratio"] > 0
+    assert f"`--engine auto` here runs **{ac['chosen']}**" in proc.stdout
+    names = [t["target"] for t in r["targets"]]
+    assert any(n.startswith("--engine auto") for n in names) and any("/ torch eager fp32" in n and "chosen" in n
+                                                                     for n in names)
+    bd = e2e["breakdown"]
+    assert [s["stage"] for s in bd["stages"]][:5] == list(STAGES) and bd["replay_over_decode_only"] > 0
+    assert sum(s["share"] for s in bd["stages"]) == pytest.approx(1, abs=0.01)
+    assert "Where the replay's CPU goes" in proc.stdout and any("decode-only" in n for n in names)
+    assert "| met |" in proc.stdout or "| not met |" in proc.stdout
+
+
+def test_breakdown_names_every_stage_and_its_shares_sum_to_one(clip):
+    """The per-stage CPU breakdown on the bundled student: its structure, not its figures."""
+    from stream.engines import build_engine
+
+    if not BUNDLED.is_file():
+        pytest.skip("no bundled student")
+    with build_engine("onnxruntime", BUNDLED, device="cpu", max_batch=4, precision="int8", threads=1) as engine:
+        bd = breakdown(engine, clip, frames=12, batch=4, rounds=1, chunk=8)
+    stages = {s["stage"]: s for s in bd["stages"]}
+    assert list(stages)[:-1] == list(STAGES) and list(stages)[-1].startswith("rest")
+    assert all(stages[k]["cpu_ms_per_frame"] >= 0 for k in STAGES)  # measured, so never negative
+    assert sum(s["share"] for s in bd["stages"]) == pytest.approx(1, abs=0.01)
+    assert bd["replay_cpu_ms_per_frame"] > 0 and bd["decode_only_fps"] > 0 and bd["replay_fps"] > 0
+    assert bd["replay_over_decode_only"] == pytest.approx(bd["replay_fps"] / bd["decode_only_fps"], rel=0.01)
+    assert "| decode |" in breakdown_table(bd)
+
+
+def _auto_result(isa: list[str], vs_fastest: float, vs_eager: float) -> dict:
+    ac = {"host": "2-core X (" + " ".join(isa) + "), Linux", "isa": isa, "chosen": "onnxruntime-fp32",
+          "line": "engine auto: onnxruntime-fp32 (...)", "batch": 8, "fastest": "onnxruntime-int8",
+          "vs_fastest": {"ratio": vs_fastest, "batch": 8, "rounds": 4}, "vs_eager": {"ratio": vs_eager, "batch": 8}}
+    return {"environment": {"device": "cpu"}, "stages": {"auto_choice": ac}}
+
+
+def test_auto_choice_targets_take_their_goal_from_the_instruction_set():
+    vnni = {t["target"]: t for t in targets(_auto_result(["avx2", "avx512f", "avx512_vnni"], 0.95, 2.0))}
+    avx2 = {t["target"]: t for t in targets(_auto_result(["avx2"], 0.8, 2.0))}
+    (auto_v,) = [t for n, t in vnni.items() if n.startswith("--engine auto")]
+    (eager_v,) = [t for n, t in vnni.items() if "torch eager" in n and "chosen" in n]
+    (auto_a,) = [t for n, t in avx2.items() if n.startswith("--engine auto")]
+    (eager_a,) = [t for n, t in avx2.items() if "torch eager" in n and "chosen" in n]
+    assert auto_v["met"] is True and auto_a["met"] is False and auto_v["goal"] == ">= 0.9"
+    assert (eager_v["goal"], eager_v["met"]) == (">= 3", False)
+    assert (eager_a["goal"], eager_a["met"]) == (">= 1.5", True)
+    text = "\n".join(auto_choice_lines(_auto_result(["avx2"], 0.8, 2.0)["stages"]["auto_choice"]))
+    assert "(avx2)" in text and "**onnxruntime-fp32**" in text and "onnxruntime-int8" in text
