@@ -94,14 +94,21 @@ def _key(cfg: Config, stage: str) -> str:
     return resume_key(cfg.to_dict(), "teacher" if stage == "teacher" else "student")
 
 
+def _saved_key(where: Path) -> tuple[str, int] | None:
+    """(settings key, epochs reached) of the run saved in `where`, keyed by today's resume_key
+    (so a key that learned to ignore a setting applies to runs made before it did)."""
+    last = where / "last.json"
+    if not last.is_file():
+        return None
+    state = json.loads(last.read_text())
+    return resume_key(state["config"], state["stage"]), state.get("epoch", 0)
+
+
 def finished(cfg: Config, stage: str) -> bool:
     """The stage reached its last epoch with these settings (other settings: the trainer refuses)."""
-    last = stage_dir(cfg, stage) / "last.json"
-    if not last.is_file():
-        return False
-    state = json.loads(last.read_text())
+    saved = _saved_key(stage_dir(cfg, stage))
     epochs = cfg.teacher_optim.epochs if stage == "teacher" else cfg.optim.epochs
-    return state.get("epoch", 0) >= epochs and resume_key(state["config"], state["stage"]) == _key(cfg, stage)
+    return saved is not None and saved[1] >= epochs and saved[0] == _key(cfg, stage)
 
 
 def run_stage(cfg: Config, stage: str, data) -> None:
@@ -120,7 +127,8 @@ def fold_predictions(cfg: Config, stage: str, data=None) -> dict | None:
         return None
     if cache.is_file() and cache.stat().st_mtime >= best.stat().st_mtime:
         got = json.loads(cache.read_text())
-        if got.get("key") != _key(cfg, stage):
+        saved = _saved_key(where)
+        if (saved[0] if saved else got.get("key")) != _key(cfg, stage):
             raise ValueError(f"{where} was trained with other settings than these options ask for; "
                              f"use the original options (see its config.json) or another --out")
         return got

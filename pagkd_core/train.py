@@ -86,6 +86,7 @@ def loss_weights(cfg: Config) -> dict[str, float]:
 # Settings added after runs were recorded, with the value that means "as before": left out of
 # the key at that value, so checkpoints and cached predictions made before they existed still match.
 _ADDED_LATER = (("distill", "init_from_teacher", False),)
+_SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher")
 
 
 def resume_key(config: dict, stage: str) -> str:
@@ -102,6 +103,10 @@ def resume_key(config: dict, stage: str) -> str:
                 section.pop(volatile, None)
     if stage == "teacher":
         key["data"].pop("wli_train_lesions", None)  # the teacher never sees WLI images
+    elif key.get("distill", {}).get("method") == "none":
+        # Without a distiller only these shape the student: a WLI-only run is the same run
+        # whatever loss weights the benchmark's other rows were given (so it can be shared).
+        key["distill"] = {k: v for k, v in key["distill"].items() if k in _SHAPE_WITHOUT_DISTILLER}
     for section, name, neutral in _ADDED_LATER:  # older runs (and their cached keys) stay valid
         if key.get(section, {}).get(name, neutral) == neutral:
             key.get(section, {}).pop(name, None)

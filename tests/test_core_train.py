@@ -195,3 +195,19 @@ def test_student_can_start_from_the_teachers_backbone(dataset, tmp_path):
     old = json.loads(json.dumps(cfg.to_dict()))
     del old["distill"]["init_from_teacher"]  # a config.json written before the setting existed
     assert resume_key(old, "student") == resume_key(cfg.to_dict(), "student")
+
+
+def test_wli_only_resume_key_ignores_the_distillers_settings_but_not_the_embedding():
+    """A WLI-only run is shared by benchmark tables whose PaGKD rows use other loss weights."""
+    from pagkd_core.config import Config
+    from pagkd_core.train import resume_key
+
+    def key(**distill):
+        c = Config().to_dict()
+        c["distill"].update(distill)
+        return resume_key(c, "student")
+
+    assert key(method="none", pro_weight=0.1, lr=1e-3) == key(method="none", pro_weight=1.0)
+    assert key(method="none") != key(method="none", embed_dim=64)
+    assert key(method="none") != key(method="none", init_from_teacher=True)
+    assert key(method="pro+den", pro_weight=0.1) != key(method="pro+den", pro_weight=1.0)
