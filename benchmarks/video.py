@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default="out/video_bench/videos", help="held-out videos, made once per set")
     ap.add_argument("--out", default="out/video_bench/eval", help="the evaluation's report.md/json")
     ap.add_argument("--jobs", type=int, default=1, help="videos generated at once (processes)")
+    ap.add_argument("--predictions-dir", help="cache of the raw per-frame logs (python -m stream evaluate's): "
+                    "read if present and made by the same weights, else written")
     ap.add_argument("--no-runtime", action="store_true", help="skip the runtime figures")
     ap.add_argument("--runtime-only", action="store_true",
                     help="only the runtime figures (no held-out videos made or evaluated)")
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sets = SETS["quick" if args.quick else "full"]
     videos = make_videos(sets, Path(args.cache), args.quiet, args.jobs)
-    report = evaluate_videos([*map(str, videos), "--out", args.out, "-q"])
+    cache = ["--predictions-dir", args.predictions_dir] if args.predictions_dir else []
+    report = evaluate_videos([*map(str, videos), "--out", args.out, *cache, "-q"])
     first = report["pooled"][report["settings"][0]]
     minutes, lesions = first["minutes"], first["lesions_distinct"]
     closeup = closeup_auc(json.loads(model.read_text()))
