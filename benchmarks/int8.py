@@ -203,6 +203,10 @@ def quantize(source: ModelSource, frames: np.ndarray, out: Path | None = None,
                             reduce_range=options.reduce_range, calibrate_method=_METHODS[options.method],
                             nodes_to_exclude=keep_float)
     Path(str(out) + ".tmp").replace(out)
+    # The record beside the graph described the graph just replaced; left there, it would name
+    # the old weights and the runtime would refuse the new graph as stale (the command writes
+    # a new record after measuring).
+    out.with_suffix(".json").unlink(missing_ok=True)
     source.int8_onnx = out
     return out
 
