@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from benchmarks.fps_e2e import pipeline, replay
-from benchmarks.timing import rate
+from benchmarks.timing import rate, wall_and_cpu
 
 SETTLE_S = 0.05  # after a chunk's decode phase: in-flight frame-threaded decoding finishes here
 # Stages in the order a frame meets them; "rest" is computed, not timed.
@@ -69,13 +69,17 @@ def _open(clip, frames: int):
 
 def decode_only(clip, frames: int) -> tuple[int, float, float]:
     """(frames, wall s, CPU s) of the runtime's file source alone, every frame dropped."""
-    w, c, n = time.perf_counter(), time.process_time(), 0
-    with _open(clip, frames) as src:
-        for _ in src:
-            n += 1
-            if n == frames:
-                break
-    return n, time.perf_counter() - w, time.process_time() - c
+
+    def drain() -> int:
+        n = 0
+        with _open(clip, frames) as src:
+            for _ in src:
+                n += 1
+                if n == frames:
+                    break
+        return n
+
+    return wall_and_cpu(drain)
 
 
 def staged(engine, clip, frames: int, batch: int, chunk: int) -> tuple[int, dict[str, float]]:

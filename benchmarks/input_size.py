@@ -62,7 +62,6 @@ class StepFailed(RuntimeError):
     pass
 
 
-
 def parse_sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -83,7 +82,6 @@ def call(main, argv: list[str], what: str) -> None:
     rc = main(argv)
     if rc:
         raise StepFailed(f"{what} failed (exit {rc}): see the error above")
-
 
 
 # -- the student at each size --------------------------------------------------------------
