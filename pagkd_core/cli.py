@@ -1,5 +1,5 @@
 """`python -m pagkd_core <command>`: train-teacher, train, evaluate, export, import-checkpoint,
-synth-images, synth-frames, synth-video.
+synth-images, synth-frames, synth-video, synth-video-frames.
 
 Every training command takes `--config FILE` and any number of `--set section.key=value`.
 Errors in the input are one line on stderr with a non-zero exit (set PAGKD_DEBUG=1 for a traceback).
@@ -181,13 +181,13 @@ def cmd_import(args, argv) -> int:
     return 0
 
 
-SYNTH_COMMANDS = ("synth-images", "synth-frames", "synth-video")  # parsed by pagkd_core.synth
+SYNTH_COMMANDS = ("synth-images", "synth-frames", "synth-video", "synth-video-frames")  # parsed by pagkd_core.synth
 
 
 def cmd_synth(argv) -> int:
     from pagkd_core.synth.cli import main as synth_main
 
-    mode = {"synth-images": "images", "synth-frames": "frames"}.get(argv[0], "video")
+    mode = argv[0].removeprefix("synth-")
     return int(synth_main([mode, *argv[1:]]) or 0)
 
 

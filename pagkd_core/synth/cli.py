@@ -1,4 +1,4 @@
-"""`python -m pagkd_core.synth {images,frames,video,calibrate,figures}`: the synthetic data commands.
+"""`python -m pagkd_core.synth {images,frames,video,video-frames,calibrate,figures}`: the synthetic data commands.
 
 `main(argv) -> int` is also what `python -m pagkd_core synth-images / synth-video` calls.
 Bad input gives one line on stderr and exit code 2; no traceback.
@@ -62,12 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("video", help="procedure clip <out>.mp4 (H.264) + <out>.truth.csv")
     p.add_argument("--out", required=True, help="output .mp4 path")
-    p.add_argument("--size", default=None, help="WIDTHxHEIGHT, up to 1920x1080 (default 1280x720)")
-    p.add_argument("--fps", type=int, help="frames per second, e.g. 25, 30, 50, 60")
-    p.add_argument("--seconds", type=float)
+    _procedure_arguments(p)
     p.add_argument("--modality", choices=["WLI", "NBI"])
     p.add_argument("--crf", type=int, help="H.264 quality, 0-51 (higher = smaller)")
-    p.add_argument("--render-scale", type=float, help="render the lumen at this fraction, then upscale")
     p.add_argument(
         "--nbi-fraction",
         type=float,
@@ -81,6 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tries", type=int, default=50, help="seeds --find-seed looks at (default 50)")
     _common(p)
+    p = sub.add_parser(
+        "video-frames",
+        help="training frames cut from procedures (WLI, every n-th frame): frames' layout + manifest.csv",
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds", required=True, type=_seeds, help="procedure seeds: A-B (inclusive) or A,B,C")
+    _procedure_arguments(p)
+    p.add_argument("--frame-size", type=int, default=192, help="square saved frame in pixels (default 192)")
+    p.add_argument("--every", type=int, default=4, help="keep every n-th frame of each procedure (default 4)")
+    p.add_argument("--include", action="append", default=[], metavar="ROOT",
+                   help="append another frame set's rows (e.g. `synth frames` output: its NBI frames); repeatable")
+    p.add_argument("--workers", type=int, default=1, help="processes, one procedure each (output does not depend on it)")
+    add_config_arguments(p, "YAML file with VideoConfig values (flags and --set override it)", "difficulty.wli_pattern=0.3")
+    p.add_argument("--classes", type=_classes, help="comma list from hyperplastic,adenoma,adenocarcinoma")
+    p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("calibrate", help="train a small CNN per modality; report NBI and WLI AUC")
     from .calibrate import add_arguments
 
@@ -89,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/img")
     p.add_argument("--seed", type=int, default=0)
     return ap
+
+
+def _procedure_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of a procedure's camera and picture (VideoConfig), shared by video and video-frames."""
+    p.add_argument("--size", default=None, help="WIDTHxHEIGHT, up to 1920x1080 (default 1280x720)")
+    p.add_argument("--fps", type=int, help="frames per second, e.g. 25, 30, 50, 60")
+    p.add_argument("--seconds", type=float)
+    p.add_argument("--render-scale", type=float, help="render the lumen at this fraction, then upscale")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        if "-" in text.strip("-"):
+            a, b = (int(v) for v in text.split("-"))
+            return list(range(a, b + 1))
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds look like 500-515 or 1,2,3 (got {text!r})") from None
 
 
 def _video_cfg(a) -> VideoConfig:
@@ -103,14 +133,14 @@ def _video_cfg(a) -> VideoConfig:
         VideoConfig,
         a.config,
         a.overrides,
-        seed=a.seed,
+        seed=getattr(a, "seed", None),
         classes=a.classes,
         fps=a.fps,
         seconds=a.seconds,
-        modality=a.modality,
-        crf=a.crf,
+        modality=getattr(a, "modality", None),
+        crf=getattr(a, "crf", None),
         render_scale=a.render_scale,
-        nbi_fraction=a.nbi_fraction,
+        nbi_fraction=getattr(a, "nbi_fraction", None),
         **size,
     )
     if not (16 <= cfg.width <= 1920 and 16 <= cfg.height <= 1080) or cfg.width % 2 or cfg.height % 2:
@@ -191,6 +221,14 @@ def run(a) -> int:
             cfg.seed = _find_seed(cfg, a.find_seed, a.tries)
         video, truth = write_video(cfg, out, progress=not a.no_progress)
         print(f"wrote {video} and {truth} (SYNTHETIC video)")
+    elif a.cmd == "video-frames":
+        from .video_frames import generate_video_frames
+
+        manifest = generate_video_frames(
+            _video_cfg(a), a.seeds, a.out, size=a.frame_size, every=a.every, include=a.include,
+            workers=a.workers, progress=not a.no_progress,
+        )  # fmt: skip
+        print(f"wrote {manifest} (SYNTHETIC frames from {len(a.seeds)} procedures)")
     elif a.cmd == "calibrate":
         from .calibrate import calibrate
 

@@ -129,13 +129,15 @@ def check_writable(folder: Path) -> None:
 
 def _remove_previous(root: Path) -> None:
     """Delete the images an earlier run listed in root/manifest.csv (and nothing else), so the
-    new manifest and the folder agree."""
+    new manifest and the folder agree. Only files under root: a manifest can list another set's
+    frames by a relative path (video_frames.py's --include), and those are not this run's."""
     old = root / "manifest.csv"
     if old.is_file():
+        inside = root.resolve()
         with open(old, newline="") as fh:
             for row in csv.DictReader(fh):
                 p = root / row.get("path", "")
-                if p.suffix == ".png" and p.is_file():
+                if p.suffix == ".png" and p.resolve().is_relative_to(inside) and p.is_file():
                     p.unlink()
         old.unlink()
 

@@ -29,7 +29,7 @@ MIN_VISIBLE = 0.004  # a lesion counts as visible from this fraction of the fiel
 
 
 def iter_procedure_frames(
-    cfg: VideoConfig, truth_only: bool = False
+    cfg: VideoConfig, truth_only: bool = False, shade_every: int = 1
 ) -> Iterator[tuple[np.ndarray | None, dict]]:
     """Yield (rgb uint8 HxWx3, truth dict with the TRUTH_COLUMNS keys) per frame; endless if seconds=0.
 
@@ -37,17 +37,21 @@ def iter_procedure_frames(
     `coverage`: the visible lesion's share of the endoscope field (0 when none is visible);
     `wli_evidence`: the share of its class cue it shows in WLI (latent.sample_evidence), a
     property of the lesion, so also on its NBI-stretch rows; empty in pure NBI clips.
-    `truth_only`: skip shading (rgb is None): the same truth, several times faster (story.py)."""
+    `truth_only`: skip shading (rgb is None): the same truth, several times faster (story.py).
+    `shade_every`: shade only every n-th frame (the others as `truth_only`): training frames
+    from a procedure's camera path (video_frames.py) at a fraction of the cost; the exposure
+    and the motion blur follow the camera over the skipped frames too."""
     proc, lights = Procedure(cfg), NbiSchedule(cfg)
     tube = TubeRenderer(proc.patient, cfg.modality, cfg.width, cfg.height, cfg.render_scale, cfg.difficulty)
     noise_rng = np.random.default_rng([cfg.seed, 1])
     n_frames = round(cfg.seconds * cfg.fps) if cfg.seconds > 0 else None
     dt, f, prev_fwd, gain = 1.0 / cfg.fps, 0, None, 1.0
+    step = dt * max(1, shade_every)  # time between shaded frames: the exposure's lag is in seconds
 
     def auto_exposure(luma: float) -> float:
         # chases mid-grey with a lag, plus lamp flicker: the exposure keeps moving
         nonlocal gain
-        gain += (np.clip(MID_GREY / luma, 0.4, 3.0) - gain) * min(1.0, 3.0 * dt)
+        gain += (np.clip(MID_GREY / luma, 0.4, 3.0) - gain) * min(1.0, 3.0 * step)
         flick = 1.0 + cfg.exposure_jitter * (
             0.08 * wave(3.0 * t, proc.waves[6]) + 0.03 * noise_rng.standard_normal()
         )
@@ -57,18 +61,18 @@ def iter_procedure_frames(
         t = f * dt
         cam = proc.step(t, dt)
         light = lights.light(t)
-        if truth_only:
+        if truth_only or f % max(1, shade_every):
             out, tr = None, tube.cast(cam, proc.near(light), cfg.border)
         else:
             blur = (0.0, 0.0)
             if prev_fwd is not None and cfg.motion_blur > 0:  # image shift from the camera's turn
                 blur = tube.turn_blur(prev_fwd, cam, cfg.motion_blur)
-            prev_fwd = cam[1].copy()
             text = osd_text(light, t) if cfg.text else None
             out, tr = tube.render(
                 cam, proc.near(light), auto_exposure, noise_rng,
                 blur_px=blur, border=cfg.border, text=text, modality=light,
             )  # fmt: skip
+        prev_fwd = cam[1].copy()
         visible = tr.lesion is not None and tr.coverage >= MIN_VISIBLE
         if visible:
             lights.seen(proc, t, tr.lesion.lesion.lesion_id, tr.coverage)
