@@ -44,7 +44,12 @@ def test_frames_are_labelled_from_the_truth_and_include_another_set(tmp_path):
     video = [r for r in rows if r["patient_id"].startswith("v")]
     assert len(video) == 2 * 12 and {r["patient_id"] for r in video} == {"v7", "v8"}
     for seed in (7, 8):
-        truth = [t for _, t in iter_procedure_frames(VideoConfig(seed=seed, nbi_fraction=0.0, **SMALL), truth_only=True)]
+        truth = [
+            t
+            for _, t in iter_procedure_frames(
+                VideoConfig(seed=seed, nbi_fraction=0.0, **SMALL), truth_only=True
+            )
+        ]
         for r in (r for r in video if r["patient_id"] == f"v{seed}"):
             t = truth[int(r["view"])]
             assert r["modality"] == "WLI" and int(r["view"]) % 5 == 0

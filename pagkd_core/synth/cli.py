@@ -87,10 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     _procedure_arguments(p)
     p.add_argument("--frame-size", type=int, default=192, help="square saved frame in pixels (default 192)")
     p.add_argument("--every", type=int, default=4, help="keep every n-th frame of each procedure (default 4)")
-    p.add_argument("--include", action="append", default=[], metavar="ROOT",
-                   help="append another frame set's rows (e.g. `synth frames` output: its NBI frames); repeatable")
-    p.add_argument("--workers", type=int, default=1, help="processes, one procedure each (output does not depend on it)")
-    add_config_arguments(p, "YAML file with VideoConfig values (flags and --set override it)", "difficulty.wli_pattern=0.3")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="ROOT",
+        help="append another frame set's rows (e.g. `synth frames` output: its NBI frames); repeatable",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes, one procedure each (output does not depend on it)"
+    )
+    add_config_arguments(
+        p, "YAML file with VideoConfig values (flags and --set override it)", "difficulty.wli_pattern=0.3"
+    )
     p.add_argument("--classes", type=_classes, help="comma list from hyperplastic,adenoma,adenocarcinoma")
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("calibrate", help="train a small CNN per modality; report NBI and WLI AUC")
