@@ -38,7 +38,7 @@ class BenchModel:
 
         src = ModelSource.from_path(self.path).at_input_size(self.input_size)
         if self.int8_onnx is not None:
-            src.int8_onnx = self.int8_onnx
+            src.use_int8(self.int8_onnx)  # the benchmark's own graph, not a variant beside the student
         return src
 
     def torch_module(self):

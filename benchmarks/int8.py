@@ -6,12 +6,15 @@ Calibration frames are training images (the synthetic image set's WLI pictures, 
 normalised like the trainer does) or frames of a video (through the runtime's preprocessor);
 either way laid out as the student reads them (transposed for a ``transpose_hw`` student).
 The int8 graph is written next to the student as ``<stem>.int8.onnx`` where ``build_engine``
-finds it (``--out`` elsewhere); its accuracy cost against fp32 (top-1 agreement on the held-out
-images and on the frames ``--engine auto``'s probe uses, logit error, AUC) and both speeds are
-measured in the same run and printed/written as JSON, also beside the graph as a record of how,
-from what and on which CPU it was made (``auto`` measures speed and agreement again on the host
-it runs on). The runtime itself only runs the graph; making and judging it is measurement, hence
-here. ``QuantOptions`` holds the settings; ``python -m benchmarks.int8_sweep`` measured them.
+finds it (``--out`` elsewhere), or with ``--variant TAG`` as ``<stem>.int8.<TAG>.onnx``: a graph
+for the hosts ``--for-isa`` names, which the runtime runs there instead (``ModelSource.int8_graph``,
+docs/engines.md "int8 graphs per instruction set"). Its accuracy cost against fp32 (top-1
+agreement on the held-out images and on the frames ``--engine auto``'s probe uses, logit error,
+AUC) and both speeds are measured in the same run and printed/written as JSON, also beside the
+graph as a record of how, from what, for which hosts and on which CPU it was made (``auto``
+measures speed and agreement again on the host it runs on). The runtime itself only runs the
+graph; making and judging it is measurement, hence here. ``QuantOptions`` holds the settings;
+``python -m benchmarks.int8_sweep`` measured them.
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ from onnxruntime.quantization import (
 # HeldOut, calibration_frames and split_lesions are imported from here by benchmarks.fps_model and tests
 from benchmarks.int8_data import HeldOut, calibration_frames, split_lesions  # noqa: F401
 from benchmarks.int8_measure import accuracy_cost, probe_agreement, rates
-from stream.engines.model_source import ModelSource
+from stream import host
+from stream.engines.model_source import ModelSource, int8_report
 
 _METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile}
@@ -88,6 +92,13 @@ def reduce_range_for(isa, machine: str | None = None) -> bool:
     return machine in ("x86_64", "amd64", "i386", "i686") and not any(f in isa for f in VNNI_FLAGS)
 
 
+# ``--for-isa`` of a variant by its tag, when not given: every flag of the host class, as the
+# default (this host's flags) records them. The runtime runs the fitting graph that names the most
+# flags, ties going to the portable one, so a variant must name more than the portable graph's
+# ``avx2`` to be run on the hosts it is for; reduce_range follows from the flags (reduce_range_for).
+VARIANT_ISA = {"vnni": ("avx2", "avx512f", "avx512_vnni")}
+
+
 @dataclass(frozen=True)
 class QuantOptions:
     """How the int8 graph is made. Defaults, measured on the bundled ResNet-10t (docs/engines.md,
@@ -116,9 +127,12 @@ class QuantOptions:
                 raise ValueError(f"int8 {name} must be one of {list(allowed)}, got {value!r}")
         # resolved here, so the record says what was used (frozen: set through object)
         if self.for_isa is None:
-            from stream import host
             object.__setattr__(self, "for_isa", tuple(host.isa_flags()))
         object.__setattr__(self, "for_isa", tuple(self.for_isa))
+        unknown = [f for f in self.for_isa if f not in host.ISA_FLAGS]
+        if unknown:  # the runtime matches these against stream.host's flags: a typo would never fit a host
+            raise ValueError(f"int8 for_isa: unknown flags {', '.join(unknown)}; "
+                             f"use some of {', '.join(host.ISA_FLAGS)}")
         if self.reduce_range is None:
             object.__setattr__(self, "reduce_range", reduce_range_for(self.for_isa))
 
@@ -206,8 +220,8 @@ def quantize(source: ModelSource, frames: np.ndarray, out: Path | None = None,
     # The record beside the graph described the graph just replaced; left there, it would name
     # the old weights and the runtime would refuse the new graph as stale (the command writes
     # a new record after measuring).
-    out.with_suffix(".json").unlink(missing_ok=True)
-    source.int8_onnx = out
+    int8_report(out).unlink(missing_ok=True)
+    source.use_int8(out)  # what is measured next is this graph, not a variant beside it
     return out
 
 
@@ -242,7 +256,6 @@ def calibrate_and_measure(source: ModelSource, data: HeldOut, options: QuantOpti
     """Calibrate the int8 graph of ``source`` (at its input size) and measure its accuracy cost on
     held-out images: the one code path of the command below and of ``python -m benchmarks.fps``.
     The record names the settings and this host's instruction sets (int8 kernels differ by them)."""
-    from stream import host
     options = options or QuantOptions()
     meta = source.meta
     frames = data.calibration(meta)
@@ -282,10 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
                     help="7-bit weights (default: on for x86 without VNNI in --for-isa, docs/engines.md 'int8 settings')")
     ap.add_argument("--for-isa", help="comma-separated instruction-set flags of the hosts the graph is for "
-                                      "(default: this host's; e.g. avx2 for a graph shipped to hosts without VNNI)")
+                                      "(default: this host's, for --variant vnni avx2,avx512f,avx512_vnni; "
+                                      "e.g. avx2 for a graph shipped to hosts without VNNI)")
     ap.add_argument("--float", dest="float_layers", default=defaults.float_layers, choices=list(_FLOAT_LAYERS),
                     help="layers left in float: the input convolution (first), the classifier (last), both (ends)")
-    ap.add_argument("--out", help="int8 graph path (default <stem>.int8.onnx)")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--out", help="int8 graph path (default <stem>.int8.onnx)")
+    where.add_argument("--variant", help="write <stem>.int8.VARIANT.onnx beside the student: the graph the "
+                                         "runtime runs on hosts with every --for-isa flag (tags with default "
+                                         f"flags: {', '.join(VARIANT_ISA)})")
     ap.add_argument("--input-size", type=int, default=0,
                     help="calibrate and measure at this square size instead of the trained one")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: one per core)")
@@ -299,26 +317,48 @@ def main(argv: list[str] | None = None) -> int:
         source = ModelSource.from_path(args.model)
         if args.input_size:
             source = source.at_input_size((args.input_size, args.input_size))
+        for_isa = VARIANT_ISA.get(args.variant) if args.for_isa is None else \
+            tuple(f for f in args.for_isa.split(",") if f)
+        if args.variant and for_isa is None:
+            raise ValueError(f"--variant {args.variant} needs --for-isa FLAGS (the hosts it is for, "
+                             f"e.g. {','.join(VARIANT_ISA['vnni'])})")
         options = QuantOptions(args.method, args.format, args.activations, args.weights, not args.per_tensor,
-                               args.reduce_range, args.float_layers,
-                               None if args.for_isa is None else tuple(f for f in args.for_isa.split(",") if f))
+                               args.reduce_range, args.float_layers, for_isa)
+        out = Path(args.out) if args.out else source.default_int8_path(args.variant)
         data = HeldOut(args.calib, args.eval, args.splits, args.fold, args.modality, args.count, args.eval_count)
-        res = calibrate_and_measure(source, data, options, Path(args.out) if args.out else None, args.threads,
+        res = calibrate_and_measure(source, data, options, out, args.threads,
                                     seconds=args.seconds, probe=True, spinning=args.spinning, graph_opt=args.graph_opt)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    res.update(model=str(args.model), weights_hash=source.weights_hash(), threads=args.threads,
-               spinning=args.spinning, graph_opt=args.graph_opt)
+    res.update(model=str(args.model), weights_hash=source.weights_hash(), variant=args.variant,
+               threads=args.threads, spinning=args.spinning, graph_opt=args.graph_opt)
     print(json.dumps(res, indent=2))
-    if "note" in res:
-        print(res["note"], file=sys.stderr)
-        return 0
-    # next to the graph: how and on which host it was made (ModelSource checks its weights hash)
-    Path(res["int8"]).with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    # next to the graph: how, from which weights and for which hosts it was made (ModelSource
+    # reads for_isa and checks the weights hash; a variant without it is never run)
+    int8_report(out).write_text(json.dumps(res, indent=2) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    if "note" in res:
+        print(res["note"], file=sys.stderr)
+    if args.variant:
+        _check_variant_runs(args.model, out, options.for_isa)
     return 0
+
+
+def _check_variant_runs(model: str, graph: Path, for_isa: tuple[str, ...]) -> None:
+    """Warn when the runtime would not run the variant just made beside the student on a host
+    where it and the portable graph both fit: the portable one names as many flags (a tie goes
+    to it), or more."""
+    beside = ModelSource.from_path(model)
+    if graph not in beside.int8_variants:  # made into the cache: another input size, a read-only folder
+        return
+    both = set(for_isa).union(*(g.for_isa for g in beside.int8_graphs() if g.portable))
+    chosen = beside.int8_graph(flags=both)
+    if chosen is not None and chosen.path != graph:
+        flags = " ".join(f for f in host.ISA_FLAGS if f in both)
+        print(f"warning: a host with {flags} would run {chosen.label()}, not {graph.name}; name every flag "
+              f"of the hosts it is for in --for-isa (e.g. {','.join(VARIANT_ISA['vnni'])})", file=sys.stderr)
 
 
 if __name__ == "__main__":

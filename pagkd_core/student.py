@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,12 +80,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The files of one student; ".int8.onnx" comes before ".onnx" so that both name the same stem.
 _SUFFIXES = (".int8.onnx", ".safetensors", ".json", ".onnx")
+# int8 graphs made for an instruction set, <stem>.int8.<tag>.onnx (named by stream.engines.model_source)
+_INT8_VARIANT = re.compile(r"\.int8\.[a-z0-9_]+\.onnx$")
 
 
 # -- where the files are -------------------------------------------------------------------
 def student_stem(path: str | os.PathLike) -> Path:
     """The stem of the student that ``path`` names: any of its files, or the stem itself."""
     p = Path(path)
+    variant = _INT8_VARIANT.search(p.name)
+    if variant:
+        return p.with_name(p.name[: variant.start()])
     for suffix in _SUFFIXES:
         if p.name.endswith(suffix):
             return p.with_name(p.name[: -len(suffix)])

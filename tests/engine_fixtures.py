@@ -3,13 +3,15 @@
 A random network's logits are all near zero, so any precision change flips its argmax; a few
 SGD steps on an easy synthetic task (bright blob vs stripes; all data synthetic) give it real
 decision margins, which makes top-1 agreement between engines a meaningful check.
+
+Tests of engine selection that need a valid graph but no trained weights use ``mean_graph``:
+two ONNX nodes, no torch (imported only where a student is trained).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pagkd_core.student import IMAGENET_MEAN, IMAGENET_STD
 
@@ -41,8 +43,24 @@ def normalise(u8: np.ndarray) -> np.ndarray:
     return ((u8.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
 
 
+def mean_graph(path, size: int, name: str = "tiny") -> None:
+    """(N,3,size,size) -> (N,3) logits = per-channel mean: a valid student graph in two nodes
+    (``name`` tells two such files apart by content)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["logits"])]
+    g = helper.make_graph(nodes, name,
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
 def train_toy_student(out_dir: Path, backbone: str = "test_resnet", steps: int = 30, onnx: bool = True) -> Path:
     """Train briefly and export with the training core's exporter; returns the .json path."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the 2-core CI box is shared: one thread avoids spin-wait collapse
     try:
@@ -52,6 +70,8 @@ def train_toy_student(out_dir: Path, backbone: str = "test_resnet", steps: int =
 
 
 def _train(out_dir: Path, backbone: str, steps: int, onnx: bool) -> Path:
+    import torch
+
     from pagkd_core.export import export_student
     from pagkd_core.models import build_model
 

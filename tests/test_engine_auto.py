@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
+from engine_fixtures import mean_graph
 
 from stream import host
 from stream.engines import EngineError, ModelSource, build_engine
@@ -28,21 +27,12 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PAGKD_CACHE", str(tmp_path / "cache"))
 
 
-def _graph(path, name="tiny"):
-    """(N,3,H,W) -> (N,3) logits = per-channel mean: a valid student graph in two nodes."""
-    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-             helper.make_node("Flatten", ["pooled"], ["logits"])]
-    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", K])])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
-
-
 @pytest.fixture
 def tiny(tmp_path):
     """A student with an fp32 graph and an 'int8' graph beside it (the same graph: agreement 1)."""
     fp32, int8 = tmp_path / "tiny.onnx", tmp_path / "tiny.int8.onnx"
-    _graph(fp32)
-    _graph(int8)
+    mean_graph(fp32, SIZE)
+    mean_graph(int8, SIZE)
     meta = {"input_size": [SIZE, SIZE], "class_names": ["a", "b", "c"], "num_classes": K,
             "mean": [0.5] * 3, "std": [0.25] * 3}
     return ModelSource(meta=meta, name="tiny", onnx=fp32, int8_onnx=int8, _hash="1" * 16)
@@ -89,7 +79,8 @@ def test_first_use_probes_and_a_cache_hit_skips_measuring(tiny, measured, tmp_pa
     assert set(rec["candidates"]["onnxruntime-fp32"]["images_per_s"]) == {"1", "8"}
     assert rec["frames"]["from"] == "synthesised"  # the record says what the agreement was measured on
     assert len(lines) == 1 and "\n" not in lines[0]
-    assert lines[0].startswith("engine auto: onnxruntime-int8 (int8 3.00x fp32 at batch 8")
+    assert lines[0].startswith("engine auto: onnxruntime-int8 [tiny.int8.onnx, for any host] "
+                               "(int8 3.00x fp32 at batch 8")
     assert f"cached at {record}" in lines[0] and " ".join(host.isa_flags()) in lines[0]
     with _auto(tiny, lines) as eng:
         assert (eng.name, eng.precision) == ("onnxruntime", "int8")
@@ -99,19 +90,19 @@ def test_first_use_probes_and_a_cache_hit_skips_measuring(tiny, measured, tmp_pa
 
 def test_cache_key_changes_with_model_hash_int8_graph_and_isa_flags(tiny, measured, monkeypatch):
     def path():
-        return ac.record_path(tiny, ac.cache_key(tiny, tiny.int8_onnx, [1, 4], {"threads": 1}))
+        return ac.record_path(tiny, ac.cache_key(tiny, tiny.int8_graph(), [1, 4], {"threads": 1}))
 
     monkeypatch.setattr(host, "isa_flags", lambda: ["avx2", "avx512f", "avx512_vnni"])
     base = path()
     assert path() == base
-    assert ac.record_path(tiny, ac.cache_key(tiny, tiny.int8_onnx, [1, 8], {"threads": 1})) != base
+    assert ac.record_path(tiny, ac.cache_key(tiny, tiny.int8_graph(), [1, 8], {"threads": 1})) != base
     monkeypatch.setattr(host, "isa_flags", lambda: ["avx2"])  # an AVX2-only host of the same model
     avx2 = path()
     assert avx2 != base
     monkeypatch.setattr(tiny, "_hash", "2" * 16)  # other weights
     assert path() not in (base, avx2)
     monkeypatch.setattr(tiny, "_hash", "1" * 16)
-    _graph(tiny.int8_onnx, name="remade")  # a re-made int8 graph
+    mean_graph(tiny.int8_onnx, SIZE, name="remade")  # a re-made int8 graph
     assert path() not in (base, avx2)
     # and a changed key means a new probe, not the old decision
     lines = []
@@ -130,7 +121,8 @@ def test_shipped_report_is_never_taken_as_this_hosts_speed(tiny, measured):
     lines = []
     with _auto(tiny, lines) as eng:
         assert (eng.name, eng.precision) == ("onnxruntime", "fp32")
-    assert lines[0].startswith("engine auto: onnxruntime-fp32 (int8 0.50x fp32 at batch 8")
+    assert lines[0].startswith("engine auto: onnxruntime-fp32 (int8 [tiny.int8.onnx, for any host] "
+                               "0.50x fp32 at batch 8")
 
 
 def test_forced_engine_or_precision_skips_the_probe(tiny, monkeypatch, tmp_path):
@@ -164,7 +156,7 @@ class Fake:
 
 
 def _choose(tiny, build, measure, lines, frames=None):
-    return ac.choose(tiny, tiny.int8_onnx, INT8_FIRST, build, {"threads": 1}, lines.append,
+    return ac.choose(tiny, tiny.int8_graph(), INT8_FIRST, build, {"threads": 1}, lines.append,
                      measure=measure, frames=frames or _frames())
 
 
@@ -197,7 +189,7 @@ def test_a_candidate_that_fails_is_skipped_with_its_reason(tiny):
     assert _choose(tiny, build_without("int8"), Measure(), lines) == INT8_FIRST[1:]
     rec = json.loads(next(ac.choice_dir().glob("tiny-*.json")).read_text())
     assert rec["candidates"]["onnxruntime-int8"] == {"skipped": "EngineError: no int8 here"}
-    assert "onnxruntime-int8 not built (EngineError: no int8 here)" in lines[0]
+    assert "int8 [tiny.int8.onnx, for any host] not built (EngineError: no int8 here)" in lines[0]
     # everything but int8 fails: int8 it is, its agreement unchecked (no fp32 to check it against)
     for f in ac.choice_dir().glob("*.json"):
         f.unlink()
@@ -216,7 +208,7 @@ def test_a_candidate_that_fails_is_skipped_with_its_reason(tiny):
 
 
 def test_a_corrupt_cache_file_is_ignored_and_rewritten(tiny, capsys):
-    key = ac.cache_key(tiny, tiny.int8_onnx, list(ac.PROBE_BATCHES), {"threads": 1})
+    key = ac.cache_key(tiny, tiny.int8_graph(), list(ac.PROBE_BATCHES), {"threads": 1})
     path = ac.record_path(tiny, key)
     for junk in ("{not json", json.dumps({"key": key, "order": ["pickle"], "candidates": {}})):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,8 @@ def ort_has_cuda() -> bool:
 def auto_candidates(device: str, source: ModelSource | None = None,
                     precision: str = "auto") -> list[tuple[str, dict]]:
     """Engines to try for ``auto``, best guess first, as (kind, extra options). On CPU with a
-    calibrated int8 graph, ``build_engine`` reorders them by this host's probe (auto_choice)."""
+    calibrated int8 graph (the one made for this host: ``ModelSource.int8_graph``),
+    ``build_engine`` reorders them by this host's probe (auto_choice)."""
     if device.startswith("cuda"):
         cands: list[tuple[str, dict]] = []
         if importlib.util.find_spec("torch_tensorrt") is not None:
@@ -221,7 +222,7 @@ def build_engine(kind: str, model_path: Any, device: str = "auto", max_batch: in
     cands = auto_candidates(device, source, precision)
     if precision == "auto" and ("onnxruntime", {"precision": "int8"}) in cands:  # a forced precision skips it
         from .auto_choice import choose
-        cands = choose(source, source.int8_onnx_path(), cands, build, opts, on_choice or _print_line)
+        cands = choose(source, source.int8_graph(), cands, build, opts, on_choice or _print_line)
     errors = []
     for cand, extra in cands:
         kw = {**opts, "precision": precision, **extra}

@@ -6,7 +6,9 @@ speed-up stored beside the graph (``<stem>.int8.json``, measured where it was ca
 read as this host's. On a model's first use on a host a probe of a few seconds builds each CPU
 candidate, checks int8's top-1 agreement with fp32 on fixed frames, times the candidates at
 batch 1 and 8 (live and replay; fixed, so one decision serves every command) and keeps the fastest that meets the bound. The decision is cached as JSON
-under a key of everything that could change it; a hit reuses it without measuring.
+under a key of everything that could change it; a hit reuses it without measuring. The int8
+graph probed is the one ``ModelSource.int8_graph`` picked for this host (a student may ship one
+per instruction set); the key and the printed line name it.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import numpy as np
 from stream import host
 
 from . import usable_cores
-from .model_source import cache_dir
+from .model_source import Int8Graph, cache_dir
 
 PROBE_VERSION = 1  # bump when the method changes: decisions made the old way are then re-probed
 AGREEMENT_BOUND = 0.97  # int8's top-1 agreement with fp32, issue 17's accuracy bound
@@ -81,9 +83,12 @@ def _version(package: str) -> str | None:  # read without importing: torch alone
         return None
 
 
-def cache_key(source, int8_path: Path, batches: list[int], opts: dict) -> dict:
-    """Everything the decision depends on; a change in any of it re-probes."""
-    return {"probe": PROBE_VERSION, "weights": source.weights_hash(), "int8_graph": _file_hash(int8_path),
+def cache_key(source, int8: Int8Graph, batches: list[int], opts: dict) -> dict:
+    """Everything the decision depends on; a change in any of it re-probes. The int8 graph by its
+    content, and by name and ``for_isa`` for the line (another host may pick another variant)."""
+    return {"probe": PROBE_VERSION, "weights": source.weights_hash(),
+            "int8_graph": {"file": int8.path.name, "for_isa": list(int8.for_isa),
+                           "sha256": _file_hash(int8.path)},
             "cpu": host.cpu_model(), "isa": host.isa_flags(), "cores": usable_cores(),
             "onnxruntime": _version("onnxruntime"), "torch": _version("torch"), "batches": list(batches),
             "opts": json.loads(json.dumps(opts, sort_keys=True, default=str))}
@@ -194,19 +199,26 @@ def _batch(frames: np.ndarray, b: int) -> np.ndarray:
 def summary_line(record: dict, where: str) -> str:
     """The one line printed for a decision: the choice, the figures it rests on, ``where`` it is kept."""
     c, order, key = record["candidates"], record["order"], record["key"]
+    choice = order[0] if order else "none"
+    # Which int8 graph was probed (a student may ship one per instruction set), named once: after
+    # the choice where it ran, else where int8's figures or its failure are.
+    g = key["int8_graph"]
+    graph = f"[{Int8Graph(Path(g['file']), tuple(g['for_isa'])).label()}]"
+    head, int8 = (f"{choice} {graph}", "int8") if choice == INT8 else (choice, f"int8 {graph}")
     parts = []
     i8, f32 = c.get(INT8, {}), c.get(FP32, {})
     if "images_per_s" in i8 and "images_per_s" in f32:
         ratios = [f"{i8['images_per_s'][str(b)] / f32['images_per_s'][str(b)]:.2f}x" + (" fp32" if i == 0 else "")
                   + f" at batch {b}" for i, b in enumerate(sorted(record["batches"], reverse=True))]
-        parts.append("int8 " + ", ".join(ratios))
+        parts.append(f"{int8} " + ", ".join(ratios))
     if i8.get("agreement") is not None:
         fr = record["frames"]
         parts.append(f"agreement {i8['agreement']:.3f} on {fr['count']} {fr['from']} frames"
                      + (f" (< {record['bound']}: int8 rejected)" if "rejected" in i8 else ""))
-    parts += [f"{n} not built ({e['skipped']})" for n, e in c.items() if "skipped" in e]
+    parts += [f"{int8 if n == INT8 else n} not built ({e['skipped']})"
+              for n, e in c.items() if "skipped" in e]
     flags = " ".join(key["isa"]) or "no AVX2 or newer"
-    return f"engine auto: {order[0] if order else 'none'} ({'; '.join(parts)}; probed on {key['cpu']} {flags}, {where})"
+    return f"engine auto: {head} ({'; '.join(parts)}; probed on {key['cpu']} {flags}, {where})"
 
 
 def _load(path: Path, key: dict) -> tuple[dict, str] | None:
@@ -238,7 +250,7 @@ def _save(path: Path, record: dict) -> str:
         return f"not cached: {_one_line(e)}"
 
 
-def choose(source, int8_path: Path, candidates: list[tuple[str, dict]], build: Callable,
+def choose(source, int8: Int8Graph, candidates: list[tuple[str, dict]], build: Callable,
            opts: dict, report: Callable[[str], None], measure: Measure | None = None,
            frames: tuple[np.ndarray, dict] | None = None) -> list[tuple[str, dict]]:
     """``candidates`` (auto's list) in this host's order: the accepted probed ones fastest first,
@@ -248,7 +260,7 @@ def choose(source, int8_path: Path, candidates: list[tuple[str, dict]], build: C
     # that one decision per model and host serves every command (the UI's live view and its
     # replays included) instead of a probe per batch setting. ONNX Runtime takes any batch.
     batches = list(PROBE_BATCHES)
-    key = cache_key(source, int8_path, batches, opts)
+    key = cache_key(source, int8, batches, opts)
     path = record_path(source, key)
     hit = _load(path, key)
     if hit is not None:

@@ -4,18 +4,69 @@ The exported student's format (its files, metadata and ONNX export) belongs to t
 core's ``pagkd_core.student``, the only module of the training core the runtime imports. Engines
 that need an ONNX graph and find none beside the student export one into the cache, keyed by the
 weights' hash.
+
+The calibrated int8 graphs beside a student are named here (``int8_suffix``): the portable one,
+``<stem>.int8.onnx``, and variants made for an instruction set, ``<stem>.int8.<tag>.onnx``, each
+with its report (``<stem>.int8[.<tag>].json``, written by ``python -m benchmarks.int8``).
+``ModelSource.int8_graph`` picks the one made for this host.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
+import re
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pagkd_core.student import cache_meta, check_run_meta, export_onnx, load_student, read_meta, sibling
+from stream import host
+
+_TAG = re.compile(r"[a-z0-9_]+")
+
+
+def int8_suffix(variant: str | None = None) -> str:
+    """The suffix of a student's int8 graph: ``.int8.onnx`` for the portable one, ``.int8.<variant>.onnx``
+    for one made for an instruction set (``variant``: lower-case letters, digits, ``_``; e.g. vnni)."""
+    if variant is None:
+        return ".int8.onnx"
+    if not _TAG.fullmatch(variant):
+        raise ValueError(f"int8 variant tag must be lower-case letters, digits or _ (e.g. vnni), "
+                         f"got {variant!r}")
+    return f".int8.{variant}.onnx"
+
+
+def int8_report(graph: Path) -> Path:
+    """The report beside an int8 graph: how, from which weights and for which hosts it was made."""
+    return graph.with_suffix(".json")
+
+
+def int8_variants(stem: Path) -> tuple[Path, ...]:
+    """The ``<stem>.int8.<tag>.onnx`` files beside a student, by name."""
+    prefix = stem.name + ".int8."
+    found = stem.parent.glob(glob.escape(prefix) + "*.onnx")  # escaped: a stem may hold [ or *
+    return tuple(sorted(p for p in found if _TAG.fullmatch(p.name[len(prefix):-len(".onnx")])))
+
+
+@dataclass(frozen=True)
+class Int8Graph:
+    """A calibrated int8 graph and the instruction-set flags its report says it was made for
+    (empty: for any host, or a report from before ``for_isa`` was recorded)."""
+
+    path: Path
+    for_isa: tuple[str, ...] = ()
+    portable: bool = True  # the student's <stem>.int8.onnx (or a graph a caller gave), not a variant
+
+    def fits(self, flags: Iterable[str]) -> bool:
+        return set(self.for_isa) <= set(flags)
+
+    def label(self) -> str:
+        return f"{self.path.name}, for {' '.join(self.for_isa) or 'any host'}"
 
 
 def cache_dir() -> Path:
@@ -36,16 +87,17 @@ class ModelSource:
     stem: Path | None = None
     module: Any = None                       # set for in-memory sources
     onnx: Path | None = None
-    int8_onnx: Path | None = None
+    int8_onnx: Path | None = None           # the portable int8 graph (or one a caller gives)
+    int8_variants: tuple[Path, ...] = ()     # int8 graphs made for an instruction set (int8_graph)
     resized: bool = False                    # run at another size than exported (at_input_size)
     _hash: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> ModelSource:
         stem, meta = read_meta(path)
-        onnx, int8 = sibling(stem, ".onnx"), sibling(stem, ".int8.onnx")
-        return cls(meta=meta, name=stem.name, stem=stem,
-                   onnx=onnx if onnx.is_file() else None, int8_onnx=int8 if int8.is_file() else None)
+        onnx, int8 = sibling(stem, ".onnx"), sibling(stem, int8_suffix())
+        return cls(meta=meta, name=stem.name, stem=stem, onnx=onnx if onnx.is_file() else None,
+                   int8_onnx=int8 if int8.is_file() else None, int8_variants=int8_variants(stem))
 
     @classmethod
     def from_module(cls, module: Any, meta: dict, name: str = "in-memory",
@@ -63,7 +115,7 @@ class ModelSource:
         if size == tuple(self.meta["input_size"]):
             return self
         return dataclasses.replace(self, meta={**self.meta, "input_size": list(size)}, onnx=None, int8_onnx=None,
-                                   resized=True, _hash=None)
+                                   int8_variants=(), resized=True, _hash=None)
 
     # -- torch -----------------------------------------------------------------------------
     def load_torch(self):
@@ -104,25 +156,60 @@ class ModelSource:
         self.onnx = out
         return out
 
+    def int8_graph(self, flags: Iterable[str] | None = None) -> Int8Graph | None:
+        """The int8 graph to run on a host with instruction-set ``flags`` (default: this one's).
+        Of the graphs whose report's ``for_isa`` flags the host all has, the one with the most
+        (the most specific); on a tie the portable one. Where none fits, the portable one, as
+        before variants existed: it is the graph meant to run anywhere, and ``auto`` checks its
+        agreement on this host. A graph whose report names other weights is never used."""
+        flags = host.isa_flags() if flags is None else list(flags)
+        graphs = self.int8_graphs()
+        fitting = [g for g in graphs if g.fits(flags)]
+        if not fitting:
+            return next((g for g in graphs if g.portable), None)
+        return max(fitting, key=lambda g: (len(g.for_isa), g.portable))  # max keeps the first of equals
+
+    def int8_graphs(self) -> list[Int8Graph]:
+        """The int8 graphs this student may run, the portable one first, variants by name."""
+        graphs = [self._int8(self.int8_onnx, portable=True)]
+        graphs += [self._int8(p, portable=False) for p in self.int8_variants]
+        return [g for g in graphs if g is not None]
+
     def int8_onnx_path(self) -> Path | None:
-        """The calibrated int8 graph next to this student, unless its report says it was made from
-        other weights (a student re-exported over the old one): a stale graph is never used."""
-        if self.int8_onnx is None or not self.int8_onnx.is_file():
+        """The path of ``int8_graph()``: what every int8 engine of this student runs."""
+        graph = self.int8_graph()
+        return graph.path if graph else None
+
+    def use_int8(self, path: str | os.PathLike) -> None:
+        """Run this int8 graph and no other (one just calibrated, a benchmark's own): the
+        variants beside the student no longer compete with it."""
+        self.int8_onnx, self.int8_variants = Path(path), ()
+
+    def _int8(self, path: Path | None, portable: bool) -> Int8Graph | None:
+        """``path`` with what its report says, or None: absent, made from other weights (a student
+        re-exported over the old one) or, for a variant, without the report that says which hosts
+        it is for."""
+        if path is None or not path.is_file():
             return None
-        report = self.int8_onnx.with_suffix(".json")
-        made_from = json.loads(report.read_text()).get("weights_hash") if report.is_file() else None
+        report_path = int8_report(path)
+        report = json.loads(report_path.read_text()) if report_path.is_file() else None
+        if report is None and not portable:
+            warnings.warn(f"{path} has no report ({report_path.name}) saying which hosts it is for; ignored "
+                          f"(re-run python -m benchmarks.int8 --variant to make it again)", stacklevel=3)
+            return None
+        made_from = (report or {}).get("weights_hash")
         if made_from is not None and made_from != self.weights_hash():
-            import warnings
-
-            warnings.warn(f"{self.int8_onnx} was calibrated for other weights than {self.name}'s; "
-                          f"ignored (re-run python -m benchmarks.int8 to make a new one)", stacklevel=2)
+            warnings.warn(f"{path} was calibrated for other weights than {self.name}'s; "
+                          f"ignored (re-run python -m benchmarks.int8 to make a new one)", stacklevel=3)
             return None
-        return self.int8_onnx
+        return Int8Graph(path, tuple((report or {}).get("for_isa") or ()), portable)
 
-    def default_int8_path(self) -> Path:
-        """Where a calibrated int8 graph of this student belongs: next to it (where ``auto`` finds
-        it), else, or when calibrated at another input size than exported, in the cache."""
+    def default_int8_path(self, variant: str | None = None) -> Path:
+        """Where a calibrated int8 graph of this student (the portable one, or ``variant``) belongs:
+        next to it (where ``auto`` finds it), else, or when calibrated at another input size than
+        exported, in the cache."""
+        suffix = int8_suffix(variant)
         if self.stem is not None and not self.resized and os.access(self.stem.parent, os.W_OK):
-            return sibling(self.stem, ".int8.onnx")
-        return cache_dir() / "onnx" / f"{self.name}-{self.weights_hash()}.int8.onnx"
+            return sibling(self.stem, suffix)
+        return cache_dir() / "onnx" / f"{self.name}-{self.weights_hash()}{suffix}"
 

@@ -1,7 +1,8 @@
 """ONNX Runtime engine: CPU fp32, CPU int8 (static QDQ, see ``int8.py``), CUDA provider.
 
 The fp32 graph is the student's ``.onnx`` (exported on first use if absent); the int8 graph is
-``<stem>.int8.onnx`` written by ``python -m benchmarks.int8``.
+the one made for this host's instruction set (``ModelSource.int8_graph``: ``<stem>.int8.onnx``,
+or a variant ``<stem>.int8.<tag>.onnx``), written by ``python -m benchmarks.int8``.
 
 CPU sessions run one intra-op thread per usable core and, by default, without spin-waiting
 (``spinning=False``): a spinning worker keeps its core busy between operators, which the
