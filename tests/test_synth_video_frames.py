@@ -38,7 +38,8 @@ def test_frames_are_labelled_from_the_truth_and_include_another_set(tmp_path):
     )  # fmt: skip
     out = tmp_path / "video"
     argv = ["video-frames", "--out", str(out), "--seeds", "7-8", "--size", "320x180", "--fps", "10",
-            "--seconds", "6", "--every", "5", "--frame-size", "48", "--include", str(closeups), "--no-progress"]  # fmt: skip
+            "--seconds", "6", "--every", "5", "--frame-size", "48", "--min-coverage", "0",
+            "--include", str(closeups), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     rows = _rows(out / "manifest.csv")
     video = [r for r in rows if r["patient_id"].startswith("v")]
@@ -59,6 +60,14 @@ def test_frames_are_labelled_from_the_truth_and_include_another_set(tmp_path):
     samples = read_manifest(out / "manifest.csv")  # what training reads: every path resolves
     assert len(samples) == len(rows) and all(Path(s.path).is_file() for s in samples)
     assert {s.modality for s in samples} == {"WLI", "NBI"}
+
+    # far lesions left out: the same frames less those showing a lesion under 2% of the field
+    near = [*argv[:2], str(tmp_path / "near"), *argv[3:15], "--min-coverage", "0.02", "--no-progress"]
+    assert main(near) == 0
+    expect = [r["path"] for r in video if r["class"] == NO_LESION or float(r["coverage"]) >= 0.02]
+    assert [r["path"] for r in _rows(tmp_path / "near" / "manifest.csv")] == expect and len(expect) < len(
+        video
+    )
 
     kept = sorted(closeups.rglob("*.png"))
     assert main(argv[:4] + ["7"] + argv[5:]) == 0  # a re-run replaces its own frames only

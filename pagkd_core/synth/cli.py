@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-size", type=int, default=192, help="square saved frame in pixels (default 192)")
     p.add_argument("--every", type=int, default=4, help="keep every n-th frame of each procedure (default 4)")
     p.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.05,
+        help="leave out frames whose lesion covers less of the field than this (default 0.05)",
+    )
+    p.add_argument(
         "--include",
         action="append",
         default=[],
@@ -234,7 +240,7 @@ def run(a) -> int:
         from .video_frames import generate_video_frames
 
         manifest = generate_video_frames(
-            _video_cfg(a), a.seeds, a.out, size=a.frame_size, every=a.every, include=a.include,
+            _video_cfg(a), a.seeds, a.out, size=a.frame_size, every=a.every, min_coverage=a.min_coverage, include=a.include,
             workers=a.workers, progress=not a.no_progress,
         )  # fmt: skip
         print(f"wrote {manifest} (SYNTHETIC frames from {len(a.seeds)} procedures)")

@@ -10,6 +10,11 @@ in `frames.py`'s layout, so `pagkd_core.data` reads them unchanged:
 - WLI only: the videos are rendered without NBI stretches, so no lesion is seen in both
   modalities (unpaired, as in PaGKD). `--include ROOT` appends another frame set's rows (its NBI
   frames, its close-ups), with paths relative to `<out>`, so one data root holds both.
+- Far lesions are left out (`min_coverage`, default 5% of the field): frames that show a
+  lesion smaller than that are neither a lesion class nor `no_lesion`. Its class is not in those
+  pixels, and hard labels there taught a student to call far lesions with confidence and at
+  chance (docs/training.md, "Fine-tuned on procedure frames"); frames with no lesion in view
+  are all kept.
 - One patient per video (`v<seed>`): lesion-level splits keep a video's frames together.
   Frames with no lesion in view get one id per 2 s of the video (`v<seed>-n<k>`).
 - Seeds are the caller's: use seeds no evaluation uses (the held-out videos are 1000+, the
@@ -50,12 +55,13 @@ def _saved_box(truth: dict, box: tuple[int, int, int, int], size: int) -> tuple:
     return x0, y0, x1, y1
 
 
-def video_rows(cfg: VideoConfig, out: Path, size: int, every: int) -> list[dict]:
-    """Render one procedure (its seed is `cfg.seed`), write its kept frames; returns their rows."""
+def video_rows(cfg: VideoConfig, out: Path, size: int, every: int, min_coverage: float = 0.0) -> list[dict]:
+    """Render one procedure (its seed is `cfg.seed`), write its kept frames; returns their rows.
+    Frames showing a lesion at under `min_coverage` of the field are left out (see module doc)."""
     box = content_box(cfg.height, cfg.width, cfg.border)
     pid, rows = f"v{cfg.seed}", []
     for rgb, truth in iter_procedure_frames(cfg, shade_every=every):
-        if rgb is None:
+        if rgb is None or (truth["lesion_visible"] and truth["coverage"] < min_coverage):
             continue
         f = truth["frame"]
         if truth["lesion_visible"]:
@@ -97,16 +103,19 @@ class _Job:
     out: Path
     size: int
     every: int
+    min_coverage: float
     workers: int
 
 
 def _render_seed(job: _Job, seed: int) -> list[dict]:
-    return video_rows(dataclasses.replace(job.video, seed=seed), job.out, job.size, job.every)
+    return video_rows(
+        dataclasses.replace(job.video, seed=seed), job.out, job.size, job.every, job.min_coverage
+    )
 
 
 def generate_video_frames(
     cfg: VideoConfig, seeds: list[int], out: str | Path, size: int = 192, every: int = 4,
-    include: list[str | Path] = (), workers: int = 1, progress: bool = True,
+    min_coverage: float = 0.05, include: list[str | Path] = (), workers: int = 1, progress: bool = True,
 ) -> Path:  # fmt: skip
     """Write the frames of one procedure per seed (pure WLI) plus the `include`d sets' rows;
     returns the manifest path. The manifest is written last, so a stopped run leaves none."""
@@ -116,12 +125,16 @@ def generate_video_frames(
         raise ConfigError("give at least one seed (--seeds A-B or A,B,C)")
     if every < 1 or not 32 <= size <= 1024:
         raise ConfigError(f"--every must be >= 1 and --size in [32, 1024] (got {every}, {size})")
+    if not 0.0 <= min_coverage < 1.0:
+        raise ConfigError(f"--min-coverage must be in [0, 1) (got {min_coverage})")
     out = Path(out)
     check_writable(out)
     _remove_previous(out)
     cfg = dataclasses.replace(cfg, modality="WLI", nbi_fraction=0.0)
     bar = tqdm(total=len(seeds), disable=not progress, unit="video", desc="frames from procedures")
-    rows = render_all(_render_seed, _Job(cfg, out, size, every, workers), seeds, bar, count=lambda _: 1)
+    rows = render_all(
+        _render_seed, _Job(cfg, out, size, every, min_coverage, workers), seeds, bar, count=lambda _: 1
+    )
     bar.close()
     for root in include:
         rows += included_rows(Path(root), out)
@@ -130,7 +143,7 @@ def generate_video_frames(
         w = csv.DictWriter(fh, FRAME_COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    meta = {"video": dataclasses.asdict(cfg), "seeds": seeds, "size": size, "every": every,
+    meta = {"video": dataclasses.asdict(cfg), "seeds": seeds, "size": size, "every": every, "min_coverage": min_coverage,
             "include": [str(r) for r in include], "synthetic": True}  # fmt: skip
     (out / "synth_config.json").write_text(json.dumps(meta, indent=1) + "\n")
     return manifest
