@@ -11,10 +11,10 @@ in `frames.py`'s layout, so `pagkd_core.data` reads them unchanged:
   modalities (unpaired, as in PaGKD). `--include ROOT` appends another frame set's rows (its NBI
   frames, its close-ups), with paths relative to `<out>`, so one data root holds both.
 - Far lesions are left out (`min_coverage`, default 5% of the field): frames that show a
-  lesion smaller than that are neither a lesion class nor `no_lesion`. Its class is not in those
-  pixels, and hard labels there taught a student to call far lesions with confidence and at
-  chance (docs/training.md, "Fine-tuned on procedure frames"); frames with no lesion in view
-  are all kept.
+  lesion smaller than that are neither a lesion class nor `no_lesion`. Their class is not in
+  those pixels, and a student fine-tuned with them read most frames with no lesion in view as a
+  lesion (docs/training.md, "Tried and not bundled: fine-tuned on procedure frames"); frames
+  with no lesion in view are all kept.
 - One patient per video (`v<seed>`): lesion-level splits keep a video's frames together.
   Frames with no lesion in view get one id per 2 s of the video (`v<seed>-n<k>`).
 - Seeds are the caller's: use seeds no evaluation uses (the held-out videos are 1000+, the
