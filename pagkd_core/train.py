@@ -28,6 +28,7 @@ from pagkd_core.data import FoldData, couple_loader, prepare
 from pagkd_core.evaluate import predict
 from pagkd_core.metrics import classification_metrics
 from pagkd_core.models import LesionNet, model_from_config
+from pagkd_core.outputs import background_index
 
 log = logging.getLogger("pagkd_core.train")
 
@@ -37,16 +38,29 @@ class TeacherObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, _partner, y, _distill_on: bool) -> dict[str, torch.Tensor]:
+    def forward(self, x, _partner, y, _distill_on: bool, far=None) -> dict[str, torch.Tensor]:
         return {"ce": F.cross_entropy(self.model(x), y)}
+
+
+def class_loss(logits: torch.Tensor, y: torch.Tensor, far: torch.Tensor | None, unknown: torch.Tensor | None):
+    """Cross-entropy against the label, except for `far` images: against `unknown` (a lesion of
+    no known class: uniform over the lesion classes), so the student learns to be unsure of a class
+    its input does not show, and still that a lesion is there."""
+    if far is None or unknown is None or not bool(far.any()):
+        return F.cross_entropy(logits, y)
+    target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+    target[far] = unknown.to(logits.dtype)
+    return F.cross_entropy(logits, target)
 
 
 class StudentObjective(nn.Module):
     """CE on WLI + distiller losses against the frozen teacher's view of the coupled NBI images."""
 
-    def __init__(self, student: LesionNet, teacher: LesionNet | None, distiller: nn.Module | None):
+    def __init__(self, student: LesionNet, teacher: LesionNet | None, distiller: nn.Module | None,
+                 unknown: torch.Tensor | None = None):  # fmt: skip
         super().__init__()
         self.student, self.teacher, self.distiller = student, teacher, distiller
+        self.register_buffer("unknown", unknown, persistent=False)  # class_loss's far target
         if teacher is not None:
             teacher.requires_grad_(False).eval()
 
@@ -56,12 +70,12 @@ class StudentObjective(nn.Module):
             self.teacher.eval()  # frozen: its BatchNorm statistics must not move either
         return self
 
-    def forward(self, wli, nbi, y, distill_on: bool) -> dict[str, torch.Tensor]:
+    def forward(self, wli, nbi, y, distill_on: bool, far=None) -> dict[str, torch.Tensor]:
         from pagkd_core.distill import Views
 
         feats = self.student.forward_features(wli)
         logits = self.student.classify(feats)
-        out = {"ce": F.cross_entropy(logits, y)}
+        out = {"ce": class_loss(logits, y, far, self.unknown)}
         if self.distiller is None or not distill_on:
             return out
         with torch.no_grad():
@@ -85,7 +99,7 @@ def loss_weights(cfg: Config) -> dict[str, float]:
 
 # Settings added after runs were recorded, with the value that means "as before": left out of
 # the key at that value, so checkpoints and cached predictions made before they existed still match.
-_ADDED_LATER = (("distill", "init_from_teacher", False),)
+_ADDED_LATER = (("distill", "init_from_teacher", False), ("data", "far_coverage", 0.0))
 _SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher")
 
 
@@ -185,6 +199,19 @@ def init_from_teacher(student: LesionNet, teacher: LesionNet) -> None:
     student.backbone.load_state_dict(teacher.backbone.state_dict())
 
 
+def unknown_target(class_names: list[str], far_coverage: float) -> torch.Tensor | None:
+    """The target of a far lesion's image: uniform over the lesion classes (0 on no_lesion), or
+    None when `data.far_coverage` is off."""
+    if far_coverage <= 0:
+        return None
+    bg = background_index(class_names)
+    if bg is None:
+        raise ValueError("data.far_coverage needs a no_lesion class (frames without a lesion) to say what is unknown")
+    target = torch.full((len(class_names),), 1.0 / (len(class_names) - 1))
+    target[bg] = 0.0
+    return target
+
+
 def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     """Returns (model to select/export, objective, trainable modules by name, optimiser settings, loader)."""
     k = len(data.class_names)
@@ -209,8 +236,8 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
             modules["distiller"] = distiller
         else:
             teacher = None  # only its weights were wanted
-        objective = StudentObjective(model, teacher, distiller)
-        primary = data.images("train", "WLI", train=True)
+        objective = StudentObjective(model, teacher, distiller, unknown_target(data.class_names, cfg.data.far_coverage))
+        primary = data.images("train", "WLI", train=True, far_coverage=cfg.data.far_coverage)
         partner = data.images("train", "NBI", train=True) if distiller is not None else None
         pairing = cfg.distill.pairing
     loader = couple_loader(
@@ -326,8 +353,8 @@ def train_stage(
             leave=False,
             disable=not (cfg.run.progress and d.main),
         )
-        for i, (x, partner, y) in enumerate(bar):
-            losses = step_fn(x.to(d.device), partner.to(d.device), y.to(d.device), distill_on)
+        for i, (x, partner, y, far) in enumerate(bar):
+            losses = step_fn(x.to(d.device), partner.to(d.device), y.to(d.device), distill_on, far.to(d.device))
             loss = sum(weights[k] * v for k, v in losses.items())
             if not torch.isfinite(loss):
                 raise FloatingPointError(

@@ -123,11 +123,12 @@ def test_couple_loader_shapes(tmp_path):
     root = make_generic(tmp_path / "d")
     data = prepare(cfg_for(root, tmp_path / "run"), tmp_path / "run", progress=False)
     wli, nbi = data.images("train", "WLI", train=True), data.images("train", "NBI", train=True)
-    x, p, y = next(iter(couple_loader(wli, nbi, 2, 4, steps=1)))
+    x, p, y, far = next(iter(couple_loader(wli, nbi, 2, 4, steps=1)))
     assert x.shape == p.shape == (4, 3, 32, 32) and sorted(y.tolist()) == [0, 0, 1, 1]
+    assert far.dtype == torch.bool and not far.any()  # no coverage in this layout: nothing is far
     assert abs(float(x.mean())) < 3  # normalised, not 0..255
-    x, p, y = next(iter(couple_loader(wli, nbi, 2, 4, steps=1, pairing="true")))
-    x, p, y = next(iter(couple_loader(wli, None, 2, 4, steps=1)))
+    x, p, y, _ = next(iter(couple_loader(wli, nbi, 2, 4, steps=1, pairing="true")))
+    x, p, y, _ = next(iter(couple_loader(wli, None, 2, 4, steps=1)))
     assert p.numel() == 0
 
 
@@ -255,7 +256,7 @@ def test_no_lesion_class_is_label_zero_and_trains_through_the_sampler(tmp_path):
     assert requested.class_names == ["no_lesion", "adenoma", "hyperplastic"]
     wli, nbi = data.images("train", "WLI"), data.images("train", "NBI")
     loader = couple_loader(wli, nbi, 3, 6, steps=2, seed=0)
-    for x, partner, y in loader:
+    for x, partner, y, _ in loader:
         assert set(y.tolist()) == {0, 1, 2} and partner.shape == x.shape
 
 

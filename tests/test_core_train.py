@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from test_core_fixtures import TINY, make_generic
 
@@ -211,3 +212,46 @@ def test_wli_only_resume_key_ignores_the_distillers_settings_but_not_the_embeddi
     assert key(method="none") != key(method="none", embed_dim=64)
     assert key(method="none") != key(method="none", init_from_teacher=True)
     assert key(method="pro+den", pro_weight=0.1) != key(method="pro+den", pro_weight=1.0)
+
+
+def test_far_lesions_train_towards_a_lesion_of_unknown_class():
+    """data.far_coverage: a far lesion's image is trained towards "a lesion, class unknown"
+    (uniform over the lesion classes), every other image towards its label, as before."""
+    from pagkd_core.config import Config
+    from pagkd_core.train import class_loss, resume_key, unknown_target
+
+    unknown = unknown_target(["no_lesion", "hyperplastic", "adenoma"], 0.05)
+    assert unknown.tolist() == [0.0, 0.5, 0.5]
+    assert unknown_target(["no_lesion", "hyperplastic", "adenoma"], 0.0) is None
+    with pytest.raises(ValueError, match="needs a no_lesion class"):
+        unknown_target(["hyperplastic", "adenoma"], 0.05)
+
+    logits = torch.tensor([[0.0, 4.0, -4.0], [0.0, 4.0, -4.0], [3.0, 0.0, 0.0]], requires_grad=True)
+    y = torch.tensor([1, 1, 0])
+    none = torch.zeros(3, dtype=torch.bool)
+    assert torch.equal(class_loss(logits, y, none, unknown), F.cross_entropy(logits, y))  # nothing far: as before
+    far = torch.tensor([False, True, False])
+    loss = class_loss(logits, y, far, unknown)
+    loss.backward()
+    # the far image is pushed towards even class odds (its class logits closer), not towards class 1
+    g = logits.grad[1]
+    assert g[1] > 0 > g[2] and abs(float(g[0])) < 1e-2
+    assert float(loss.detach()) > float(F.cross_entropy(logits.detach(), y))
+
+    def key(**data):
+        c = Config().to_dict()
+        c["data"].update(data)
+        return resume_key(c, "student")
+
+    assert key() == key(far_coverage=0.0)  # runs from before the setting keep their key
+    assert key() != key(far_coverage=0.05)
+
+
+def test_far_flags_come_from_the_manifests_coverage(tmp_path):
+    from pagkd_core.data import ImageSet, ImageStore
+    from pagkd_core.data.layouts import Sample
+
+    samples = [Sample("a.png", "adenoma", "WLI", "L0", "P0", coverage=c) for c in (0.01, 0.2, None)]
+    names = ["no_lesion", "hyperplastic", "adenoma"]
+    assert ImageSet(samples, names, ImageStore(32), True, far_coverage=0.05).far == [True, False, False]
+    assert ImageSet(samples, names, ImageStore(32), True).far == [False, False, False]

@@ -17,11 +17,15 @@ from pagkd_core.data.transforms import augment, normalize
 
 
 class ImageSet(Dataset):
-    """Samples -> (normalised image, label)."""
+    """Samples -> (normalised image, label). `far`: per sample, whether its lesion covers less of
+    the field than `far_coverage` (its class is then not a training target: train.StudentObjective)."""
 
-    def __init__(self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool):
+    def __init__(
+        self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool, far_coverage: float = 0.0
+    ):
         self.samples, self.store, self.train = samples, store, train
         self.labels = [class_names.index(s.cls) for s in samples]
+        self.far = [s.coverage is not None and s.coverage < far_coverage for s in samples]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -35,7 +39,8 @@ class ImageSet(Dataset):
 
 
 class CoupleSet(Dataset):
-    """Index (i, j) -> (primary image i, partner image j or an empty tensor when j = -1, label)."""
+    """Index (i, j) -> (primary image i, partner image j or an empty tensor when j = -1, label,
+    whether image i's lesion is too far for its class to be a target)."""
 
     def __init__(self, primary: ImageSet, partner: ImageSet | None):
         self.primary, self.partner = primary, partner
@@ -43,7 +48,7 @@ class CoupleSet(Dataset):
     def __getitem__(self, ij):
         i, j = ij
         other = self.partner.image(j) if j >= 0 else torch.empty(0)
-        return self.primary.image(i), other, self.primary.labels[i]
+        return self.primary.image(i), other, self.primary.labels[i], self.primary.far[i]
 
 
 @dataclass
@@ -70,8 +75,8 @@ class FoldData:
             samples = subsample_lesions(samples, self.wli_train_lesions, seed=self.split_seed * 1000 + self.fold)
         return samples
 
-    def images(self, split: str, modality: str, train: bool = False) -> ImageSet:
-        return ImageSet(self.part(split, modality), self.class_names, self.store, train)
+    def images(self, split: str, modality: str, train: bool = False, far_coverage: float = 0.0) -> ImageSet:
+        return ImageSet(self.part(split, modality), self.class_names, self.store, train, far_coverage)
 
 
 def prepare(cfg, out_dir: str | Path, progress: bool = True) -> FoldData:

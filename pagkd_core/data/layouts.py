@@ -35,6 +35,7 @@ class Sample:
     lesion: str
     patient: str  # = lesion when the patient is unknown
     twin: str = ""  # same non-empty key in both modalities = a true (WLI, NBI) pair
+    coverage: float | None = None  # the lesion's share of the field, where a manifest gives it
 
 
 def canonical_class(name: str) -> str:
@@ -102,7 +103,8 @@ def read_manifest(manifest: Path) -> list[Sample]:
         patient = (r.get("patient_id") or "").strip() or lesion
         # The manifest's view index is not a shared camera pose across modalities: pair by lesion.
         path = str((root / r["path"]).resolve())
-        samples.append(Sample(path, canonical_class(r["class"]), modality, lesion, patient))
+        coverage = float(r["coverage"]) if r.get("coverage") else None  # synth frames/video-frames record it
+        samples.append(Sample(path, canonical_class(r["class"]), modality, lesion, patient, coverage=coverage))
     return samples
 
 
