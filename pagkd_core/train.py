@@ -146,11 +146,26 @@ def validate(model: LesionNet, data: FoldData, modality: str, cfg: Config, devic
         probs, labels = predict(model, val, device, batch_size=max(cfg.optim.batch_size, 32))
     m = classification_metrics(labels, probs, data.class_names)
     m["loss"] = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)))
+    if modality == "WLI":
+        far = np.array([s.coverage is not None and s.coverage < cfg.data.far_coverage for s in val.samples])
+        m = score_near(m, labels, probs, far, data.class_names)
     # Selection score (pagkd_core.metrics): the lesion-class AUC, averaged with the lesion-presence
     # AUC when a no_lesion class exists; accuracy when undefined; less loss breaks ties.
     if not math.isfinite(m["score"]):
         m["score"] = m["accuracy"]
     return m
+
+
+def score_near(m: dict, labels: np.ndarray, probs: np.ndarray, far: np.ndarray, class_names: list[str]) -> dict:
+    """``m`` with the class AUC and the selection score of the images that are not ``far``: a far
+    lesion's class is not a target (data.far_coverage), so it is not scored either; presence
+    stays on all images."""
+    if not far.any() or far.all():
+        return m
+    near = classification_metrics(np.asarray(labels)[~far], np.asarray(probs)[~far], class_names)
+    parts = (m.get("presence_auc", math.nan), near["class_auc"])
+    score = float(np.mean(parts)) if all(map(math.isfinite, parts)) else near["class_auc"]
+    return {**m, "class_auc": near["class_auc"], "score": score}
 
 
 def grad_norms(losses: dict[str, torch.Tensor], weights: dict[str, float], params: list) -> dict[str, float]:

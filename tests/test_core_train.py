@@ -255,3 +255,23 @@ def test_far_flags_come_from_the_manifests_coverage(tmp_path):
     names = ["no_lesion", "hyperplastic", "adenoma"]
     assert ImageSet(samples, names, ImageStore(32), True, far_coverage=0.05).far == [True, False, False]
     assert ImageSet(samples, names, ImageStore(32), True).far == [False, False, False]
+
+
+def test_model_selection_scores_the_class_of_near_lesions_only():
+    import numpy as np
+
+    from pagkd_core.metrics import classification_metrics
+    from pagkd_core.train import score_near
+
+    names = ["no_lesion", "hyperplastic", "adenoma"]
+    labels = np.array([0, 0, 1, 2, 1, 2, 1, 2])
+    probs = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1],
+                      [0.1, 0.8, 0.1], [0.1, 0.1, 0.8],            # near: right
+                      [0.1, 0.1, 0.8], [0.1, 0.8, 0.1],            # far: confidently wrong
+                      [0.1, 0.7, 0.2], [0.1, 0.2, 0.7]])  # fmt: skip
+    far = np.array([False, False, False, False, True, True, False, False])
+    m = classification_metrics(labels, probs, names)
+    near = score_near(m, labels, probs, far, names)
+    assert m["class_auc"] < 1.0 and near["class_auc"] == 1.0
+    assert near["presence_auc"] == m["presence_auc"] and near["score"] == (1.0 + m["presence_auc"]) / 2
+    assert score_near(m, labels, probs, np.zeros(8, bool), names) == m  # nothing far: unchanged
