@@ -42,25 +42,27 @@ class TeacherObjective(nn.Module):
         return {"ce": F.cross_entropy(self.model(x), y)}
 
 
-def class_loss(logits: torch.Tensor, y: torch.Tensor, far: torch.Tensor | None, unknown: torch.Tensor | None):
-    """Cross-entropy against the label, except for `far` images: against `unknown` (a lesion of
-    no known class: uniform over the lesion classes), so the student learns to be unsure of a class
-    its input does not show, and still that a lesion is there."""
-    if far is None or unknown is None or not bool(far.any()):
+def class_loss(logits: torch.Tensor, y: torch.Tensor, far: torch.Tensor | None, lesion_cols: torch.Tensor | None):
+    """Cross-entropy against the label, except for `far` images: their split among the lesion
+    classes (`lesion_cols`, renormalised) against even odds, and nothing on no_lesion. The
+    student learns to be unsure of a class its input does not show, and presence is left to
+    the images that show it (a far lesion a few pixels wide taught as "a lesion" taught a
+    student that every frame is one: docs/training.md)."""
+    if far is None or lesion_cols is None or not bool(far.any()):
         return F.cross_entropy(logits, y)
-    target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
-    target[far] = unknown.to(logits.dtype)
-    return F.cross_entropy(logits, target)
+    per_image = F.cross_entropy(logits, y, reduction="none")
+    split = F.log_softmax(logits[:, lesion_cols], dim=1)  # the class split, given a lesion
+    return torch.where(far, -split.mean(dim=1), per_image).mean()
 
 
 class StudentObjective(nn.Module):
     """CE on WLI + distiller losses against the frozen teacher's view of the coupled NBI images."""
 
     def __init__(self, student: LesionNet, teacher: LesionNet | None, distiller: nn.Module | None,
-                 unknown: torch.Tensor | None = None):  # fmt: skip
+                 lesion_cols: torch.Tensor | None = None):  # fmt: skip
         super().__init__()
         self.student, self.teacher, self.distiller = student, teacher, distiller
-        self.register_buffer("unknown", unknown, persistent=False)  # class_loss's far target
+        self.register_buffer("lesion_cols", lesion_cols, persistent=False)  # class_loss's far images
         if teacher is not None:
             teacher.requires_grad_(False).eval()
 
@@ -75,7 +77,7 @@ class StudentObjective(nn.Module):
 
         feats = self.student.forward_features(wli)
         logits = self.student.classify(feats)
-        out = {"ce": class_loss(logits, y, far, self.unknown)}
+        out = {"ce": class_loss(logits, y, far, self.lesion_cols)}
         if self.distiller is None or not distill_on:
             return out
         with torch.no_grad():
@@ -214,17 +216,15 @@ def init_from_teacher(student: LesionNet, teacher: LesionNet) -> None:
     student.backbone.load_state_dict(teacher.backbone.state_dict())
 
 
-def unknown_target(class_names: list[str], far_coverage: float) -> torch.Tensor | None:
-    """The target of a far lesion's image: uniform over the lesion classes (0 on no_lesion), or
-    None when `data.far_coverage` is off."""
+def far_lesion_columns(class_names: list[str], far_coverage: float) -> torch.Tensor | None:
+    """The lesion classes' columns, whose split a far lesion's image trains towards even odds,
+    or None when `data.far_coverage` is off."""
     if far_coverage <= 0:
         return None
     bg = background_index(class_names)
     if bg is None:
         raise ValueError("data.far_coverage needs a no_lesion class (frames without a lesion) to say what is unknown")
-    target = torch.full((len(class_names),), 1.0 / (len(class_names) - 1))
-    target[bg] = 0.0
-    return target
+    return torch.tensor([i for i in range(len(class_names)) if i != bg])
 
 
 def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
@@ -251,7 +251,7 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
             modules["distiller"] = distiller
         else:
             teacher = None  # only its weights were wanted
-        objective = StudentObjective(model, teacher, distiller, unknown_target(data.class_names, cfg.data.far_coverage))
+        objective = StudentObjective(model, teacher, distiller, far_lesion_columns(data.class_names, cfg.data.far_coverage))
         primary = data.images("train", "WLI", train=True, far_coverage=cfg.data.far_coverage)
         partner = data.images("train", "NBI", train=True) if distiller is not None else None
         pairing = cfg.distill.pairing

@@ -214,17 +214,17 @@ def test_wli_only_resume_key_ignores_the_distillers_settings_but_not_the_embeddi
     assert key(method="pro+den", pro_weight=0.1) != key(method="pro+den", pro_weight=1.0)
 
 
-def test_far_lesions_train_towards_a_lesion_of_unknown_class():
-    """data.far_coverage: a far lesion's image is trained towards "a lesion, class unknown"
-    (uniform over the lesion classes), every other image towards its label, as before."""
+def test_far_lesions_train_their_class_split_towards_even_odds_and_leave_presence_alone():
+    """data.far_coverage: a far lesion's image trains its split among the lesion classes towards
+    even odds and nothing on no_lesion; every other image towards its label, as before."""
     from pagkd_core.config import Config
-    from pagkd_core.train import class_loss, resume_key, unknown_target
+    from pagkd_core.train import class_loss, far_lesion_columns, resume_key
 
-    unknown = unknown_target(["no_lesion", "hyperplastic", "adenoma"], 0.05)
-    assert unknown.tolist() == [0.0, 0.5, 0.5]
-    assert unknown_target(["no_lesion", "hyperplastic", "adenoma"], 0.0) is None
+    unknown = far_lesion_columns(["no_lesion", "hyperplastic", "adenoma"], 0.05)
+    assert unknown.tolist() == [1, 2]
+    assert far_lesion_columns(["no_lesion", "hyperplastic", "adenoma"], 0.0) is None
     with pytest.raises(ValueError, match="needs a no_lesion class"):
-        unknown_target(["hyperplastic", "adenoma"], 0.05)
+        far_lesion_columns(["hyperplastic", "adenoma"], 0.05)
 
     logits = torch.tensor([[0.0, 4.0, -4.0], [0.0, 4.0, -4.0], [3.0, 0.0, 0.0]], requires_grad=True)
     y = torch.tensor([1, 1, 0])
@@ -233,9 +233,10 @@ def test_far_lesions_train_towards_a_lesion_of_unknown_class():
     far = torch.tensor([False, True, False])
     loss = class_loss(logits, y, far, unknown)
     loss.backward()
-    # the far image is pushed towards even class odds (its class logits closer), not towards class 1
+    # the far image is pushed towards even class odds (its class logits closer), not towards
+    # class 1, and its no_lesion logit gets no gradient at all (presence is not its target)
     g = logits.grad[1]
-    assert g[1] > 0 > g[2] and abs(float(g[0])) < 1e-2
+    assert g[1] > 0 > g[2] and float(g[0]) == 0.0
     assert float(loss.detach()) > float(F.cross_entropy(logits.detach(), y))
 
     def key(**data):
