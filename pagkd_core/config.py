@@ -34,9 +34,9 @@ class DataConfig:
     # Few-labels regime: keep the WLI training images of this many lesions per class (seeded by
     # split_seed and the fold; whole lesions); 0 = all. NBI data, validation and test untouched.
     wli_train_lesions: int = 0
-    # WLI lesion images whose manifest `coverage` is below this train the student towards "a
-    # lesion, class unknown" (uniform over the lesion classes): a far lesion's class is not in its
-    # pixels (docs/training.md). 0 = off: every image's class is its target.
+    # WLI lesion images whose manifest `coverage` is below this train only the student's split
+    # among the lesion classes, towards even odds (train.class_loss): a far lesion's class is not
+    # in its pixels (docs/training.md, "Far lesions"). 0 = off: every image's class is its target.
     far_coverage: float = 0.0
     augment: bool = True
     cache: bool = True  # keep resized uint8 images in memory (small datasets)

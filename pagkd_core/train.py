@@ -136,7 +136,8 @@ def seed_everything(seed: int) -> None:
 
 
 def validate(model: LesionNet, data: FoldData, modality: str, cfg: Config, device) -> dict:
-    val = data.images("val", modality)
+    # far lesions (data.far_coverage) are a student's idea: the teacher's NBI images are never far
+    val = data.images("val", modality, far_coverage=cfg.data.far_coverage if modality == "WLI" else 0.0)
     if not len(val):
         raise ValueError(
             f"the validation split of fold {data.fold} has no {modality} images; raise "
@@ -148,9 +149,7 @@ def validate(model: LesionNet, data: FoldData, modality: str, cfg: Config, devic
         probs, labels = predict(model, val, device, batch_size=max(cfg.optim.batch_size, 32))
     m = classification_metrics(labels, probs, data.class_names)
     m["loss"] = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)))
-    if modality == "WLI":
-        far = np.array([s.coverage is not None and s.coverage < cfg.data.far_coverage for s in val.samples])
-        m = score_near(m, labels, probs, far, data.class_names)
+    m = score_near(m, labels, probs, np.array(val.far, dtype=bool), data.class_names)
     # Selection score (pagkd_core.metrics): the lesion-class AUC, averaged with the lesion-presence
     # AUC when a no_lesion class exists; accuracy when undefined; less loss breaks ties.
     if not math.isfinite(m["score"]):

@@ -18,7 +18,7 @@ from pagkd_core.data.transforms import augment, normalize
 
 class ImageSet(Dataset):
     """Samples -> (normalised image, label). `far`: per sample, whether its lesion covers less of
-    the field than `far_coverage` (its class is then not a training target: train.StudentObjective)."""
+    the field than `far_coverage` (its class is then not a training target: train.class_loss)."""
 
     def __init__(
         self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool, far_coverage: float = 0.0

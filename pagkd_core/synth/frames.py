@@ -90,6 +90,18 @@ def patient_id(cfg: FrameConfig, p: Patient) -> str:
     return f"f{cfg.seed}-p{p.index:03d}"
 
 
+def content_view(frame: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The runtime's view of a frame: its content area `box`, area-resized to size x size."""
+    return cv2.resize(frame[box[1] : box[3], box[0] : box[2]], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Save an RGB training frame (its folder made); an unwritable file is an OSError, not a skip."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
 def _border(cfg: FrameConfig, rng: np.random.Generator) -> str:
     return str(rng.choice(["round", "octagon"])) if cfg.border == "random" else cfg.border
 
@@ -162,8 +174,7 @@ class PatientRenderer:
     def _cut(self, frame: np.ndarray, truth: FrameTruth, border: str, distance: float | None) -> Shot:
         """The runtime's view of a frame: its content area, area-resized to size x size."""
         box = content_box(self.tube.H, self.tube.W, border)
-        crop = frame[box[1] : box[3], box[0] : box[2]]
-        img = cv2.resize(crop, (self.cfg.size, self.cfg.size), interpolation=cv2.INTER_AREA)
+        img = content_view(frame, box, self.cfg.size)
         return Shot(img, truth, box, _to_saved(self.cfg, self.tube, truth, box), distance)
 
     def lesion_frame(self, slot: int, n: int) -> Shot:
@@ -236,10 +247,7 @@ def render_patient(cfg: FrameConfig, patient: Patient) -> list[dict]:
     """Render and write all frames of one patient; returns its manifest rows."""
     rows = []
     for shot, row in PatientRenderer(cfg, patient).rows():
-        path = Path(cfg.out) / row["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), cv2.cvtColor(shot.image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
+        write_png(Path(cfg.out) / row["path"], shot.image)
         rows.append(row)
     return rows
 

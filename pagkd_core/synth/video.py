@@ -46,7 +46,8 @@ def iter_procedure_frames(
     noise_rng = np.random.default_rng([cfg.seed, 1])
     n_frames = round(cfg.seconds * cfg.fps) if cfg.seconds > 0 else None
     dt, f, prev_fwd, gain = 1.0 / cfg.fps, 0, None, 1.0
-    step = dt * max(1, shade_every)  # time between shaded frames: the exposure's lag is in seconds
+    shade_every = max(1, shade_every)
+    step = dt * shade_every  # time between shaded frames: the exposure's lag is in seconds
 
     def auto_exposure(luma: float) -> float:
         # chases mid-grey with a lag, plus lamp flicker: the exposure keeps moving
@@ -61,7 +62,7 @@ def iter_procedure_frames(
         t = f * dt
         cam = proc.step(t, dt)
         light = lights.light(t)
-        if truth_only or f % max(1, shade_every):
+        if truth_only or f % shade_every:
             out, tr = None, tube.cast(cam, proc.near(light), cfg.border)
         else:
             blur = (0.0, 0.0)

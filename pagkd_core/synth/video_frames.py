@@ -30,14 +30,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pagkd_core.config import ConfigError
 
 from .config import VideoConfig
 from .dataset import _remove_previous, check_writable, render_all
-from .frames import FRAME_COLUMNS, NO_LESION
+from .frames import FRAME_COLUMNS, NO_LESION, content_view, write_png
 from .scene import content_box
 from .video import iter_procedure_frames
 
@@ -68,13 +67,8 @@ def video_rows(cfg: VideoConfig, out: Path, size: int, every: int, min_coverage:
             cls, lid, ev = truth["class"], truth["lesion_id"], truth["wli_evidence"]  # ids name the seed
         else:
             cls, lid, ev = NO_LESION, f"{pid}-n{int(truth['pts'] // NO_LESION_CHUNK_S):03d}", ""
-        crop = rgb[box[1] : box[3], box[0] : box[2]]
-        img = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
         rel = f"WLI/{cls}/{lid}_{f}.png"
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
+        write_png(out / rel, content_view(rgb, box, size))
         x0, y0, x1, y1 = _saved_box(truth, box, size)
         rows.append({
             "path": rel, "lesion_id": lid, "class": cls, "modality": "WLI", "view": f, "paired": 0,
