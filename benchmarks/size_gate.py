@@ -1,0 +1,103 @@
+"""The first calls a student would make if it waited until a lesion is close, from cached logs.
+
+A first call is the first class label the alert machine shows from a lesion's first visible
+frame, so a student that guesses the class of a lesion still too small to classify loses the
+lesion there. This asks how much that costs: for each gate ``g``, on frames where the truth
+says the lesion covers less than ``g`` of the field, the student's split among the lesion
+classes is replaced by even odds (its presence is kept), so no label can start before the
+lesion is that close. Each gate is scored over the tune grid and its best setting picked by
+``stream tune``'s own rule. The truth supplies the size, so this is a ceiling, not a student:
+it says what a learned gate (e.g. ``data.far_coverage``) should aim at. Run it on VALIDATION
+videos only. No inference: it reads the per-frame logs ``stream evaluate/tune
+--predictions-dir DIR`` cached.
+
+    python -m benchmarks.size_gate --videos VAL_DIR [VAL_DIR ...] --preds LABEL=DIR [...] \
+        [--gates 0,0.05,0.1,0.15,0.2] [--grid GRID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.video_compare import log_classes, parse_side
+from pagkd_core.outputs import background_index
+from stream.alerts import AlertConfig
+from stream.tune import DEFAULT_GRID, FALSE_ALARMS, UNCERTAIN, first_call_key, parse_grid, rank
+from stream.video_eval import Setting, apply_setting, find_videos
+from stream.video_infer import Raw, read_log
+from stream.video_metrics import read_truth, summarise, truth_path
+
+
+def gated(raw: Raw, coverage: np.ndarray, gate: float, background: int) -> Raw:
+    """``raw`` with even odds among the lesion classes wherever the lesion covers < ``gate``."""
+    probs = raw.probs.copy()
+    far = np.nan_to_num(coverage, nan=0.0) < gate
+    lesion_cols = [i for i in range(probs.shape[1]) if i != background]
+    probs[np.ix_(far, lesion_cols)] = ((1.0 - probs[far, background]) / len(lesion_cols))[:, None]
+    return Raw(probs, raw.modality, raw.skipped, raw.gaps)
+
+
+def best_per_gate(videos: list[Path], folder: Path, gates: list[float], grid: str) -> list[dict]:
+    logs = [folder / f"{v.stem}.jsonl" for v in videos]
+    names = log_classes(logs[0])
+    bg = background_index(names)
+    if bg is None:
+        raise ValueError(f"{logs[0]}: the student has no no_lesion output")
+    truths = [read_truth(truth_path(v)) for v in videos]
+    raws = [read_log(log, len(t), len(names)) for log, t in zip(logs, truths)]
+    specs, _ = parse_grid(grid, presence=True)
+    settings = [Setting.parse(s, AlertConfig(class_names=tuple(names))) for s in specs]
+    rows = []
+    for g in gates:
+        runs = [(t, gated(r, t.coverage, g, bg) if g > 0 else r) for t, r in zip(truths, raws)]
+        pooled = {s.name: summarise([apply_setting(t, t.times, r, s)[0] for t, r in runs]) for s in settings}
+        first = first_call_key(pooled)
+        best = rank(pooled, first)[0]
+        m = pooled[best]
+        rows.append({"gate": g, "setting": best, "first_call": m[first], "false_alarms": m[FALSE_ALARMS],
+                     "uncertain": m[UNCERTAIN], "median_s": m.get("time_close_to_correct_median_s"),
+                     "lesions": m.get("close_view_lesions")})  # fmt: skip
+    return rows
+
+
+def _f(v, fmt: str = ".3f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def markdown(label: str, rows: list[dict]) -> str:
+    head = (f"| {label}: gate (lesion share of the field) | first call right | false alarms/min (no lesion) "
+            "| close view -> right call (median s) | uncertain | best setting |")
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in rows:
+        gate = "none" if r["gate"] == 0 else f"< {r['gate']:g}"
+        lines.append(f"| {gate} | {_f(r['first_call'])} | {_f(r['false_alarms'])} | {_f(r['median_s'], '.2f')} "
+                     f"| {_f(r['uncertain'])} | `{r['setting']}` |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.size_gate", description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", nargs="+", required=True, help="validation videos or folders (with .truth.csv)")
+    ap.add_argument("--preds", nargs="+", required=True, metavar="LABEL=DIR", help="cached per-frame logs")
+    ap.add_argument("--gates", default="0,0.05,0.1,0.15,0.2", help="coverage gates, 0 = none (default %(default)s)")
+    ap.add_argument("--grid", default=DEFAULT_GRID, help="settings, in stream tune's grammar (default: tune's)")
+    args = ap.parse_args(argv)
+    try:
+        gates = [float(g) for g in args.gates.split(",") if g.strip()]
+        if not gates or any(not 0 <= g < 1 for g in gates):
+            raise ValueError(f"--gates wants shares of the field in [0, 1), got {args.gates!r}")
+        videos = find_videos([str(v) for v in args.videos])
+        for label, folder in (parse_side(p) for p in args.preds):
+            print(markdown(label, best_per_gate(videos, folder, gates, args.grid)) + "\n")
+    except (OSError, ValueError) as e:
+        print(f"size_gate: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
