@@ -253,9 +253,12 @@ def test_far_flags_come_from_the_manifests_coverage(tmp_path):
     from pagkd_core.data.layouts import Sample
 
     samples = [Sample("a.png", "adenoma", "WLI", "L0", "P0", coverage=c) for c in (0.01, 0.2, None)]
+    # a frame with no lesion records coverage 0: it is never far, its no_lesion label is what
+    # teaches presence (flagged far, it trained nothing and students read empty frames as lesions)
+    samples.append(Sample("n.png", "no_lesion", "WLI", "N0", "P0", coverage=0.0))
     names = ["no_lesion", "hyperplastic", "adenoma"]
-    assert ImageSet(samples, names, ImageStore(32), True, far_coverage=0.05).far == [True, False, False]
-    assert ImageSet(samples, names, ImageStore(32), True).far == [False, False, False]
+    assert ImageSet(samples, names, ImageStore(32), True, far_coverage=0.05).far == [True, False, False, False]
+    assert ImageSet(samples, names, ImageStore(32), True).far == [False, False, False, False]
 
 
 def test_model_selection_scores_the_class_of_near_lesions_only():

@@ -14,18 +14,21 @@ from pagkd_core.data.layouts import DataError, Sample, class_list, scan
 from pagkd_core.data.sampler import CoupleBatchSampler
 from pagkd_core.data.splits import load_or_make_folds, select, subsample_lesions
 from pagkd_core.data.transforms import augment, normalize
+from pagkd_core.outputs import NO_LESION
 
 
 class ImageSet(Dataset):
     """Samples -> (normalised image, label). `far`: per sample, whether its lesion covers less of
-    the field than `far_coverage` (its class is then not a training target: train.class_loss)."""
+    the field than `far_coverage` (its class is then not a training target: train.class_loss).
+    An image with no lesion is never far: its coverage of 0 is the truth "nothing in view", and
+    its no_lesion label is what teaches presence."""
 
     def __init__(
         self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool, far_coverage: float = 0.0
     ):
         self.samples, self.store, self.train = samples, store, train
         self.labels = [class_names.index(s.cls) for s in samples]
-        self.far = [s.coverage is not None and s.coverage < far_coverage for s in samples]
+        self.far = [s.cls != NO_LESION and s.coverage is not None and s.coverage < far_coverage for s in samples]
 
     def __len__(self) -> int:
         return len(self.samples)
