@@ -270,25 +270,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit code 0, or 2 with a one-line ``error: ...`` on bad input."""
+def run(compare_fn, markdown_fn, build_parser_fn, argv: list[str] | None, error_prefix: str = "error") -> int:
+    """A comparison command: ``compare_fn(argv)`` -> its markdown to ``--out`` (else printed) and
+    its dict to ``--json``. Exit code 0, or 2 with one line ``<error_prefix>: ...`` on bad input."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        rep = compare(argv)
+        rep = compare_fn(argv)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{error_prefix}: {e}", file=sys.stderr)
         return 2
-    text = markdown(rep)
-    args = build_parser().parse_args(argv)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    else:
+    args, text = build_parser_fn().parse_args(argv), markdown_fn(rep)
+    for path, body in ((args.out, text), (args.json, json.dumps(_jsonable(rep), indent=2) + "\n")):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(body)
+    if not args.out:
         print(text, end="")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_jsonable(rep), indent=2) + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with a one-line ``error: ...`` on bad input."""
+    return run(compare, markdown, build_parser, argv)
 
 
 if __name__ == "__main__":
