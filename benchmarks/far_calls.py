@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.video_compare import log_classes, parse_side
-from pagkd_core.outputs import background_index
+from pagkd_core.outputs import background_index, lesion_indices
 from stream.video_eval import find_videos
 from stream.video_infer import read_log
 from stream.video_metrics import read_truth, truth_path
@@ -38,7 +38,7 @@ def far_calls(videos: list[Path], folder: Path, sure: float) -> list[dict]:
             raise ValueError(f"{log}: the student has no no_lesion output; presence is not defined")
         probs = read_log(log, len(truth), len(names)).probs
         wli = (truth.modality == "WLI") & np.isfinite(probs).all(axis=1)
-        lesion_cols = [i for i in range(len(names)) if i != bg]
+        lesion_cols = lesion_indices(names)
         cls_p = probs[:, lesion_cols] / probs[:, lesion_cols].sum(axis=1, keepdims=True)
         called = np.array(names, dtype=object)[lesion_cols][cls_p.argmax(axis=1)]
         seen = wli & truth.visible

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.video_compare import log_classes, parse_side
-from pagkd_core.outputs import background_index
+from pagkd_core.outputs import background_index, lesion_indices
 from stream.alerts import AlertConfig
 from stream.tune import DEFAULT_GRID, FALSE_ALARMS, UNCERTAIN, first_call_key, parse_grid, rank
 from stream.video_eval import Setting, apply_setting, find_videos
@@ -32,28 +32,29 @@ from stream.video_infer import Raw, read_log
 from stream.video_metrics import read_truth, summarise, truth_path
 
 
-def gated(raw: Raw, coverage: np.ndarray, gate: float, background: int) -> Raw:
-    """``raw`` with even odds among the lesion classes wherever the lesion covers < ``gate``."""
+def gated(raw: Raw, coverage: np.ndarray, gate: float, lesion_cols: list[int]) -> Raw:
+    """``raw`` with even odds among the lesion classes (``lesion_cols``) wherever the lesion
+    covers < ``gate``; P(lesion), their sum, is kept."""
     probs = raw.probs.copy()
     far = np.nan_to_num(coverage, nan=0.0) < gate
-    lesion_cols = [i for i in range(probs.shape[1]) if i != background]
-    probs[np.ix_(far, lesion_cols)] = ((1.0 - probs[far, background]) / len(lesion_cols))[:, None]
+    mass = probs[np.ix_(far, lesion_cols)].sum(axis=1, keepdims=True)
+    probs[np.ix_(far, lesion_cols)] = mass / len(lesion_cols)
     return Raw(probs, raw.modality, raw.skipped, raw.gaps)
 
 
 def best_per_gate(videos: list[Path], folder: Path, gates: list[float], grid: str) -> list[dict]:
     logs = [folder / f"{v.stem}.jsonl" for v in videos]
     names = log_classes(logs[0])
-    bg = background_index(names)
-    if bg is None:
+    if background_index(names) is None:
         raise ValueError(f"{logs[0]}: the student has no no_lesion output")
+    cols = lesion_indices(names)
     truths = [read_truth(truth_path(v)) for v in videos]
     raws = [read_log(log, len(t), len(names)) for log, t in zip(logs, truths)]
     specs, _ = parse_grid(grid, presence=True)
     settings = [Setting.parse(s, AlertConfig(class_names=tuple(names))) for s in specs]
     rows = []
     for g in gates:
-        runs = [(t, gated(r, t.coverage, g, bg) if g > 0 else r) for t, r in zip(truths, raws)]
+        runs = [(t, gated(r, t.coverage, g, cols) if g > 0 else r) for t, r in zip(truths, raws)]
         pooled = {s.name: summarise([apply_setting(t, t.times, r, s)[0] for t, r in runs]) for s in settings}
         first = first_call_key(pooled)
         best = rank(pooled, first)[0]

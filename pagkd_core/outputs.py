@@ -25,6 +25,11 @@ def lesion_classes(class_names: Sequence[str]) -> list[str]:
     return [c for c in class_names if c != NO_LESION]
 
 
+def lesion_indices(class_names: Sequence[str]) -> list[int]:
+    """The lesion classes' output columns (every output but the background), in model order."""
+    return [i for i, c in enumerate(class_names) if c != NO_LESION]
+
+
 def output_set(class_names: Sequence[str]) -> dict:
     """The ``outputs`` record of an exported model's JSON (format pagkd-student/1):
     ``{"no_lesion": "no_lesion" | None, "lesion_classes": [...]}``. The background must come

@@ -28,7 +28,7 @@ from pagkd_core.data import FoldData, couple_loader, prepare
 from pagkd_core.evaluate import predict
 from pagkd_core.metrics import classification_metrics
 from pagkd_core.models import LesionNet, model_from_config
-from pagkd_core.outputs import background_index
+from pagkd_core.outputs import background_index, lesion_indices
 
 log = logging.getLogger("pagkd_core.train")
 
@@ -45,9 +45,9 @@ class TeacherObjective(nn.Module):
 def class_loss(logits: torch.Tensor, y: torch.Tensor, far: torch.Tensor | None, lesion_cols: torch.Tensor | None):
     """Cross-entropy against the label, except for `far` images: their split among the lesion
     classes (`lesion_cols`, renormalised) against even odds, and nothing on no_lesion. The
-    student learns to be unsure of a class its input does not show, and presence is left to
-    the images that show it (a far lesion a few pixels wide taught as "a lesion" taught a
-    student that every frame is one: docs/training.md)."""
+    student learns to be unsure of a class its input does not show; presence is left to the
+    images that show a lesion plainly and to those with none (far lesions as "a lesion" were
+    tried only while frames without a lesion were wrongly flagged far too: docs/training.md)."""
     if far is None or lesion_cols is None or not bool(far.any()):
         return F.cross_entropy(logits, y)
     per_image = F.cross_entropy(logits, y, reduction="none")
@@ -220,10 +220,9 @@ def far_lesion_columns(class_names: list[str], far_coverage: float) -> torch.Ten
     or None when `data.far_coverage` is off."""
     if far_coverage <= 0:
         return None
-    bg = background_index(class_names)
-    if bg is None:
+    if background_index(class_names) is None:
         raise ValueError("data.far_coverage needs a no_lesion class (frames without a lesion) to say what is unknown")
-    return torch.tensor([i for i in range(len(class_names)) if i != bg])
+    return torch.tensor(lesion_indices(class_names))
 
 
 def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pagkd_core.outputs import background_index
+from pagkd_core.outputs import background_index, lesion_indices
 
 TRUTH_COLUMNS = ("frame", "pts", "lesion_visible", "lesion_id", "class")
 CLOSE_COVERAGE = 0.05       # close view: the lesion covers at least this share of the field ...
@@ -191,7 +191,7 @@ def outcome(name: str, truth: Truth, times: np.ndarray, raw: np.ndarray, smoothe
     ``pred_modality``: the runtime's per-frame modality, when its log has one."""
     bg = background_index(class_names)
     alert_idx = sorted(set(alert_idx) - {bg})
-    lesion_idx = [i for i in range(len(class_names)) if i != bg]
+    lesion_idx = lesion_indices(class_names)
     pos_names = {class_names[i] for i in alert_idx}
     calls_ok = {class_names[i] for i in lesion_idx}
     t_cls = truth.cls.astype(str)

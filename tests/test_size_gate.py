@@ -42,7 +42,7 @@ def write_procedure(folder):
 def test_gated_keeps_presence_and_evens_the_class_split_below_the_gate():
     probs = np.array([[0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [np.nan] * 3])
     raw = Raw(probs, np.array(["WLI"] * 3, dtype=object), [None] * 3)
-    out = gated(raw, np.array([0.01, 0.5, 0.01]), 0.05, background=0)
+    out = gated(raw, np.array([0.01, 0.5, 0.01]), 0.05, lesion_cols=[1, 2])
     assert np.allclose(out.probs[0], [0.2, 0.4, 0.4])  # far: P(lesion) 0.8 kept, split evenly
     assert np.allclose(out.probs[1], probs[1])  # close: untouched
     assert np.isnan(out.probs[2]).all()  # a frame the runtime never analysed stays unanalysed
