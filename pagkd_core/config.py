@@ -38,6 +38,10 @@ class DataConfig:
     # among the lesion classes, towards even odds (train.class_loss): a far lesion's class is not
     # in its pixels (docs/training.md, "Far lesions"). 0 = off: every image's class is its target.
     far_coverage: float = 0.0
+    # ... of those, the images whose lesion covers at least this share still train "a lesion is in
+    # view" (P(no_lesion) towards 0); below it a lesion is too small to tell from none. 1.0 = off:
+    # far images train only the class split (docs/training.md, "Far lesions still seen").
+    presence_coverage: float = 1.0
     augment: bool = True
     cache: bool = True  # keep resized uint8 images in memory (small datasets)
     workers: int = 0
@@ -263,6 +267,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.folds must be at least 2")
     if not 0 < cfg.data.val_fraction < 1:
         raise ConfigError("data.val_fraction must be in (0, 1)")
+    if not 0 <= cfg.data.far_coverage <= 1 or not 0 <= cfg.data.presence_coverage <= 1:
+        raise ConfigError("data.far_coverage and data.presence_coverage are shares of the field, in [0, 1]")
     for key, spec in (("student", cfg.student), ("teacher", cfg.teacher)):
         if spec.output_stride not in (8, 16, 32):
             raise ConfigError(f"{key}.output_stride={spec.output_stride} is not one of 8, 16, 32")

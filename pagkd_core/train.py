@@ -24,7 +24,7 @@ from tqdm import tqdm
 from pagkd_core import ddp
 from pagkd_core.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, save_weights
 from pagkd_core.config import Config, stage_dir
-from pagkd_core.data import FoldData, couple_loader, prepare
+from pagkd_core.data import FAR_SEEN, FoldData, couple_loader, prepare
 from pagkd_core.evaluate import predict
 from pagkd_core.metrics import classification_metrics
 from pagkd_core.models import LesionNet, model_from_config
@@ -43,16 +43,22 @@ class TeacherObjective(nn.Module):
 
 
 def class_loss(logits: torch.Tensor, y: torch.Tensor, far: torch.Tensor | None, lesion_cols: torch.Tensor | None):
-    """Cross-entropy against the label, except for `far` images: their split among the lesion
-    classes (`lesion_cols`, renormalised) against even odds, and nothing on no_lesion. The
-    student learns to be unsure of a class its input does not show; presence is left to the
-    images that show a lesion plainly and to those with none (far lesions as "a lesion" were
-    tried only while frames without a lesion were wrongly flagged far too: docs/training.md)."""
+    """Cross-entropy against the label, except for far images (`far`: NEAR, FAR or FAR_SEEN per
+    image, pagkd_core.data): their split among the lesion classes (`lesion_cols`, renormalised)
+    against even odds, so the student learns to be unsure of a class its input does not show;
+    a FAR_SEEN image also trains "a lesion is in view" (-log P(lesion)), the two together being
+    cross-entropy against even odds over the lesion classes and 0 on no_lesion. A FAR image
+    leaves presence to the others: a lesion a few pixels wide cannot be told from none."""
     if far is None or lesion_cols is None or not bool(far.any()):
         return F.cross_entropy(logits, y)
     per_image = F.cross_entropy(logits, y, reduction="none")
     split = F.log_softmax(logits[:, lesion_cols], dim=1)  # the class split, given a lesion
-    return torch.where(far, -split.mean(dim=1), per_image).mean()
+    far_loss = -split.mean(dim=1)
+    seen = far == FAR_SEEN
+    if bool(seen.any()):
+        log_p_lesion = torch.logsumexp(logits[:, lesion_cols], dim=1) - torch.logsumexp(logits, dim=1)
+        far_loss = far_loss - torch.where(seen, log_p_lesion, torch.zeros_like(log_p_lesion))
+    return torch.where(far > 0, far_loss, per_image).mean()
 
 
 class StudentObjective(nn.Module):
@@ -101,7 +107,7 @@ def loss_weights(cfg: Config) -> dict[str, float]:
 
 # Settings added after runs were recorded, with the value that means "as before": left out of
 # the key at that value, so checkpoints and cached predictions made before they existed still match.
-_ADDED_LATER = (("distill", "init_from_teacher", False), ("data", "far_coverage", 0.0))
+_ADDED_LATER = (("distill", "init_from_teacher", False), ("data", "far_coverage", 0.0), ("data", "presence_coverage", 1.0))
 _SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher")
 
 
@@ -250,7 +256,8 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
         else:
             teacher = None  # only its weights were wanted
         objective = StudentObjective(model, teacher, distiller, far_lesion_columns(data.class_names, cfg.data.far_coverage))
-        primary = data.images("train", "WLI", train=True, far_coverage=cfg.data.far_coverage)
+        primary = data.images("train", "WLI", train=True, far_coverage=cfg.data.far_coverage,
+                              presence_coverage=cfg.data.presence_coverage)
         partner = data.images("train", "NBI", train=True) if distiller is not None else None
         pairing = cfg.distill.pairing
     loader = couple_loader(

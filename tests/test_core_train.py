@@ -244,8 +244,32 @@ def test_far_lesions_train_their_class_split_towards_even_odds_and_leave_presenc
         c["data"].update(data)
         return resume_key(c, "student")
 
-    assert key() == key(far_coverage=0.0)  # runs from before the setting keep their key
+    assert key() == key(far_coverage=0.0, presence_coverage=1.0)  # runs from before the settings keep their key
     assert key() != key(far_coverage=0.05)
+    assert key(far_coverage=0.15) != key(far_coverage=0.15, presence_coverage=0.02)
+
+
+def test_far_lesions_still_seen_train_presence_as_well():
+    """data.presence_coverage: a FAR_SEEN image's target is "a lesion, class unknown" (0 on
+    no_lesion, even odds over the lesion classes): its no_lesion logit is pushed down, its class
+    logits towards each other; a FAR image beside it leaves no_lesion alone."""
+    from pagkd_core.data import FAR, FAR_SEEN, NEAR
+    from pagkd_core.train import class_loss
+
+    cols = torch.tensor([1, 2])
+    logits = torch.tensor([[2.0, 3.0, -1.0], [2.0, 3.0, -1.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    y = torch.tensor([1, 1, 2])
+    kinds = torch.tensor([FAR, FAR_SEEN, NEAR])
+    loss = class_loss(logits, y, kinds, cols)
+    loss.backward()
+    far, seen = logits.grad[0], logits.grad[1]
+    assert float(far[0]) == 0.0 and seen[0] > 0  # presence: only the seen one lowers P(no_lesion)
+    assert seen[1] > 0 > seen[2] and far[1] > 0 > far[2]  # both towards even class odds
+    # the seen image's loss is cross-entropy against (0, 1/2, 1/2)
+    soft = -(torch.log_softmax(logits.detach()[1], 0)[cols]).mean()
+    split = -(torch.log_softmax(logits.detach()[0, cols], 0)).mean()
+    near = F.cross_entropy(logits.detach()[2:], y[2:])
+    assert torch.isclose(loss.detach(), (split + soft + near) / 3)
 
 
 def test_far_flags_come_from_the_manifests_coverage(tmp_path):
@@ -259,6 +283,9 @@ def test_far_flags_come_from_the_manifests_coverage(tmp_path):
     names = ["no_lesion", "hyperplastic", "adenoma"]
     assert ImageSet(samples, names, ImageStore(32), True, far_coverage=0.05).far == [True, False, False, False]
     assert ImageSet(samples, names, ImageStore(32), True).far == [False, False, False, False]
+    seen = ImageSet(samples, names, ImageStore(32), True, far_coverage=0.3, presence_coverage=0.1)
+    assert seen.far == [True, True, False, False] and seen.far_seen == [False, True, False, False]
+    assert [seen.target_kind(i) for i in range(4)] == [1, 2, 0, 0]  # FAR, FAR_SEEN, NEAR, NEAR
 
 
 def test_model_selection_scores_the_class_of_near_lesions_only():

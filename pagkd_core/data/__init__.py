@@ -17,18 +17,30 @@ from pagkd_core.data.transforms import augment, normalize
 from pagkd_core.outputs import NO_LESION
 
 
+# What a lesion image trains (train.class_loss): NEAR its label; FAR only its split among the
+# lesion classes; FAR_SEEN that split and "a lesion is in view" (P(no_lesion) towards 0).
+NEAR, FAR, FAR_SEEN = 0, 1, 2
+
+
 class ImageSet(Dataset):
     """Samples -> (normalised image, label). `far`: per sample, whether its lesion covers less of
-    the field than `far_coverage` (its class is then not a training target: train.class_loss).
-    An image with no lesion is never far: its coverage of 0 is the truth "nothing in view", and
-    its no_lesion label is what teaches presence."""
+    the field than `far_coverage` (its class is then not a training target: train.class_loss);
+    `far_seen`: a far lesion covering at least `presence_coverage`, big enough to be told from
+    no lesion, so it still trains presence. An image with no lesion is never far: its coverage
+    of 0 is the truth "nothing in view", and its no_lesion label is what teaches presence."""
 
     def __init__(
-        self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool, far_coverage: float = 0.0
-    ):
+        self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool,
+        far_coverage: float = 0.0, presence_coverage: float = 1.0,
+    ):  # fmt: skip
         self.samples, self.store, self.train = samples, store, train
         self.labels = [class_names.index(s.cls) for s in samples]
         self.far = [s.cls != NO_LESION and s.coverage is not None and s.coverage < far_coverage for s in samples]
+        self.far_seen = [f and s.coverage >= presence_coverage for f, s in zip(self.far, samples)]
+
+    def target_kind(self, i: int) -> int:
+        """NEAR, FAR or FAR_SEEN: what image i trains."""
+        return FAR_SEEN if self.far_seen[i] else FAR if self.far[i] else NEAR
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -43,7 +55,7 @@ class ImageSet(Dataset):
 
 class CoupleSet(Dataset):
     """Index (i, j) -> (primary image i, partner image j or an empty tensor when j = -1, label,
-    whether image i's lesion is too far for its class to be a target)."""
+    what image i trains: NEAR, FAR or FAR_SEEN)."""
 
     def __init__(self, primary: ImageSet, partner: ImageSet | None):
         self.primary, self.partner = primary, partner
@@ -51,7 +63,7 @@ class CoupleSet(Dataset):
     def __getitem__(self, ij):
         i, j = ij
         other = self.partner.image(j) if j >= 0 else torch.empty(0)
-        return self.primary.image(i), other, self.primary.labels[i], self.primary.far[i]
+        return self.primary.image(i), other, self.primary.labels[i], self.primary.target_kind(i)
 
 
 @dataclass
@@ -78,8 +90,9 @@ class FoldData:
             samples = subsample_lesions(samples, self.wli_train_lesions, seed=self.split_seed * 1000 + self.fold)
         return samples
 
-    def images(self, split: str, modality: str, train: bool = False, far_coverage: float = 0.0) -> ImageSet:
-        return ImageSet(self.part(split, modality), self.class_names, self.store, train, far_coverage)
+    def images(self, split: str, modality: str, train: bool = False, far_coverage: float = 0.0,
+               presence_coverage: float = 1.0) -> ImageSet:  # fmt: skip
+        return ImageSet(self.part(split, modality), self.class_names, self.store, train, far_coverage, presence_coverage)
 
 
 def prepare(cfg, out_dir: str | Path, progress: bool = True) -> FoldData:
