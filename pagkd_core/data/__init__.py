@@ -16,7 +16,6 @@ from pagkd_core.data.splits import load_or_make_folds, select, subsample_lesions
 from pagkd_core.data.transforms import augment, normalize
 from pagkd_core.outputs import NO_LESION
 
-
 # What a lesion image trains (train.class_loss): NEAR its label; FAR only its split among the
 # lesion classes; FAR_SEEN that split and "a lesion is in view" (P(no_lesion) towards 0).
 NEAR, FAR, FAR_SEEN = 0, 1, 2
