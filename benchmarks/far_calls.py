@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.video_compare import log_classes, parse_side
+from benchmarks.video_compare import log_classes, parse_preds
 from pagkd_core.outputs import background_index, lesion_indices
 from stream.video_eval import find_videos
 from stream.video_infer import read_log
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         videos = find_videos([Path(v) for v in args.videos])
-        for label, folder in (parse_side(p) for p in args.preds):
+        for label, folder in (parse_preds(p) for p in args.preds):
             print(markdown(label, far_calls(videos, folder, args.sure), args.sure) + "\n")
     except (OSError, ValueError) as e:
         print(f"far_calls: error: {e}", file=__import__("sys").stderr)

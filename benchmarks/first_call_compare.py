@@ -32,11 +32,10 @@ import json
 import math
 import shlex
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.video_compare import _ci, run
+from benchmarks.video_compare import _ci, parse_side, run
 from pagkd_core.metrics import _percentile
 from stream.video_metrics import lesion_figures, rate
 from stream.video_metrics_report import fmt
@@ -46,15 +45,8 @@ UNIT_TEXT = ("lesion = one lesion id in one video. Each figure resamples its own
              "A and B get the same draw.")
 
 
-def parse_side(text: str, flag: str) -> tuple[str, Path]:
-    label, sep, folder = text.partition("=")
-    if not sep or not label or not folder:
-        raise ValueError(f"{flag}: expected LABEL=REPORT_DIR, got {text!r}")
-    return label, Path(folder)
-
-
 def load_side(text: str, flag: str, setting: str | None) -> dict:
-    label, folder = parse_side(text, flag)
+    label, folder = parse_side(text, "REPORT_DIR", flag)
     path = folder / "report.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such report (student {label}; write it with python -m stream evaluate --out)")

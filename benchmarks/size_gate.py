@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.video_compare import log_classes, parse_side
+from benchmarks.video_compare import log_classes, parse_preds
 from pagkd_core.outputs import background_index, lesion_indices
 from stream.alerts import AlertConfig
 from stream.tune import DEFAULT_GRID, FALSE_ALARMS, UNCERTAIN, first_call_key, parse_grid, rank
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if not gates or any(not 0 <= g < 1 for g in gates):
             raise ValueError(f"--gates wants shares of the field in [0, 1), got {args.gates!r}")
         videos = find_videos([str(v) for v in args.videos])
-        for label, folder in (parse_side(p) for p in args.preds):
+        for label, folder in (parse_preds(p) for p in args.preds):
             print(markdown(label, best_per_gate(videos, folder, gates, args.grid)) + "\n")
     except (OSError, ValueError) as e:
         print(f"size_gate: error: {e}", file=sys.stderr)

@@ -69,11 +69,18 @@ class Student:
         return background_index(self.classes) is not None
 
 
-def parse_side(text: str) -> tuple[str, Path]:
+def parse_side(text: str, folder_kind: str = "PREDS_DIR", flag: str = "") -> tuple[str, Path]:
+    """``LABEL=FOLDER`` -> (label, folder): one student of a comparison (the folder is checked by
+    whoever reads it, or by ``parse_preds``)."""
     label, sep, folder = text.partition("=")
     if not sep or not label or not folder:
-        raise ValueError(f"expected LABEL=PREDS_DIR, got {text!r}")
-    path = Path(folder)
+        raise ValueError(f"{flag + ': ' if flag else ''}expected LABEL={folder_kind}, got {text!r}")
+    return label, Path(folder)
+
+
+def parse_preds(text: str) -> tuple[str, Path]:
+    """``LABEL=PREDS_DIR``, the folder of a student's cached per-frame logs, which must exist."""
+    label, path = parse_side(text)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such predictions folder (student {label})")
     return label, path
@@ -179,7 +186,7 @@ def compare(argv: list[str]) -> dict:
     if twice:
         raise ValueError(f"two videos are named {twice[0]}: their prediction logs would be one file")
     truths = [read_truth(truth_path(v)) for v in videos]
-    (la, da), (lb, db) = parse_side(args.a), parse_side(args.b)
+    (la, da), (lb, db) = parse_preds(args.a), parse_preds(args.b)
     a, b = load_student(la, da, videos, truths), load_student(lb, db, videos, truths)
     lesion = check_classes(a, b, truths)
     fa, fb = a.frames, b.frames
