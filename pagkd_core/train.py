@@ -54,10 +54,8 @@ def class_loss(logits: torch.Tensor, y: torch.Tensor, far: torch.Tensor | None, 
     per_image = F.cross_entropy(logits, y, reduction="none")
     split = F.log_softmax(logits[:, lesion_cols], dim=1)  # the class split, given a lesion
     far_loss = -split.mean(dim=1)
-    seen = far == FAR_SEEN
-    if bool(seen.any()):
-        log_p_lesion = torch.logsumexp(logits[:, lesion_cols], dim=1) - torch.logsumexp(logits, dim=1)
-        far_loss = far_loss - torch.where(seen, log_p_lesion, torch.zeros_like(log_p_lesion))
+    log_p_lesion = torch.logsumexp(logits[:, lesion_cols], dim=1) - torch.logsumexp(logits, dim=1)
+    far_loss = far_loss - torch.where(far == FAR_SEEN, log_p_lesion, torch.zeros_like(log_p_lesion))
     return torch.where(far > 0, far_loss, per_image).mean()
 
 
