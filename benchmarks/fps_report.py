@@ -1,18 +1,19 @@
 """The fps benchmark's printed report: markdown tables and the issue's targets, from its JSON."""
 from __future__ import annotations
 
+from stream.video_metrics_report import md_table  # the reports' one table format
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 10 else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}"
+    return str(v)
+
 
 def _table(headers: list[str], rows: list[list]) -> str:
-    def cell(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:,.3g}" if abs(v) < 10 else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return md_table(headers, rows, cell=_cell)
 
 
 def decode_table(rows: list[dict]) -> str:

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from stream.video_metrics_report import _md_table  # the evaluation report's own table format
+from stream.video_metrics_report import md_table  # the evaluation report's own table format
 
 FIGURES = (("close_first_call_correct", "first call right (close view)"),
            ("close_first_call_correct_upper_evidence", "... upper-half WLI evidence"),
@@ -81,7 +81,7 @@ def write_report(args, rows: list[dict], cost: dict, command: str) -> None:
               "reference_size": args.reference, "cost_measured": cost["measured"], "rows": rows}
     head = ["size (px)", f"int8 images/s (b{args.batch})", f"int8 vs {args.reference} px", "fp32 images/s",
             f"fp32 vs {args.reference} px", *[label for _, label in FIGURES], "setting (chosen on validation)"]
-    table = _md_table(head, [[str(r["size"]), f"{r['int8_images_per_s']:.1f}", f"{r['int8_ratio']:.2f}x",
+    table = md_table(head, [[str(r["size"]), f"{r['int8_images_per_s']:.1f}", f"{r['int8_ratio']:.2f}x",
                               f"{r['fp32_images_per_s']:.1f}", f"{r['fp32_ratio']:.2f}x", *[r[k] for k, _ in FIGURES],
                               f"`{r['setting']}`"] for r in rows])
     lesions = "/".join(sorted({str(r["close_view_lesions"]) for r in rows}))

@@ -36,7 +36,7 @@ from pagkd_core.student import meta_path, read_meta
 from stream.alerts import AlertConfig
 from stream.config import ALERT_OPTIONS, bundled_model
 from stream.video_eval import Setting, evaluate_videos, find_videos
-from stream.video_metrics_report import _md_table  # the evaluation report's own table format
+from stream.video_metrics_report import md_table  # the evaluation report's own table format
 
 DEFAULT_GRID = "smoothing=ema:alpha=0.3|window:size=8|hmm:stay=0.98;threshold=0.55,0.6,0.7;presence=0.5,0.7,0.8,0.9"
 BOUND = 0.5  # false alarms per minute of no-lesion video: issue 14's target
@@ -152,7 +152,7 @@ def markdown(t: dict, pooled: dict[str, dict]) -> str:
         f"Chosen: `{t['chosen']}` ({outcome}).", "",
         *[line for n in t["notes"] for line in (f"Note: {n}.", "")],
         f"## All {len(t['ranked'])} settings, best first", "",
-        _md_table(["", "setting", f"first call right (`{first}`)", "false alarms/min (no lesion)", "uncertain",
+        md_table(["", "setting", f"first call right (`{first}`)", "false alarms/min (no lesion)", "uncertain",
                    f"<= {BOUND:g}/min"],
                   [[str(i), f"`{name}`", pooled[name].get(first), pooled[name].get(FALSE_ALARMS),
                     pooled[name].get(UNCERTAIN), meets(pooled[name])] for i, name in enumerate(t["ranked"], 1)]), "",

@@ -60,9 +60,12 @@ def fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _md_table(head: list[str], rows: list[list]) -> str:
+def md_table(head: list[str], rows: list[list], cell=None) -> str:
+    """A markdown table, the reports' one format: strings as they are, other cells through
+    ``cell`` (default ``fmt``)."""
+    cell = cell or fmt
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-                      *["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]])
+                      *["| " + " | ".join(c if isinstance(c, str) else cell(c) for c in r) + " |" for r in rows]])
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -70,7 +73,7 @@ def table(rows: dict[str, dict]) -> str:
     cols = [(t.key, t.short) for t in VIDEO_TARGETS] + CONTEXT
     body = [["target", *[f"{t.op} {t.value:g}" for t in VIDEO_TARGETS], *[""] * len(CONTEXT)]]
     body += [[f"`{name}`", *[m.get(k) for k, _ in cols]] for name, m in rows.items()]
-    return _md_table(["setting", *[label for _, label in cols]], body)
+    return md_table(["setting", *[label for _, label in cols]], body)
 
 
 def breakdown_table(by_setting: dict[str, list[dict]], extra: list[tuple[str, str]]) -> str:
@@ -82,7 +85,7 @@ def breakdown_table(by_setting: dict[str, list[dict]], extra: list[tuple[str, st
             *[f"first call right `{s}`" for s in settings]]
     rows = [[r["bin"], r["frames"], *[r[k] for k, _ in extra], r["lesions"],
              *[by_setting[s][i]["first_call_correct"] for s in settings]] for i, r in enumerate(first)]
-    return _md_table(head, rows)
+    return md_table(head, rows)
 
 
 def plot_timeline(path: Path, video: str, times: np.ndarray, out: dict[str, tuple[Outcome, np.ndarray]],
