@@ -32,11 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.video_compare import log_classes, run
+from benchmarks.video_compare import logged_videos, read_logs, run
 from pagkd_core.outputs import background_index, lesion_classes
 from stream.alerts import NO_LESION_STATE, AlertConfig
-from stream.video_eval import Setting, apply_setting, find_videos
-from stream.video_infer import read_log
+from stream.video_eval import Setting, apply_setting
 from stream.video_metrics import CLOSE_COVERAGE, Truth, evidence_median, read_truth, truth_path
 from stream.video_metrics_report import fmt
 
@@ -72,29 +71,15 @@ def classify(track: dict, truth: Truth, states: np.ndarray, called: np.ndarray) 
 def misses(argv: list[str]) -> dict:
     """The analysis as a dict (the --json file); raises FileNotFoundError/ValueError on bad input."""
     args = build_parser().parse_args(argv)
-    videos = find_videos(args.videos)
-    stems = [v.stem for v in videos]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
-    if twice:
-        raise ValueError(f"two videos are named {twice[0]}: their prediction logs would be one file")
+    videos = logged_videos(args.videos)
     folder = Path(args.preds)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such predictions folder")
-    missing = [s for s in stems if not (folder / f"{s}.jsonl").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{folder} has no log for {len(missing)} of the {len(videos)} videos "
-                                f"(e.g. {missing[0]}.jsonl): logs of other videos?")
-    names = log_classes(folder / f"{stems[0]}.jsonl")
+    truths = [read_truth(truth_path(v)) for v in videos]
+    names, raws = read_logs(folder.name, folder, videos, truths)
     setting = Setting.parse(args.setting, AlertConfig(class_names=tuple(names)))
     lesions = []
-    for video in videos:
-        log = folder / f"{video.stem}.jsonl"
-        if log_classes(log) != names:
-            raise ValueError(f"{log}: classes {log_classes(log)} differ from {stems[0]}.jsonl's {names}")
-        truth = read_truth(truth_path(video))
-        raw = read_log(log, len(truth), len(names))
-        if not raw.analysed():
-            raise ValueError(f"{log}: no analysed frame within {video.name}'s {len(truth)} frames: a log of another video?")
+    for video, truth, raw in zip(videos, truths, raws):
         o, _ = apply_setting(truth, truth.times, raw, setting)
         states = o.states.astype(str)
         lesions += [{"video": video.stem, **classify(t, truth, states, o.called)} for t in o.tracks if t["close_view"]]
@@ -106,7 +91,7 @@ def misses(argv: list[str]) -> dict:
         les["evidence_half"] = "unknown" if ev is None or med is None else ("upper" if ev >= med else "lower")
     return {"command": f"python -m benchmarks.{PROG} " + shlex.join(argv), "synthetic": True, "preds": str(folder),
             "setting": setting.name, "classes": names, "has_no_lesion": background_index(names) is not None,
-            "videos": stems, "evidence_median": med, "lesions": lesions,
+            "videos": [v.stem for v in videos], "evidence_median": med, "lesions": lesions,
             "counts": {cat: sum(les["category"] == cat for les in lesions) for cat in CATEGORIES}}
 
 

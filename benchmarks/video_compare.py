@@ -96,14 +96,26 @@ def log_classes(path: Path) -> list[str]:
     raise ValueError(f"{path}: no line names its classes")
 
 
-def load_student(label: str, folder: Path, videos: list[Path], truths: list[Truth]) -> Student:
+def logged_videos(paths: list[str]) -> list[Path]:
+    """The videos under ``paths``, their names unique: a student's log of a video is ``<stem>.jsonl``."""
+    videos = find_videos(paths)
+    stems = [v.stem for v in videos]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ValueError(f"two videos are named {twice[0]}: their prediction logs would be one file")
+    return videos
+
+
+def read_logs(label: str, folder: Path, videos: list[Path], truths: list[Truth]) -> tuple[list[str], list]:
+    """A student's cached per-frame logs of ``videos``: (class names, one ``Raw`` per video), each log
+    checked to exist, to name the same classes and to have analysed frames within its video."""
     missing = [v.stem for v in videos if not (folder / f"{v.stem}.jsonl").is_file()]
     if missing:
         found = sorted(p.stem for p in folder.glob("*.jsonl"))
         raise FileNotFoundError(f"{folder} (student {label}) has no log for {len(missing)} of the {len(videos)} videos "
                                 f"(e.g. {missing[0]}.jsonl); its logs are for {found[:3] or 'nothing'}"
                                 f"{' ...' if len(found) > 3 else ''}: logs of other videos?")
-    classes, probs, outcomes = None, [], []
+    classes, raws = None, []
     for video, truth in zip(videos, truths):
         log = folder / f"{video.stem}.jsonl"
         names = log_classes(log)
@@ -113,12 +125,17 @@ def load_student(label: str, folder: Path, videos: list[Path], truths: list[Trut
         raw = read_log(log, len(truth), len(names))
         if not raw.analysed():
             raise ValueError(f"{log}: no analysed frame within {video.name}'s {len(truth)} frames: a log of another video?")
-        times = truth.times
-        # No alert figures here: the alert machine is not run, so every frame's state is None.
-        outcomes.append(outcome(video.stem, truth, times, raw.probs, raw.probs, [None] * len(truth), names,
-                                AlertConfig(class_names=tuple(names)).alert_indices))
-        probs.append(raw.probs)
-    return Student(label, folder, classes, np.concatenate(probs), vars(pool(outcomes)))
+        raws.append(raw)
+    return classes, raws
+
+
+def load_student(label: str, folder: Path, videos: list[Path], truths: list[Truth]) -> Student:
+    classes, raws = read_logs(label, folder, videos, truths)
+    # No alert figures here: the alert machine is not run, so every frame's state is None.
+    outcomes = [outcome(video.stem, truth, truth.times, raw.probs, raw.probs, [None] * len(truth), classes,
+                        AlertConfig(class_names=tuple(classes)).alert_indices)
+                for video, truth, raw in zip(videos, truths, raws)]
+    return Student(label, folder, classes, np.concatenate([raw.probs for raw in raws]), vars(pool(outcomes)))
 
 
 def check_classes(a: Student, b: Student, truths: list[Truth]) -> list[str]:
@@ -180,11 +197,7 @@ def as_two_columns(score: np.ndarray) -> np.ndarray:
 def compare(argv: list[str]) -> dict:
     """The comparison as a dict (the --json file); raises FileNotFoundError/ValueError on bad input."""
     args = build_parser().parse_args(argv)
-    videos = find_videos(args.videos)
-    stems = [v.stem for v in videos]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
-    if twice:
-        raise ValueError(f"two videos are named {twice[0]}: their prediction logs would be one file")
+    videos = logged_videos(args.videos)
     truths = [read_truth(truth_path(v)) for v in videos]
     (la, da), (lb, db) = parse_preds(args.a), parse_preds(args.b)
     a, b = load_student(la, da, videos, truths), load_student(lb, db, videos, truths)
