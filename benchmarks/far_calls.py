@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.video_compare import log_classes, parse_preds
+from benchmarks.video_compare import parse_preds, read_logs
 from pagkd_core.outputs import background_index, lesion_indices
 from stream.video_eval import find_videos
-from stream.video_infer import read_log
 from stream.video_metrics import read_truth, truth_path
 
 BINS = ((0.0, 0.02, "<2%"), (0.02, 0.05, "2-5%"), (0.05, 0.15, "5-15%"), (0.15, 1.01, ">=15%"))
@@ -30,15 +29,15 @@ BINS = ((0.0, 0.02, "<2%"), (0.02, 0.05, "2-5%"), (0.05, 0.15, "5-15%"), (0.15, 
 def far_calls(videos: list[Path], folder: Path, sure: float) -> list[dict]:
     """One row per coverage bin (and one for frames with no lesion in view)."""
     score, cov, right, none = [], [], [], []
-    for video in videos:
-        truth, log = read_truth(truth_path(video)), folder / f"{video.stem}.jsonl"
-        names = log_classes(log)
-        bg = background_index(names)
-        if bg is None:
-            raise ValueError(f"{log}: the student has no no_lesion output; presence is not defined")
-        probs = read_log(log, len(truth), len(names)).probs
+    truths = [read_truth(truth_path(v)) for v in videos]
+    names, raws = read_logs(folder.name, folder, videos, truths)
+    bg = background_index(names)
+    if bg is None:
+        raise ValueError(f"{folder}: the student has no no_lesion output; presence is not defined")
+    lesion_cols = lesion_indices(names)
+    for truth, raw in zip(truths, raws):
+        probs = raw.probs
         wli = (truth.modality == "WLI") & np.isfinite(probs).all(axis=1)
-        lesion_cols = lesion_indices(names)
         cls_p = probs[:, lesion_cols] / probs[:, lesion_cols].sum(axis=1, keepdims=True)
         called = np.array(names, dtype=object)[lesion_cols][cls_p.argmax(axis=1)]
         seen = wli & truth.visible

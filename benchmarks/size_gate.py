@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.video_compare import log_classes, parse_preds
+from benchmarks.video_compare import parse_preds, read_logs
 from pagkd_core.outputs import background_index, lesion_indices
 from stream.alerts import AlertConfig
 from stream.tune import DEFAULT_GRID, FALSE_ALARMS, UNCERTAIN, first_call_key, parse_grid, rank
 from stream.video_eval import Setting, apply_setting, find_videos
-from stream.video_infer import Raw, read_log
+from stream.video_infer import Raw
 from stream.video_metrics import read_truth, summarise, truth_path
 
 
@@ -43,13 +43,11 @@ def gated(raw: Raw, coverage: np.ndarray, gate: float, lesion_cols: list[int]) -
 
 
 def best_per_gate(videos: list[Path], folder: Path, gates: list[float], grid: str) -> list[dict]:
-    logs = [folder / f"{v.stem}.jsonl" for v in videos]
-    names = log_classes(logs[0])
-    if background_index(names) is None:
-        raise ValueError(f"{logs[0]}: the student has no no_lesion output")
-    cols = lesion_indices(names)
     truths = [read_truth(truth_path(v)) for v in videos]
-    raws = [read_log(log, len(t), len(names)) for log, t in zip(logs, truths)]
+    names, raws = read_logs(folder.name, folder, videos, truths)
+    if background_index(names) is None:
+        raise ValueError(f"{folder}: the student has no no_lesion output")
+    cols = lesion_indices(names)
     specs, _ = parse_grid(grid, presence=True)
     settings = [Setting.parse(s, AlertConfig(class_names=tuple(names))) for s in specs]
     rows = []
