@@ -57,9 +57,9 @@ def test_rule_on_truth_without_close_views_uses_all_lesions():
 
 def test_grid_grammar(tmp_path, capsys):
     specs, notes = parse_grid(DEFAULT_GRID, presence=True)
-    assert len(specs) == 36 and specs[0] == "ema:alpha=0.3,threshold=0.55,presence=0.5" and not notes
+    assert len(specs) == 72 and specs[0] == "ema:alpha=0.3,threshold=0.55,presence=0.5,min_frames=3" and not notes
     specs, notes = parse_grid(DEFAULT_GRID, presence=False)
-    assert len(specs) == 9 and "presence=" not in " ".join(specs) and "no_lesion" in notes[0]
+    assert len(specs) == 18 and "presence=" not in " ".join(specs) and "no_lesion" in notes[0]
     specs, _ = parse_grid("smoothing=none|hmm:stay=0.98; threshold=0.6,0.7", presence=True)
     assert specs == ["none:threshold=0.6", "none:threshold=0.7", "hmm:stay=0.98,threshold=0.6",
                      "hmm:stay=0.98,threshold=0.7"]
