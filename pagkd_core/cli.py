@@ -1,4 +1,4 @@
-"""`python -m pagkd_core <command>`: train-teacher, train, evaluate, export, import-checkpoint,
+"""`python -m pagkd_core <command>`: train-teacher, train, evaluate, export, soup, import-checkpoint,
 synth-images, synth-frames, synth-video, synth-video-frames.
 
 Every training command takes `--config FILE` and any number of `--set section.key=value`.
@@ -155,6 +155,17 @@ def _export_teacher(cfg, args) -> None:
     print(f"exported the NBI teacher -> {stem}.safetensors (+ .json)")
 
 
+def cmd_soup(args, argv) -> int:
+    from pagkd_core.soup import soup
+
+    meta = soup(args.students, args.out, fp16=args.fp16, command="python -m pagkd_core " + shlex.join(argv))
+    stem = Path(args.out)
+    print(f"wrote the soup of {len(args.students)} students -> {stem}.safetensors (+ .json"
+          f"{'; its NBI teacher beside it' if meta['teacher_copied'] else '; no NBI teacher: the students do not share one'})"
+          f"; next: benchmarks.int8 for its int8 graph, python -m stream tune for its alert setting")
+    return 0
+
+
 def cmd_import(args, argv) -> int:
     from pagkd_core.export import check_onnx
     from pagkd_core.interop import import_checkpoint
@@ -234,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(default: Hyperplasia,Adenoma,Adenocarcinoma)")
     p.add_argument("--no-onnx", action="store_true")
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser("soup", help="one student whose weights are the mean of several sibling students")
+    p.add_argument("students", nargs="+", help="exported students (.json or stem), fine-tuned from one starting point")
+    p.add_argument("--out", required=True, help="output stem (writes .safetensors and .json)")
+    p.add_argument("--fp16", action="store_true", help="store weights as fp16 (loading casts to fp32)")
+    p.set_defaults(func=cmd_soup)
     for name in SYNTH_COMMANDS:  # parsed by pagkd_core.synth (see main)
         sub.add_parser(name, help=f"synthetic data: see `python -m pagkd_core {name} --help`", add_help=False)
     return parser
