@@ -214,7 +214,7 @@ def evaluate_videos(argv: list[str]) -> dict:
                        min_duration_s=args.min_duration_s,
                        alert_classes=tuple(args.alert_classes.split(",")) if args.alert_classes else None)
     if args.predictions_dir:
-        check_cache_owner(Path(args.predictions_dir), source)
+        check_cache_owner(Path(args.predictions_dir), source, args)
     if args.ray is not None:  # one task per video on a Ray cluster (stream.ray_eval); Ray loads only here
         from stream.ray_eval import infer_on_ray
         inferred = infer_on_ray(paths, args, model, class_names)

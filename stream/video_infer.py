@@ -6,6 +6,7 @@ prediction log (``--predictions-dir``). The local loop (``infer_here``) and each
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -120,18 +121,39 @@ def write_log(path: Path, raw: Raw, truth: Truth, class_names: list[str]) -> Non
             f.write(json.dumps(rec) + "\n")
 
 
-def check_cache_owner(cache: Path, source) -> None:
-    """Raw probabilities belong to one model: refuse a cache another model wrote (a stale cache
-    would silently score the wrong model). Logs without the marker (e.g. a replay's own
-    prediction log) are taken as they are."""
+def cache_key(source, args) -> dict:
+    """What a video's raw probabilities depend on: the student (weights and run metadata), the
+    engine, device and precision asked for, and the int8 graphs beside the student by content (a
+    graph calibrated again over the old one changes int8 numbers while the weights stay)."""
+    graphs = {}
+    for g in source.int8_graphs():
+        with open(g.path, "rb") as f:
+            graphs[g.path.name] = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    return {"model": source.name, "weights_hash": source.weights_hash(), "engine": args.engine,
+            "device": args.device, "precision": args.precision, "int8_graphs": graphs}
+
+
+def check_cache_owner(cache: Path, source, args) -> None:
+    """Raw probabilities belong to one model run one way: refuse a cache made otherwise (a stale
+    cache would silently score the wrong model or engine): other weights; an engine, device or
+    precision asked for by name ("auto" takes the cache's); int8 graphs changed since a run that
+    may have used them. Logs without the marker (e.g. a replay's own prediction log) are taken as
+    they are; a marker from before the engine was recorded is checked on the weights only."""
     marker = cache / "model.json"
-    mine = {"model": source.name, "weights_hash": source.weights_hash()}
+    mine = cache_key(source, args)
     if marker.is_file():
         theirs = json.loads(marker.read_text())
         if theirs.get("weights_hash") != mine["weights_hash"]:
             raise ValueError(f"{cache} holds raw probabilities of another model ({theirs.get('model')}); "
                              f"empty it or pass another --predictions-dir")
-    elif not any(cache.glob("*.jsonl")):  # a fresh cache: claim it for this model
+        # an explicit request must match; "auto" takes whatever engine made the cache
+        diff = [k for k in ("engine", "device", "precision") if k in theirs and mine[k] != "auto" and theirs[k] != mine[k]]
+        if theirs.get("precision") in ("int8", "auto") and theirs.get("int8_graphs", mine["int8_graphs"]) != mine["int8_graphs"]:
+            diff.append("int8_graphs")
+        if diff:
+            raise ValueError(f"{cache} holds raw probabilities of this model run with another {diff[0]} "
+                             f"({theirs[diff[0]]} against {mine[diff[0]]} now); empty it or pass another --predictions-dir")
+    elif not any(cache.glob("*.jsonl")):  # a fresh cache: claim it for this model and engine
         cache.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(mine) + "\n")
 

@@ -395,8 +395,18 @@ def test_evaluate_command_end_to_end(video, tmp_path):
     for s in rep["settings"]:
         for k, val in rep["pooled"][s].items():
             assert rep2["pooled"][s][k] == pytest.approx(val, abs=1e-5), (s, k)
-    # the cache belongs to this model: another model's evaluation refuses it
+    # the cache belongs to this model run this way: another engine or precision refuses it, a
+    # marker from before the engine was recorded is checked on the weights only
     marker = cache / "model.json"
+    mine = json.loads(marker.read_text())
+    assert {"weights_hash", "engine", "device", "precision", "int8_graphs"} <= set(mine)
+    assert mine["engine"] == "torch"
+    marker.write_text(json.dumps({**mine, "engine": "onnxruntime"}))
+    assert main([*args[:-3], "--out", str(tmp_path / "other_engine"), "-q", "--no-plots"]) == 2
+    marker.write_text(json.dumps({**mine, "precision": "int8", "int8_graphs": {"student.int8.onnx": "0" * 16}}))
+    assert main([*args[:-3], "--out", str(tmp_path / "other_graph"), "-q", "--no-plots"]) == 2
+    marker.write_text(json.dumps({k: mine[k] for k in ("model", "weights_hash")}))
+    assert main([*args[:-3], "--out", str(tmp_path / "old_marker"), "-q", "--no-plots"]) == 0
     marker.write_text(json.dumps({"model": "other", "weights_hash": "0" * 16}))
     assert main([*args[:-3], "--out", str(tmp_path / "third"), "-q", "--no-plots"]) == 2
 
