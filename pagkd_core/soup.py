@@ -3,8 +3,8 @@ several exported students (a uniform "model soup", Wortsman et al. 2022).
 
 Why: students fine-tuned from one starting point with different seeds or small changes of recipe
 land in one basin, and their mean is at least about as good as a typical one of them, without the
-luck of one seed (docs/training.md, "Tried and not bundled": the soup of four fine-tunes of
-``wli_gate15b``). Students from different starting points are not in one basin; their mean is a
+luck of one seed (docs/training.md, "A soup of the four": four fine-tunes of ``wli_gate15b``'s
+backbone). Students from different starting points are not in one basin; their mean is a
 broken network, and nothing here can tell: soup only siblings.
 
 The ingredients must agree on everything the runtime reads besides the weights (backbone, classes,
