@@ -15,6 +15,7 @@ ingredients when they all carry the same one (byte for byte), and left out other
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import shutil
 from pathlib import Path
@@ -27,7 +28,6 @@ from pagkd_core.student import load_student, sibling, student_stem, teacher_stem
 # What the runtime reads besides the weights: ingredients must agree on every one.
 MUST_AGREE = ("backbone", "num_classes", "class_names", "modality", "input_size", "mean", "std", "transpose_hw",
               "embed_dim", "output_stride")
-TEACHER_FILES = (".json", ".safetensors", ".onnx", ".int8.onnx", ".int8.json")
 
 
 def mean_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -76,10 +76,9 @@ def soup(students: list[str | Path], out: str | Path, *, fp16: bool = False, com
         extra={"soup_of": [str(s) for s in stems],
                "soup_train_commands": [m.get("train_command", "") for _, m in loaded]})
     teacher = shared_teacher(stems)
-    if teacher is not None:
+    if teacher is not None:  # every file of it (<stem>.nbi.*: weights, JSON, its graphs and their reports)
         dest = teacher_stem(out)
-        for suffix in TEACHER_FILES:
-            if sibling(teacher, suffix).is_file():
-                shutil.copyfile(sibling(teacher, suffix), sibling(dest, suffix))
+        for f in teacher.parent.glob(glob.escape(teacher.name) + ".*"):
+            shutil.copyfile(f, sibling(dest, f.name[len(teacher.name):]))
     meta["teacher_copied"] = teacher is not None
     return meta
