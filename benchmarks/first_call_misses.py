@@ -22,6 +22,14 @@ class name. A student without a ``no_lesion`` output never shows "no lesion", so
 occur; the report says so. Counts and shares per category overall, by WLI evidence half (split at
 the median of the close-view lesions' evidence, stream.video_metrics.evidence_median, upper half
 >= it) and by true class, then one row per miss. Bad input: one line ``first_call_misses: error: ...``.
+
+Beside the alert's first call, each lesion gets the classifier's **vote**: the lesion class with the
+highest sum of log P(class | lesion) over all its analysed WLI frames in view, each frame weighted
+by its P(lesion) = 1 - P(no_lesion) (weight 1 without that output). The vote sees the whole view,
+so it is what an alert could reach by waiting: a wrong first call whose vote is right was made too
+early; one whose vote is wrong is the classifier's own error. A table by WLI evidence band
+(``EVIDENCE_BANDS``) gives both rates: where the first call is short of the vote, the alert
+setting can still gain; where the vote is low, only a better classifier can.
 """
 from __future__ import annotations
 
@@ -43,12 +51,29 @@ PROG = "first_call_misses"
 RIGHT, FAR, CLOSE, NOT_SEEN, NEVER_SURE = ("right", "wrong, called far", "wrong, called close", "not seen",
                                            "seen, never sure")
 CATEGORIES = (RIGHT, FAR, CLOSE, NOT_SEEN, NEVER_SURE)
+EVIDENCE_BANDS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)   # lower edges inclusive; the last band includes 1.0
 
 
-def classify(track: dict, truth: Truth, states: np.ndarray, called: np.ndarray) -> dict:
-    """One close-view track's category, the first call's frame and coverage, and the share of its
-    close-view WLI frames in state "no lesion"."""
+def vote(probs: np.ndarray, rows: np.ndarray, names: list[str]) -> str | None:
+    """The presence-weighted log-probability vote over ``rows`` (module docstring); None when no
+    row was analysed."""
+    p = probs[rows]
+    p = p[np.isfinite(p).all(1)]
+    if not len(p):
+        return None
+    bg = background_index(names)
+    idx = [i for i in range(len(names)) if i != bg]
+    weight = np.ones(len(p)) if bg is None else 1.0 - p[:, bg]
+    cls = p[:, idx] / np.clip(p[:, idx].sum(1, keepdims=True), 1e-12, None)
+    return names[idx[int((weight[:, None] * np.log(np.clip(cls, 1e-6, 1.0))).sum(0).argmax())]]
+
+
+def classify(track: dict, truth: Truth, states: np.ndarray, called: np.ndarray, probs: np.ndarray,
+             names: list[str]) -> dict:
+    """One close-view track's category, the first call's frame and coverage, the share of its
+    close-view WLI frames in state "no lesion", and the classifier's vote over its WLI frames."""
     mine = truth.visible & (truth.lesion_id.astype(str) == track["lesion_id"])
+    voted = vote(probs, mine & (truth.modality.astype(str) == "WLI"), names)
     calls = np.flatnonzero(mine & called)
     frame = int(calls[0]) if len(calls) else None
     cov = float(truth.coverage[frame]) if frame is not None else None
@@ -65,7 +90,8 @@ def classify(track: dict, truth: Truth, states: np.ndarray, called: np.ndarray) 
         cat = NOT_SEEN if unseen is not None and unseen > 0.5 else NEVER_SURE
     return {"lesion_id": track["lesion_id"], "class": track["class"], "evidence": track["evidence"], "category": cat,
             "first_call": first, "first_call_frame": frame, "coverage_at_first_call": cov,
-            "close_wli_frames": int(close.sum()), "close_no_lesion_share": unseen}
+            "close_wli_frames": int(close.sum()), "close_no_lesion_share": unseen,
+            "vote": voted, "vote_right": voted == track["class"]}
 
 
 def misses(argv: list[str]) -> dict:
@@ -82,7 +108,8 @@ def misses(argv: list[str]) -> dict:
     for video, truth, raw in zip(videos, truths, raws):
         o, _ = apply_setting(truth, truth.times, raw, setting)
         states = o.states.astype(str)
-        lesions += [{"video": video.stem, **classify(t, truth, states, o.called)} for t in o.tracks if t["close_view"]]
+        lesions += [{"video": video.stem, **classify(t, truth, states, o.called, raw.probs, names)}
+                    for t in o.tracks if t["close_view"]]
     if not lesions:
         raise ValueError(f"no close-view lesion (>= {CLOSE_COVERAGE:.0%} of the WLI field) in the {len(videos)} videos")
     med = evidence_median([{**les, "close_view": True} for les in lesions])
@@ -122,21 +149,42 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {cat} | " + " | ".join(_cell(sum(les["category"] == cat for les in ls), len(ls))
                                                  for _, ls in groups) + " |")
     lines.append("| close-view lesions | " + " | ".join(str(len(ls)) for _, ls in groups) + " |")
+    lines.append("| wrong first call, vote right (called too early) | " + " | ".join(
+        _cell(sum(les["category"] in (FAR, CLOSE) and les["vote_right"] for les in ls), len(ls)) for _, ls in groups) + " |")
+    lines.append("| vote right (what waiting could reach) | " + " | ".join(
+        _cell(sum(les["vote_right"] for les in ls), len(ls)) for _, ls in groups) + " |")
     if not rep["has_no_lesion"]:
         lines += ["", (f"The student has no no_lesion output (classes {rep['classes']}): it never shows "
                        f"\"{NO_LESION_STATE}\", so 'not seen' cannot occur; its uncalled lesions are all 'seen, never sure'.")]
     lines += ["", ("Categories: right = first call is the class; wrong, called far / close = a wrong first call on a "
                    f"frame where the lesion covered < / >= {CLOSE_COVERAGE:.0%} of the field; not seen = no call and "
                    f"over half of its close-view WLI frames in state \"{NO_LESION_STATE}\"; seen, never sure = no call "
-                   "otherwise."), "", "## The misses", "",
+                   "otherwise. Vote: the class the presence-weighted sum of log P(class | lesion) over all the "
+                   "lesion's WLI frames picks (the classifier with the whole view)."), "",
+              *evidence_bands(lesions), "", "## The misses", "",
               ("| video | lesion | class | evidence | category | first call | coverage at first call "
-               "| close WLI frames \"no lesion\" |"), "|---|---|---|---|---|---|---|---|"]
+               "| close WLI frames \"no lesion\" | vote |"), "|---|---|---|---|---|---|---|---|---|"]
     order = {c: i for i, c in enumerate(CATEGORIES)}
     for les in sorted((x for x in lesions if x["category"] != RIGHT), key=lambda x: (order[x["category"]], x["video"])):
         lines.append(f"| {les['video']} | {les['lesion_id']} | {les['class']} | {fmt(les['evidence'])} "
                      f"| {les['category']} | {les['first_call'] or '–'} | {fmt(les['coverage_at_first_call'])} "
-                     f"| {fmt(les['close_no_lesion_share'])} of {les['close_wli_frames']} |")
+                     f"| {fmt(les['close_no_lesion_share'])} of {les['close_wli_frames']} | {les['vote'] or '–'} |")
     return "\n".join(lines) + "\n"
+
+
+def evidence_bands(lesions: list[dict]) -> list[str]:
+    """The table by WLI evidence band: first call right and vote right."""
+    lines = ["## By WLI evidence band", "",
+             "| WLI evidence | close-view lesions | first call right | vote right |", "|---|---|---|---|"]
+    edges = EVIDENCE_BANDS
+    for i, lo in enumerate(edges[:-1]):
+        hi, last = edges[i + 1], i == len(edges) - 2
+        part = [les for les in lesions if les["evidence"] is not None
+                and lo <= les["evidence"] and (les["evidence"] <= hi if last else les["evidence"] < hi)]
+        n = len(part)
+        lines.append(f"| {lo:g}-{hi:g} | {n} | {_cell(sum(x['category'] == RIGHT for x in part), n)} "
+                     f"| {_cell(sum(x['vote_right'] for x in part), n)} |")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:

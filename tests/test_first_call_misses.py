@@ -75,6 +75,11 @@ def test_each_lesion_lands_in_its_category(tmp_path):
     assert {k: v["evidence_half"] for k, v in got.items()} == {"L1": "upper", "L2": "upper", "L3": "lower",
                                                                "L4": "lower", "L5": "upper"}
     assert rep["counts"] == {RIGHT: 1, FAR: 1, CLOSE: 1, NOT_SEEN: 1, NEVER_SURE: 1}
+    # the vote over the whole view: L2's far frames lose to its close ones, L3 is wrong throughout,
+    # L5's slight lean is enough (L4's even odds are a coin toss: not asserted)
+    assert {k: got[k]["vote"] for k in ("L1", "L2", "L3", "L5")} == {
+        "L1": "adenoma", "L2": "adenoma", "L3": "adenoma", "L5": "hyperplastic"}
+    assert [got[k]["vote_right"] for k in ("L1", "L2", "L3", "L5")] == [True, True, False, True]
 
 
 def test_a_student_without_no_lesion_cannot_miss_by_not_seeing(tmp_path, capsys):
@@ -96,6 +101,8 @@ def test_command_prints_and_writes_the_markdown_and_errors_in_one_line(tmp_path,
     assert "| right | 1 (20%) |" in text and "| not seen | 1 (20%) |" in text
     assert "| procedure_s1 | L2 | adenoma | 0.800 | wrong, called far | hyperplastic | 0.020 |" in text
     assert "| procedure_s1 | L1 |" not in text  # the misses table lists misses only
+    assert "| wrong first call, vote right (called too early) | 1 (20%) |" in text  # L2
+    assert "| 0.1-0.2 | 1 | 0 (0%) | 0 (0%) |" in text       # L3 (0.2 opens the next band; L4 at 0.1: here)
     (preds / "procedure_s1.jsonl").unlink()
     assert main(["--videos", str(videos), "--preds", str(preds), "--setting", SETTING]) == 2
     err = capsys.readouterr().err
