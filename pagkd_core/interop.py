@@ -19,7 +19,6 @@ containers only, no code runs; a file that needs more is refused.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import shlex
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from pagkd_core.data.layouts import canonical_class
+from pagkd_core.digest import file_sha256
 from pagkd_core.models import LesionNet, build_model
 
 __all__ = ["AUTHORS", "FORMATS", "authors_student", "import_checkpoint", "read_state_dict", "torchvision_check"]
@@ -148,7 +148,7 @@ def import_checkpoint(
     diff = torchvision_check(model, state, input_size)
     if diff > 1e-4:  # the same operations in the same order: equal to the last bit on one machine
         raise ValueError(f"converted logits differ from torchvision's ResNet-50 by {diff:.2e}; not converted")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     source = {
         "format": fmt, "file": path.name, "sha256": digest, **{k: AUTHORS[k] for k in ("repository", "terms")},
         "class_names": list(theirs), "trained_input_size": AUTHORS["input_size"],

@@ -16,12 +16,12 @@ ingredients when they all carry the same one (byte for byte), and left out other
 from __future__ import annotations
 
 import glob
-import hashlib
 import shutil
 from pathlib import Path
 
 import torch
 
+from pagkd_core.digest import file_sha256
 from pagkd_core.export import export_student
 from pagkd_core.student import load_student, sibling, student_stem, teacher_stem
 
@@ -37,16 +37,11 @@ def mean_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]
             for k, v in first.items()}
 
 
-def _digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def shared_teacher(students: list[Path]) -> Path | None:
     """The teacher stem of the first ingredient when every ingredient has that teacher, byte for byte."""
     stems = [teacher_stem(s) for s in students]
     weights = [sibling(t, ".safetensors") for t in stems]
-    if not all(w.is_file() for w in weights) or len({_digest(w) for w in weights}) != 1:
+    if not all(w.is_file() for w in weights) or len({file_sha256(w) for w in weights}) != 1:
         return None
     return stems[0]
 

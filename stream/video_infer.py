@@ -6,7 +6,6 @@ prediction log (``--predictions-dir``). The local loop (``infer_here``) and each
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pagkd_core.digest import file_sha256
 from stream.sinks.predictions import is_gap
 from stream.smoothing import SmoothingConfig
 from stream.video_metrics import Truth, read_truth, truth_path
@@ -125,10 +125,7 @@ def cache_key(source, args) -> dict:
     """What a video's raw probabilities depend on: the student (weights and run metadata), the
     engine, device and precision asked for, and the int8 graphs beside the student by content (a
     graph calibrated again over the old one changes int8 numbers while the weights stay)."""
-    graphs = {}
-    for g in source.int8_graphs():
-        with open(g.path, "rb") as f:
-            graphs[g.path.name] = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    graphs = {g.path.name: file_sha256(g.path, 16) for g in source.int8_graphs()}
     return {"model": source.name, "weights_hash": source.weights_hash(), "engine": args.engine,
             "device": args.device, "precision": args.precision, "int8_graphs": graphs}
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pagkd_core.digest import file_sha256
 from stream import host
 
 from . import usable_cores
@@ -68,14 +69,6 @@ def choice_dir() -> Path:
     return cache_dir() / "engine_choice"
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def _version(package: str) -> str | None:  # read without importing: torch alone takes seconds
     try:
         return metadata.version(package)
@@ -88,7 +81,7 @@ def cache_key(source, int8: Int8Graph, batches: list[int], opts: dict) -> dict:
     content, and by name and ``for_isa`` for the line (another host may pick another variant)."""
     return {"probe": PROBE_VERSION, "weights": source.weights_hash(),
             "int8_graph": {"file": int8.path.name, "for_isa": list(int8.for_isa),
-                           "sha256": _file_hash(int8.path)},
+                           "sha256": file_sha256(int8.path, 16)},
             "cpu": host.cpu_model(), "isa": host.isa_flags(), "cores": usable_cores(),
             "onnxruntime": _version("onnxruntime"), "torch": _version("torch"), "batches": list(batches),
             "opts": json.loads(json.dumps(opts, sort_keys=True, default=str))}

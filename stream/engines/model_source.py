@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pagkd_core.digest import update_from_file
 from pagkd_core.student import cache_meta, check_run_meta, export_onnx, load_student, read_meta, sibling
 from stream import host
 
@@ -134,9 +135,7 @@ class ModelSource:
             h = hashlib.sha256()
             weights = sibling(self.stem, ".safetensors") if self.stem else None
             if weights is not None and weights.is_file():
-                with open(weights, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
+                update_from_file(h, weights)
             else:
                 for k, v in self.load_torch().state_dict().items():
                     h.update(k.encode())
