@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stream.video_infer import Inferred, teacher_for, video_raw, video_truth
+from stream.video_infer import Inferred, cached_engine, teacher_for, video_raw, video_truth
 
 MAX_RETRIES = 2  # re-runs of a task whose worker process or node died (a video that fails is not re-run)
 NEED_RAY = "--ray needs Ray: pip install -e '.[ray]'"
@@ -143,7 +143,7 @@ def _gather(ray, paths: list[Path], args, model: str, class_names: list[str]) ->
                     continue
                 results[video] = {"error": f"lost {MAX_RETRIES + 1} times: {one_line(e)}"}
             bar.update(1)
-    out = Inferred([])
+    out = Inferred([], cached_engine(args))
     failed = {}
     for video in paths:  # the order the videos were given: the local run's order
         r = results[video]

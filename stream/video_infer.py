@@ -155,6 +155,16 @@ def check_cache_owner(cache: Path, source, args) -> None:
         marker.write_text(json.dumps(mine) + "\n")
 
 
+def cached_engine(args) -> str:
+    """What a run that read every video from the ``--predictions-dir`` cache reports as its engine:
+    the engine, device and precision the cache's first run asked for (its marker), since none was
+    built now."""
+    marker = Path(args.predictions_dir) / "model.json" if args.predictions_dir else None
+    asked = json.loads(marker.read_text()) if marker is not None and marker.is_file() else {}
+    made = ", ".join(f"{k} {asked[k]}" for k in ("engine", "device", "precision") if asked.get(k) is not None)
+    return f"cached predictions ({made} asked for)" if made else "cached predictions"
+
+
 def video_truth(video: Path, max_frames: int) -> Truth:
     truth = read_truth(truth_path(video))
     return truth.head(len(truth) if not max_frames else min(len(truth), max_frames))
@@ -210,7 +220,7 @@ def infer_here(paths: list[Path], args, source, class_names: list[str]) -> Infer
             teacher = teacher_for(args, engine)
         return engine, teacher
 
-    out = Inferred([])
+    out = Inferred([], cached_engine(args))
     for video in tqdm(paths, desc="videos", disable=args.quiet or len(paths) < 2):
         truth = video_truth(video, args.max_frames)
         out.add(video.name, truth, *video_raw(video, truth, args, engine_for, class_names))

@@ -391,7 +391,8 @@ def test_evaluate_command_end_to_end(video, tmp_path):
     assert log.is_file() and len(log.read_text().splitlines()) == v["frames"]
     assert main([*args[:-3], "--out", str(tmp_path / "again"), "-q", "--no-plots"]) == 0
     rep2 = json.loads((tmp_path / "again" / "report.json").read_text())
-    assert rep2["engine"] == "cached predictions"
+    # no engine was built: the report names what the cache's first run asked for
+    assert rep2["engine"] == "cached predictions (engine torch, device cpu, precision auto asked for)"
     for s in rep["settings"]:
         for k, val in rep["pooled"][s].items():
             assert rep2["pooled"][s][k] == pytest.approx(val, abs=1e-5), (s, k)
