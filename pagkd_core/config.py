@@ -42,6 +42,10 @@ class DataConfig:
     # view" (P(no_lesion) towards 0); below it a lesion is too small to tell from none. 1.0 = off:
     # far images train only the class split (docs/training.md, "Far lesions still seen").
     presence_coverage: float = 1.0
+    # > 0: each WLI training image goes through JPEG at a quality drawn from [jpeg_quality, 95]
+    # before augmentation, a stand-in for the H.264 the runtime reads (docs/training.md, "Codec").
+    # 0 = off.
+    jpeg_quality: int = 0
     augment: bool = True
     cache: bool = True  # keep resized uint8 images in memory (small datasets)
     workers: int = 0
@@ -269,6 +273,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.val_fraction must be in (0, 1)")
     if not 0 <= cfg.data.far_coverage <= 1 or not 0 <= cfg.data.presence_coverage <= 1:
         raise ConfigError("data.far_coverage and data.presence_coverage are shares of the field, in [0, 1]")
+    if not 0 <= cfg.data.jpeg_quality <= 95:
+        raise ConfigError(f"data.jpeg_quality must be 0 (off) or a JPEG quality in [1, 95], got {cfg.data.jpeg_quality}")
     for key, spec in (("student", cfg.student), ("teacher", cfg.teacher)):
         if spec.output_stride not in (8, 16, 32):
             raise ConfigError(f"{key}.output_stride={spec.output_stride} is not one of 8, 16, 32")

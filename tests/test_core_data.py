@@ -17,6 +17,7 @@ from pagkd_core.data import DataError, ImageError, couple_loader, prepare, read_
 from pagkd_core.data.layouts import scan
 from pagkd_core.data.sampler import CoupleBatchSampler
 from pagkd_core.data.splits import make_folds
+from pagkd_core.data.transforms import jpeg_roundtrip
 
 
 def cfg_for(root, out, *extra):
@@ -130,6 +131,28 @@ def test_couple_loader_shapes(tmp_path):
     x, p, y, _ = next(iter(couple_loader(wli, nbi, 2, 4, steps=1, pairing="true")))
     x, p, y, _ = next(iter(couple_loader(wli, None, 2, 4, steps=1)))
     assert p.numel() == 0
+
+
+def test_jpeg_round_trip_is_seeded_and_only_on_training_images(tmp_path):
+    """data.jpeg_quality: a training image goes through JPEG (a stand-in for the video codec) at a
+    seeded quality draw; evaluation images never do."""
+    img = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8))
+    torch.manual_seed(1)
+    a = jpeg_roundtrip(img, 40)
+    torch.manual_seed(1)
+    assert torch.equal(a, jpeg_roundtrip(img, 40))            # same seed, same draw, same bytes
+    assert a.shape == img.shape and a.dtype == torch.uint8
+    assert (a.float() - img.float()).abs().mean() > 5          # noise is what JPEG removes first
+    assert (jpeg_roundtrip(img, 95, 95).float() - img.float()).abs().mean() < (a.float() - img.float()).abs().mean()
+    root = make_generic(tmp_path / "d")
+    data = prepare(cfg_for(root, tmp_path / "run"), tmp_path / "run", progress=False)
+    plain, coded = data.images("test", "WLI"), data.images("test", "WLI", jpeg_quality=40)
+    assert torch.equal(plain.image(0), coded.image(0))        # not training: untouched
+    torch.manual_seed(2)
+    x = data.images("train", "WLI", train=True).image(0)
+    torch.manual_seed(2)
+    y = data.images("train", "WLI", train=True, jpeg_quality=40).image(0)
+    assert x.shape == y.shape and not torch.equal(x, y)
 
 
 # ---- bad input -------------------------------------------------------------------------------

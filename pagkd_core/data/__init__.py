@@ -13,7 +13,7 @@ from pagkd_core.data.images import ImageError, ImageStore, read_image
 from pagkd_core.data.layouts import DataError, Sample, class_list, scan
 from pagkd_core.data.sampler import CoupleBatchSampler
 from pagkd_core.data.splits import load_or_make_folds, select, subsample_lesions
-from pagkd_core.data.transforms import augment, normalize
+from pagkd_core.data.transforms import augment, jpeg_roundtrip, normalize
 from pagkd_core.outputs import NO_LESION
 
 # What a lesion image trains (train.class_loss): NEAR its label; FAR only its split among the
@@ -30,9 +30,10 @@ class ImageSet(Dataset):
 
     def __init__(
         self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool,
-        far_coverage: float = 0.0, presence_coverage: float = 1.0,
+        far_coverage: float = 0.0, presence_coverage: float = 1.0, jpeg_quality: int = 0,
     ):  # fmt: skip
         self.samples, self.store, self.train = samples, store, train
+        self.jpeg_quality = jpeg_quality  # > 0: a JPEG round trip at quality in [it, JPEG_BEST] (train only)
         self.labels = [class_names.index(s.cls) for s in samples]
         self.far = [s.cls != NO_LESION and s.coverage is not None and s.coverage < far_coverage for s in samples]
         self.far_seen = [f and s.coverage >= presence_coverage for f, s in zip(self.far, samples)]
@@ -46,7 +47,11 @@ class ImageSet(Dataset):
 
     def image(self, i: int) -> torch.Tensor:
         img = self.store.load(self.samples[i].path)
-        return normalize(augment(img) if self.train else img)
+        if not self.train:
+            return normalize(img)
+        if self.jpeg_quality:  # the codec acts on the frame, before our own geometry
+            img = jpeg_roundtrip(img, self.jpeg_quality)
+        return normalize(augment(img))
 
     def __getitem__(self, i: int):
         return self.image(i), self.labels[i]
@@ -90,8 +95,9 @@ class FoldData:
         return samples
 
     def images(self, split: str, modality: str, train: bool = False, far_coverage: float = 0.0,
-               presence_coverage: float = 1.0) -> ImageSet:  # fmt: skip
-        return ImageSet(self.part(split, modality), self.class_names, self.store, train, far_coverage, presence_coverage)
+               presence_coverage: float = 1.0, jpeg_quality: int = 0) -> ImageSet:  # fmt: skip
+        return ImageSet(self.part(split, modality), self.class_names, self.store, train, far_coverage,
+                        presence_coverage, jpeg_quality)
 
 
 def prepare(cfg, out_dir: str | Path, progress: bool = True) -> FoldData:

@@ -1,7 +1,8 @@
 """Image transforms: deterministic resize once (cacheable), random geometry per draw, normalise.
 
 Augmentation follows the method spec: rotation in [-180, 180] degrees, horizontal and
-vertical flips, resize to the input size, then ImageNet mean/std normalisation. Random draws
+vertical flips, resize to the input size, then ImageNet mean/std normalisation; optionally
+(``data.jpeg_quality``) a JPEG round trip first, as a stand-in for the video codec. Random draws
 use torch's global RNG so a seeded run (and a resumed one) sees the same augmentations.
 """
 
@@ -34,6 +35,20 @@ def augment(img: torch.Tensor) -> torch.Tensor:
     if torch.rand(()) < 0.5:
         img = img.flip(-2)
     return img
+
+
+JPEG_BEST = 95  # the top of a codec quality draw: near-lossless
+
+
+def jpeg_roundtrip(img: torch.Tensor, low: int, high: int = JPEG_BEST) -> torch.Tensor:
+    """(3,H,W) uint8 through a JPEG encode and decode at a quality drawn from [low, high]: the block
+    DCT quantisation a video codec also applies. Rendered training frames never pass an encoder,
+    while the runtime reads H.264 video (docs/training.md, "Codec"), so without this the student
+    may lean on fine texture the video does not keep."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    quality = int(torch.randint(low, high + 1, ()))
+    return decode_jpeg(encode_jpeg(img.contiguous(), quality=quality))
 
 
 def normalize(img_uint8: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
