@@ -172,7 +172,7 @@ def test_tune_write_then_evaluate_and_run_use_it(video, tmp_path, capsys):  # no
     from stream.video_eval import evaluate_videos
     rep = evaluate_videos([str(video.parent), "--model", str(model), "--predictions-dir", str(preds),
                            "--out", str(tmp_path / "eval"), "--no-plots", "-q"])
-    assert rep["settings"][0] == t["chosen"] and rep["engine"] == "cached predictions"
+    assert rep["settings"][0] == t["chosen"] and rep["engine"].startswith("cached predictions")
     stats = tmp_path / "stats.json"
     assert cli.main(["run", str(video), "--model", str(model), "--engine", "torch", "--device", "cpu",
                      "--threads", "1", "--max-frames", "5", "-q", "--stats", str(stats), "--min-frames", "4"]) == 0

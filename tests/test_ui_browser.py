@@ -172,10 +172,14 @@ def test_ui_end_to_end(app, media):
             time.sleep(0.3)
         assert all(s in ("uncertain", "no call", "no lesion") and a == "0" for s, a in states), states
         lowest = float(page.get_attribute("#threshold input[type=number]", "min"))  # 1/K
-        set_number(page, "threshold", lowest)  # the top class is always called
-        time.sleep(2.0)
-        s, _ = label_state(page)
-        assert s not in ("uncertain", "no call", "waiting"), s
+        set_number(page, "threshold", lowest)  # the top class is called once it holds min_frames
+        seen = []
+        for _ in range(30):  # up to ~10 s: the student's min_frames wait, while the clip moves on
+            time.sleep(0.3)
+            seen.append(label_state(page)[0])
+            if seen[-1] not in ("uncertain", "no call", "waiting"):
+                break
+        assert seen[-1] not in ("uncertain", "no call", "waiting"), seen
         page.click("#pause")  # the picture freezes ...
         page.get_by_role("button", name="Resume").wait_for(timeout=10000)
         time.sleep(0.5)
