@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.video_compare import logged_videos, read_logs, run
-from pagkd_core.outputs import background_index, lesion_classes
+from pagkd_core.outputs import background_index, lesion_classes, lesion_indices
 from stream.alerts import NO_LESION_STATE, AlertConfig
 from stream.video_eval import Setting, apply_setting
 from stream.video_metrics import CLOSE_COVERAGE, Truth, evidence_median, read_truth, truth_path
@@ -62,7 +62,7 @@ def vote(probs: np.ndarray, rows: np.ndarray, names: list[str]) -> str | None:
     if not len(p):
         return None
     bg = background_index(names)
-    idx = [i for i in range(len(names)) if i != bg]
+    idx = lesion_indices(names)
     weight = np.ones(len(p)) if bg is None else 1.0 - p[:, bg]
     cls = p[:, idx] / np.clip(p[:, idx].sum(1, keepdims=True), 1e-12, None)
     return names[idx[int((weight[:, None] * np.log(np.clip(cls, 1e-6, 1.0))).sum(0).argmax())]]

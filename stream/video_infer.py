@@ -121,6 +121,15 @@ def write_log(path: Path, raw: Raw, truth: Truth, class_names: list[str]) -> Non
             f.write(json.dumps(rec) + "\n")
 
 
+CACHE_MARKER = "model.json"  # in a --predictions-dir: which model, run how, made its logs (cache_key)
+
+
+def read_cache_marker(cache: Path) -> dict | None:
+    """The cache's marker (``cache_key`` of the run that claimed it), None when it has none."""
+    marker = cache / CACHE_MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
 def cache_key(source, args) -> dict:
     """What a video's raw probabilities depend on: the student (weights and run metadata), the
     engine, device and precision asked for, and the int8 graphs beside the student by content (a
@@ -136,10 +145,9 @@ def check_cache_owner(cache: Path, source, args) -> None:
     precision asked for by name ("auto" takes the cache's); int8 graphs changed since a run that
     may have used them. Logs without the marker (e.g. a replay's own prediction log) are taken as
     they are; a marker from before the engine was recorded is checked on the weights only."""
-    marker = cache / "model.json"
     mine = cache_key(source, args)
-    if marker.is_file():
-        theirs = json.loads(marker.read_text())
+    theirs = read_cache_marker(cache)
+    if theirs is not None:
         if theirs.get("weights_hash") != mine["weights_hash"]:
             raise ValueError(f"{cache} holds raw probabilities of another model ({theirs.get('model')}); "
                              f"empty it or pass another --predictions-dir")
@@ -152,15 +160,14 @@ def check_cache_owner(cache: Path, source, args) -> None:
                              f"({theirs[diff[0]]} against {mine[diff[0]]} now); empty it or pass another --predictions-dir")
     elif not any(cache.glob("*.jsonl")):  # a fresh cache: claim it for this model and engine
         cache.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(mine) + "\n")
+        (cache / CACHE_MARKER).write_text(json.dumps(mine) + "\n")
 
 
 def cached_engine(args) -> str:
     """What a run that read every video from the ``--predictions-dir`` cache reports as its engine:
     the engine, device and precision the cache's first run asked for (its marker), since none was
     built now."""
-    marker = Path(args.predictions_dir) / "model.json" if args.predictions_dir else None
-    asked = json.loads(marker.read_text()) if marker is not None and marker.is_file() else {}
+    asked = (read_cache_marker(Path(args.predictions_dir)) if args.predictions_dir else None) or {}
     made = ", ".join(f"{k} {asked[k]}" for k in ("engine", "device", "precision") if asked.get(k) is not None)
     return f"cached predictions ({made} asked for)" if made else "cached predictions"
 
