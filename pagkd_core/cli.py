@@ -84,7 +84,7 @@ def cmd_export(args, argv) -> int:
             f"no trained student in {src} (expected best.json); run `python -m pagkd_core train`"
         )
     info = json.loads(best.read_text())
-    model = model_from_config(cfg.student, len(info["class_names"]), cfg.distill.embed_dim, pretrained=False)
+    model = model_from_config(cfg.student, info["class_names"], cfg.distill.embed_dim, pretrained=False)
     load_weights(src / "best.safetensors", {"model": model})
     metrics = {
         "validation": {k: info["val"][k] for k in ("auc", "class_auc", "accuracy", "macro_f1", "n") if k in info["val"]},
@@ -136,7 +136,7 @@ def _export_teacher(cfg, args) -> None:
         raise FileNotFoundError(f"no trained teacher in {src} (expected best.json); run "
                                 f"`python -m pagkd_core train-teacher` with the same config, or drop --teacher")
     info = json.loads((src / "best.json").read_text())
-    model = load_teacher(cfg, len(info["class_names"]))
+    model = load_teacher(cfg, info["class_names"])
     command = src / "command.txt"
     stem = teacher_stem(args.out)
     export_student(

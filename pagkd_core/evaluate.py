@@ -64,7 +64,7 @@ def pooled_predictions(
         )
     rows = {"probs": [], "labels": [], "lesions": [], "patients": [], "folds": [], "paths": []}
     for f in folds:
-        model = model_from_config(spec, len(data.class_names), cfg.distill.embed_dim, pretrained=False)
+        model = model_from_config(spec, data.class_names, cfg.distill.embed_dim, pretrained=False)
         load_weights(ckpts[f], {"model": model})
         test = dataclasses.replace(data, fold=f).images("test", modality)
         probs, labels = predict(model.to(device), test, device)

@@ -85,6 +85,7 @@ def export_student(
         "synthetic": bool(synthetic),
         "weights_dtype": str(dtype).removeprefix("torch."),
         "output_stride": model.output_stride,
+        **({"pool": model.pool} if model.pool != "mean" else {}),  # absent: "mean", as every file before it
         **(extra or {}),
     }
     if onnx:

@@ -1,4 +1,5 @@
-"""LesionNet: any timm backbone's last feature map + 1x1 embedding to d + GAP/linear classifier.
+"""LesionNet: any timm backbone's last feature map + 1x1 embedding to d + a linear classifier
+read through a pooling (``POOLS``).
 
 Teacher and student share this class; the distillers need the feature map, the embedding
 and the classifier separately (Grad-CAM differentiates `classify(features)`).
@@ -6,21 +7,39 @@ and the classifier separately (Grad-CAM differentiates `classify(features)`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pagkd_core import backbones  # noqa: F401 - registers our own backbones with timm
+from pagkd_core.outputs import background_index
+
+# How the classifier reads the feature map. "mean": the linear head on the average of all regions
+# (GAP). "mil": the head on every region, then no_lesion's logit averaged over the regions and each
+# lesion class's log-mean-exp (a soft maximum), so one small region that shows a lesion can carry
+# the frame: "a lesion is in view" is a question about any part of it (multiple-instance
+# learning), "nothing is in view" one about all of it. With one region both are the same.
+POOLS = ("mean", "mil")
 
 # Classifier keys of timm models (and our own head/proj): a pretrained file may carry them; ignored.
 _HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "proj.")
 
 
 class LesionNet(nn.Module):
-    def __init__(self, backbone: str, num_classes: int, embed_dim: int = 128, output_stride: int = 32):
+    def __init__(self, backbone: str, num_classes: int, embed_dim: int = 128, output_stride: int = 32,
+                 pool: str = "mean", background: int | None = None):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool {pool!r} is not one of {', '.join(POOLS)}")
+        if pool == "mil" and background is None:
+            raise ValueError("pool 'mil' needs a no_lesion class (its logit is the one averaged over the regions)")
+        self.pool = pool
+        # no_lesion's column (mil only); no parameter of its own, so either pooling loads the other's weights
+        self.background = background if pool == "mil" else None
         extra = {} if output_stride == 32 else {"output_stride": output_stride}
         try:
             self.backbone = timm.create_model(
@@ -43,7 +62,14 @@ class LesionNet(nn.Module):
         return self.proj(features)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features.mean(dim=(2, 3)))
+        if self.pool == "mean":
+            return self.head(features.mean(dim=(2, 3)))
+        # the head on every region (a 1x1 convolution): their mean is exactly "mean"'s logits
+        regions = F.conv2d(features, self.head.weight[:, :, None, None], self.head.bias).flatten(2)
+        mean = regions.mean(2)
+        soft_max = torch.logsumexp(regions, 2) - math.log(regions.shape[2])
+        is_background = torch.arange(self.num_classes, device=features.device) == self.background
+        return torch.where(is_background, mean, soft_max)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.forward_features(x))
@@ -146,17 +172,21 @@ def build_model(
     embed_dim: int = 128,
     pretrained: str | Path | None = None,
     output_stride: int = 32,
+    pool: str = "mean",
+    background: int | None = None,
 ) -> LesionNet:
+    """``pool``, ``background``: POOLS; ``background`` is no_lesion's column (pagkd_core.outputs)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    model = LesionNet(backbone, num_classes, embed_dim, output_stride)
+    model = LesionNet(backbone, num_classes, embed_dim, output_stride, pool, background)
     if pretrained:
         load_backbone_weights(model, pretrained)
     return model
 
 
-def model_from_config(spec, num_classes: int, embed_dim: int, pretrained: bool = True) -> LesionNet:
+def model_from_config(spec, class_names: list[str], embed_dim: int, pretrained: bool = True) -> LesionNet:
     """`spec`: a config.ModelConfig. `pretrained=False` when a checkpoint will overwrite the weights."""
     return build_model(
-        spec.backbone, num_classes, embed_dim, spec.pretrained if pretrained else None, spec.output_stride
+        spec.backbone, len(class_names), embed_dim, spec.pretrained if pretrained else None, spec.output_stride,
+        spec.pool, background_index(class_names),
     )

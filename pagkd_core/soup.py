@@ -27,7 +27,7 @@ from pagkd_core.student import load_student, sibling, student_stem, teacher_stem
 
 # What the runtime reads besides the weights: ingredients must agree on every one.
 MUST_AGREE = ("backbone", "num_classes", "class_names", "modality", "input_size", "mean", "std", "transpose_hw",
-              "embed_dim", "output_stride")
+              "embed_dim", "output_stride", "pool")
 
 
 def mean_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

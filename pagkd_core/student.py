@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pagkd_core.outputs import output_set
+from pagkd_core.outputs import background_index, output_set
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +63,7 @@ RUN_KEYS = ("num_classes", "class_names", "input_size", "mean", "std")
 # PaGKD authors' that pagkd_core.interop imports); input_size stays the network's input shape.
 OPTIONAL_RUN_KEYS = {"transpose_hw": False}
 # What every exported file carries besides: the format, what rebuilds the network, its provenance.
-# Optional keys (docs/architecture.md): output_stride, weights_dtype, outputs, modality, onnx, ...;
+# Optional keys (docs/architecture.md): output_stride, pool, weights_dtype, outputs, modality, onnx, ...;
 # alert_setting: the runtime's smoothing + alert setting for this student, in the grammar of
 # ``python -m stream evaluate --setting`` (e.g. "window:size=8,threshold=0.7,presence=0.9"; read by
 # stream.config, under the runtime's files and flags, because the best setting depends on the model),
@@ -190,7 +190,8 @@ def load_student(
     if not weights.is_file():
         raise FileNotFoundError(f"student weights not found: {weights}")
     stride = int(meta.get("output_stride", 32))
-    model = build_model(meta["backbone"], meta["num_classes"], meta["embed_dim"], output_stride=stride)
+    model = build_model(meta["backbone"], meta["num_classes"], meta["embed_dim"], output_stride=stride,
+                        pool=meta.get("pool", "mean"), background=background_index(meta["class_names"]))
     # fp16 storage halves the file; the model computes in fp32
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights)).items()}
     try:

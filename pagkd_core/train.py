@@ -106,7 +106,7 @@ def loss_weights(cfg: Config) -> dict[str, float]:
 # Settings added after runs were recorded, with the value that means "as before": left out of
 # the key at that value, so checkpoints and cached predictions made before they existed still match.
 _ADDED_LATER = (("distill", "init_from_teacher", False), ("data", "far_coverage", 0.0), ("data", "presence_coverage", 1.0),
-                ("data", "jpeg_quality", 0))
+                ("data", "jpeg_quality", 0), ("student", "pool", "mean"), ("teacher", "pool", "mean"))
 _SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher")
 
 
@@ -187,9 +187,9 @@ def grad_norms(losses: dict[str, torch.Tensor], weights: dict[str, float], param
     return out
 
 
-def load_teacher(cfg: Config, num_classes: int) -> LesionNet:
+def load_teacher(cfg: Config, class_names: list[str]) -> LesionNet:
     """The fold's trained NBI teacher (stage 1), for distillation or to initialise the student."""
-    teacher = model_from_config(cfg.teacher, num_classes, cfg.distill.embed_dim, pretrained=False)
+    teacher = model_from_config(cfg.teacher, class_names, cfg.distill.embed_dim, pretrained=False)
     ckpt = stage_dir(cfg, "teacher") / "best.safetensors"
     if not ckpt.is_file():
         raise FileNotFoundError(
@@ -234,7 +234,7 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     """Returns (model to select/export, objective, trainable modules by name, optimiser settings, loader)."""
     k = len(data.class_names)
     if stage == "teacher":
-        model = model_from_config(cfg.teacher, k, cfg.distill.embed_dim)
+        model = model_from_config(cfg.teacher, data.class_names, cfg.distill.embed_dim)
         objective, modules, optim = TeacherObjective(model), {"model": model}, cfg.teacher_optim
         primary, partner, pairing = data.images("train", "NBI", train=True), None, "random"
     else:
@@ -242,11 +242,11 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
 
         if cfg.distill.init_from_teacher:
             check_init_from_teacher(cfg)
-        model = model_from_config(cfg.student, k, cfg.distill.embed_dim)
+        model = model_from_config(cfg.student, data.class_names, cfg.distill.embed_dim)
         teacher = distiller = None
         modules, optim = {"model": model}, cfg.optim
         if cfg.distill.method != "none" or cfg.distill.init_from_teacher:
-            teacher = load_teacher(cfg, k)
+            teacher = load_teacher(cfg, data.class_names)
         if cfg.distill.init_from_teacher:
             init_from_teacher(model, teacher)
         if cfg.distill.method != "none":

@@ -80,7 +80,7 @@ from pagkd_core.config import load_config
 from pagkd_core.models import build_model, model_from_config
 ref = load_file(sys.argv[1])
 cfg = load_config(None, ["student.backbone=resnet10t", "student.pretrained=timm:resnet10t.c3_in1k"])
-for m in (model_from_config(cfg.student, 2, 16), build_model("resnet10t", 2, pretrained="hf-hub:timm/resnet10t.c3_in1k")):
+for m in (model_from_config(cfg.student, ["a", "b"], 16), build_model("resnet10t", 2, pretrained="hf-hub:timm/resnet10t.c3_in1k")):
     own = m.backbone.state_dict()
     assert all(own[k].equal(ref[k]) for k in own), "not the cached weights"
 try:
@@ -214,3 +214,34 @@ def test_student_without_output_set_still_loads(tmp_path):
     path, meta = old_student(tmp_path)
     model, loaded = load_student(path)
     assert loaded["class_names"] == meta["class_names"] and model.num_classes == len(meta["class_names"])
+
+
+def test_mil_pool_lets_one_region_carry_a_lesion_and_survives_export(tmp_path):
+    from pagkd_core.outputs import NO_LESION
+
+    torch.manual_seed(0)
+    mean = build_model("test_resnet", 3, embed_dim=8).eval()
+    mil = build_model("test_resnet", 3, embed_dim=8, pool="mil", background=0).eval()
+    f = torch.zeros(1, mean.channels, 8, 8)
+    with torch.no_grad():
+        mean.head.weight.zero_(), mean.head.bias.zero_()
+        mean.head.weight[2, 0] = 1.0  # feature 0 is "adenoma here"
+        mil.load_state_dict(mean.state_dict())  # no weights of its own: either loads the other's
+        f[0, 0, 3, 4] = 20.0  # ... in one region of 64
+        z_mean, z_mil = mean.classify(f)[0], mil.classify(f)[0]
+        assert torch.allclose(mil.classify(f[..., :1, :1]), mean.classify(f[..., :1, :1]))  # one region: the same
+    assert z_mean[2] == pytest.approx(20 / 64) and z_mil[2] > 14  # averaged away vs carried
+    assert z_mil[0] == z_mean[0] == 0  # no_lesion: the mean over the regions either way
+    # the file records it, the runtime's loader and the ONNX graph read it
+    names = [NO_LESION, "hyperplastic", "adenoma"]
+    meta = export_student(mil, tmp_path / "s", class_names=names, input_size=32)
+    model, loaded = load_student(tmp_path / "s")
+    assert loaded["pool"] == "mil" and model.pool == "mil" and model.background == 0
+    assert check_onnx(model, tmp_path / "s.onnx", 32) < 1e-4
+    assert "pool" not in export_student(mean, tmp_path / "m", class_names=names, input_size=32, onnx=False)
+    assert load_student(tmp_path / "m")[0].pool == "mean"  # files before it: mean
+    with pytest.raises(ValueError, match="needs a no_lesion class"):
+        build_model("test_resnet", 2, pool="mil")
+    with pytest.raises(ValueError, match="not one of"):
+        build_model("test_resnet", 2, pool="max")
+    assert meta["pool"] == "mil"

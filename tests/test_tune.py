@@ -26,11 +26,12 @@ from stream.ui.controls import Controls
 from stream.video_eval import DEFAULT_SETTINGS, default_settings
 
 FA, FC, UNC = "false_alarms_no_lesion_per_min", "close_first_call_correct", "frac_uncertain"
+TIME = "time_close_to_correct_median_s"
 OWN = "window:size=8,threshold=0.6,presence=0.9"
 
 
-def row(fc, fa, unc=0.1):
-    return {FC: fc, FA: fa, UNC: unc}
+def row(fc, fa, unc=0.1, time=1.0):
+    return {FC: fc, FA: fa, UNC: unc, TIME: time}
 
 
 # -- the rule ----------------------------------------------------------------------------------
@@ -39,6 +40,14 @@ def test_rule_takes_the_best_first_call_within_the_bound():
     t = choose(pooled)
     assert t["chosen"] == "c" and t["met_bound"] and t["first_call_key"] == FC
     assert t["ranked"] == ["c", "d", "a", "b"]  # d ties c on first call but is more often uncertain
+
+
+def test_rule_breaks_first_call_ties_by_the_sooner_right_call():
+    pooled = {"slow": row(0.8, 0.0, unc=0.0, time=1.5), "fast": row(0.8, 0.0, unc=0.2, time=0.9),
+              "never": row(0.8, 0.0, unc=0.0, time=None), "best": row(0.85, 0.0, time=2.0)}
+    # accuracy first; among equals the sooner right call, before the uncertain share; no median
+    # (over half never called right) is the slowest
+    assert choose(pooled)["ranked"] == ["best", "fast", "slow", "never"]
 
 
 def test_rule_when_no_setting_meets_the_bound():
@@ -57,9 +66,9 @@ def test_rule_on_truth_without_close_views_uses_all_lesions():
 
 def test_grid_grammar(tmp_path, capsys):
     specs, notes = parse_grid(DEFAULT_GRID, presence=True)
-    assert len(specs) == 72 and specs[0] == "ema:alpha=0.3,threshold=0.55,presence=0.5,min_frames=3" and not notes
+    assert len(specs) == 192 and specs[0] == "ema:alpha=0.3,threshold=0.55,presence=0.5,min_frames=3" and not notes
     specs, notes = parse_grid(DEFAULT_GRID, presence=False)
-    assert len(specs) == 18 and "presence=" not in " ".join(specs) and "no_lesion" in notes[0]
+    assert len(specs) == 48 and "presence=" not in " ".join(specs) and "no_lesion" in notes[0]
     specs, _ = parse_grid("smoothing=none|hmm:stay=0.98; threshold=0.6,0.7", presence=True)
     assert specs == ["none:threshold=0.6", "none:threshold=0.7", "hmm:stay=0.98,threshold=0.6",
                      "hmm:stay=0.98,threshold=0.7"]
