@@ -51,12 +51,15 @@ class DataConfig:
     workers: int = 0
 
 
+POOLS = ("mean", "mil")  # ModelConfig.pool's values; here, so validation needs no torch
+
+
 @dataclass
 class ModelConfig:
     backbone: str = "resnet50"
     pretrained: str = ""  # local .safetensors of timm backbone weights, or a hub name: timm:resnet50.tv_in1k
     output_stride: int = 32  # 16 or 8: denser last feature map (timm dilation), for small inputs
-    pool: str = "mean"  # how the classifier reads the feature map: mean | mil (pagkd_core.models.POOLS)
+    pool: str = "mean"  # how the classifier reads the feature map: one of POOLS (pagkd_core.models says how)
 
 
 @dataclass
@@ -279,7 +282,7 @@ def validate(cfg: Config) -> None:
     for key, spec in (("student", cfg.student), ("teacher", cfg.teacher)):
         if spec.output_stride not in (8, 16, 32):
             raise ConfigError(f"{key}.output_stride={spec.output_stride} is not one of 8, 16, 32")
-        if spec.pool not in ("mean", "mil"):
-            raise ConfigError(f"{key}.pool={spec.pool!r} is not one of mean, mil")
+        if spec.pool not in POOLS:
+            raise ConfigError(f"{key}.pool={spec.pool!r} is not one of {', '.join(POOLS)}")
     if cfg.distill.teacher_class_shift and cfg.distill.level != "group":
         raise ConfigError("distill.teacher_class_shift needs distill.level=group (image-level couples share a class)")

@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pagkd_core import backbones  # noqa: F401 - registers our own backbones with timm
+from pagkd_core.config import POOLS
 from pagkd_core.outputs import background_index
 
-# How the classifier reads the feature map. "mean": the linear head on the average of all regions
+# POOLS: how the classifier reads the feature map. "mean": the linear head on the average of all regions
 # (GAP). "mil": the head on every region, then no_lesion's logit averaged over the regions and each
 # lesion class's log-mean-exp (a soft maximum), so one small region that shows a lesion can carry
 # the frame: "a lesion is in view" is a question about any part of it (multiple-instance
 # learning), "nothing is in view" one about all of it. With one region both are the same.
-POOLS = ("mean", "mil")
 
 # Classifier keys of timm models (and our own head/proj): a pretrained file may carry them; ignored.
 _HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "proj.")

@@ -38,10 +38,10 @@ from stream.config import ALERT_OPTIONS, bundled_model
 from stream.video_eval import Setting, evaluate_videos, find_videos
 from stream.video_metrics_report import md_table  # the evaluation report's own table format
 
-# The grid every bundled student's setting was chosen on (docs/training.md): waiting 15 frames over
-# a low threshold is what met the false-alarm bound, so min_frames is an axis.
-# 192 settings; a faster EMA, threshold 0.6 and min_frames 8 joined the first 72 when the rule
-# began to weigh the time to a right call (docs/training.md, "A sooner right call").
+# The grid bundled students' settings are chosen on (docs/training.md): waiting 15 frames over a low
+# threshold is what met the false-alarm bound, so min_frames is an axis. 192 settings; a faster EMA,
+# threshold 0.6 and min_frames 8 joined the first 72 when the rule began to weigh the time to a
+# right call (docs/training.md, "A sooner right call, and far lesions").
 DEFAULT_GRID = ("smoothing=ema:alpha=0.3|ema:alpha=0.5|window:size=8|hmm:stay=0.98;threshold=0.55,0.6,0.7,0.85;"
                 "presence=0.5,0.7,0.8,0.9;min_frames=3,8,15")
 BOUND = 0.5  # false alarms per minute of no-lesion video: issue 14's target
