@@ -21,7 +21,8 @@ never scored. The figures (the issue's video-level targets among them):
 * false alarms: alert episodes overlapping no positive frame, per minute of video; and alert
   episodes overlapping no lesion at all, per minute of no-lesion time (the no-lesion target).
 * modality detector (logs that carry ``modality``): stream.video_metrics_modality; breakdowns by
-  WLI evidence and lesion size, and everything of one report together: stream.video_metrics_breakdown.
+  WLI evidence, lesion size and lesion contrast, and everything of one report together:
+  stream.video_metrics_breakdown.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class Truth:
     modality: np.ndarray | None = None   # (T,) "WLI"/"NBI"; CSVs without the column: all WLI
     coverage: np.ndarray | None = None   # (T,) share of the field the lesion covers; NaN: unknown
     evidence: np.ndarray | None = None   # (T,) the lesion's WLI evidence strength 0..1; NaN: unknown
+    contrast: np.ndarray | None = None   # (T,) how much the lesion changes the picture (grey levels); NaN: unknown
 
     def __post_init__(self):
         n = len(self.frame)
@@ -59,6 +61,8 @@ class Truth:
             self.coverage = np.full(n, np.nan)
         if self.evidence is None:
             self.evidence = np.full(n, np.nan)
+        if self.contrast is None:
+            self.contrast = np.full(n, np.nan)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -103,7 +107,8 @@ def read_truth(path: str | Path) -> Truth:
                  visible=np.array([r["lesion_visible"] in ("1", "true", "True") for r in rows]),
                  lesion_id=np.array([r["lesion_id"] for r in rows], dtype=object),
                  cls=np.array([r["class"] for r in rows], dtype=object),
-                 modality=modality, coverage=_floats(rows, "coverage"), evidence=_floats(rows, "wli_evidence"))
+                 modality=modality, coverage=_floats(rows, "coverage"), evidence=_floats(rows, "wli_evidence"),
+                 contrast=_floats(rows, "lesion_contrast"))
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -145,6 +150,7 @@ class Outcome:
     cls: np.ndarray | None = None            # (T,) str true class ("" when none)
     coverage: np.ndarray | None = None       # (T,) float, NaN unknown
     evidence: np.ndarray | None = None       # (T,) float, NaN unknown
+    contrast: np.ndarray | None = None       # (T,) float, NaN unknown
     cls_raw: np.ndarray | None = None        # (T,) P(positive | a lesion), raw
     cls_smoothed: np.ndarray | None = None
     presence_raw: np.ndarray | None = None   # (T,) 1 - P(no_lesion); NaN without that output
@@ -167,19 +173,23 @@ def _nanmean(v: np.ndarray) -> float | None:
     return float(v.mean()) if len(v) else None
 
 
+def _nanmax(v: np.ndarray) -> float | None:
+    v = v[np.isfinite(v)]
+    return float(v.max()) if len(v) else None
+
+
 def _track(lid: str, cls: str, segs: list[tuple[int, int]], truth: Truth, times: np.ndarray,
            state_names: np.ndarray, close: np.ndarray, dt: float, calls_ok: set) -> dict:
     """One lesion over all its runs in view (it may leave the view and come back): first call,
-    close view, time from close view to a correct call, WLI evidence, peak coverage."""
+    close view, time from close view to a correct call, WLI evidence, peak coverage and contrast."""
     frames = np.concatenate([np.arange(s, e) for s, e in segs])
     onset = next((o for o in (_close_onset(close, s, e, dt) for s, e in segs) if o is not None), None)
     calls = [i for i in frames if state_names[i] in calls_ok]
     after = [i for i in calls if state_names[i] == cls and onset is not None and i >= onset]
     ev = _nanmean(truth.evidence[frames[close[frames]]] if onset is not None else truth.evidence[frames])
-    cov = truth.coverage[frames]
     return {"lesion_id": lid, "class": cls, "start": int(segs[0][0]), "runs": len(segs),
             "first_call": str(state_names[calls[0]]) if calls else None, "close_view": onset is not None,
-            "evidence": ev, "peak_coverage": float(np.nanmax(cov)) if np.isfinite(cov).any() else None,
+            "evidence": ev, "peak_coverage": _nanmax(truth.coverage[frames]), "peak_contrast": _nanmax(truth.contrast[frames]),
             "time_close_to_correct_s": float(times[after[0]] - times[onset]) if after else None}
 
 
@@ -227,6 +237,7 @@ def outcome(name: str, truth: Truth, times: np.ndarray, raw: np.ndarray, smoothe
     pm = np.full(len(truth), "", dtype=object) if pred_modality is None else np.asarray(pred_modality, dtype=object)
     return Outcome(name, duration, y, truth.visible.copy(), pos_raw, pos_sm, alert, state_names, fa, lesions,
                    dt=dt, wli=wli, cls=t_cls, coverage=truth.coverage.copy(), evidence=truth.evidence.copy(),
+                   contrast=truth.contrast.copy(),
                    cls_raw=cls_raw, cls_smoothed=cls_sm, presence_raw=pres_raw, presence_smoothed=pres_sm,
                    pred_modality=pm, true_modality=truth.modality.astype(str), false_alarms_no_lesion=fa_nl, tracks=tracks,
                    called=np.isin(state_names.astype(str), list(calls_ok)))
@@ -234,7 +245,7 @@ def outcome(name: str, truth: Truth, times: np.ndarray, raw: np.ndarray, smoothe
 
 def pool(outcomes: list[Outcome]) -> SimpleNamespace:
     """Frame arrays of several outcomes end to end, plus the masks every figure starts from."""
-    names = ("y", "visible", "raw", "smoothed", "alert", "states", "wli", "cls", "coverage", "evidence",
+    names = ("y", "visible", "raw", "smoothed", "alert", "states", "wli", "cls", "coverage", "evidence", "contrast",
              "cls_raw", "cls_smoothed", "presence_raw", "presence_smoothed", "called")
     p = SimpleNamespace(**{a: np.concatenate([getattr(o, a) for o in outcomes]) for a in names})
     p.analysed = np.isfinite(p.raw)

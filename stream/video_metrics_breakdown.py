@@ -1,14 +1,18 @@
-"""Breakdowns of the video figures by WLI evidence strength and lesion size in view, and all
-figures of one setting together (``figures``), as the evaluation report stores them.
+"""Breakdowns of the video figures by WLI evidence strength, lesion size in view and lesion
+contrast, and all figures of one setting together (``figures``), as the evaluation report stores them.
 
 * by size in view: WLI lesion frames binned by coverage (``COVERAGE_BINS``): class AUC and
   presence AUC (the bin's lesion frames against every no-lesion frame), frames carrying the
   right label; lesions binned by their peak coverage: first call right.
+* by contrast: the same, binned by how much the lesion changes the picture (``CONTRAST_BINS``,
+  grey levels: the truth's ``lesion_contrast``): coverage says how big a lesion is in view,
+  contrast whether it can be seen at all, so this table separates lesions no model could find
+  in the pixels from lesions the student misses.
 * by WLI evidence: cut points are quantiles of the close-view lesions' evidence (tertiles by
   default), computed once over all videos (``evidence_cuts``) so every video is cut alike;
   close-view frames binned by their own evidence (class AUC), close-view lesions by their mean
   evidence over close-view frames (first call right, time to a correct call).
-Truth without coverage or evidence (older CSVs) gives empty bins, not errors.
+Truth without coverage, evidence or contrast (older CSVs) gives empty bins, not errors.
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import numpy as np
 from stream.video_metrics import Outcome, auc, evidence_median, median_time, pool, rate, summarise
 from stream.video_metrics_modality import modality_summary
 
+BREAKDOWNS = ("by_coverage", "by_contrast", "by_evidence")   # the tables figures() adds to the metrics
 COVERAGE_BINS = (0.0, 0.02, 0.05, 0.15, np.inf)   # share of the field: <2%, 2-5%, 5-15%, >15%
+CONTRAST_BINS = (0.0, 2.0, 4.0, 8.0, 16.0, np.inf)  # mean change of display luma over the lesion, grey levels
 
 
 def bin_of(values, edges) -> np.ndarray:
@@ -32,11 +38,14 @@ def bin_of(values, edges) -> np.ndarray:
     return idx
 
 
-def bin_labels(edges, pct: bool) -> list[str]:
-    f = (lambda x: f"{100 * x:g}%") if pct else (lambda x: f"{x:.2f}")
+def bin_labels(edges, pct: bool = False, unit: str = "") -> list[str]:
+    """'<2%', '2%-5%', '>=15%' for shares (``pct``) and open-ended scales (a ``unit``);
+    '0.00-0.25' for the closed 0..1 evidence scale."""
+    f = (lambda x: f"{100 * x:g}%") if pct else (lambda x: f"{x:g}") if unit else (lambda x: f"{x:.2f}")
     out = []
     for lo, hi in pairwise(edges):
-        out.append(f">={f(lo)}" if not np.isfinite(hi) else f"<{f(hi)}" if lo <= 0 and pct else f"{f(lo)}-{f(hi)}")
+        out.append(f">={f(lo)}" if not np.isfinite(hi) else f"<{f(hi)}" if lo <= 0 and (pct or unit)
+                   else f"{f(lo)}-{f(hi)}")
     return out
 
 
@@ -57,13 +66,23 @@ def _lesion_row(lesions: list[dict]) -> dict:
 
 
 def by_coverage(outcomes: list[Outcome], edges=COVERAGE_BINS) -> list[dict]:
+    return _by_lesion_frames(outcomes, "coverage", edges, bin_labels(edges, pct=True))
+
+
+def by_contrast(outcomes: list[Outcome], edges=CONTRAST_BINS) -> list[dict]:
+    return _by_lesion_frames(outcomes, "contrast", edges, bin_labels(edges, unit="grey levels"))
+
+
+def _by_lesion_frames(outcomes: list[Outcome], key: str, edges, labels: list[str]) -> list[dict]:
+    """WLI lesion frames binned by their ``key`` (presence AUC against every no-lesion frame, class
+    AUC, right label); lesions by its peak (first call right)."""
     p = pool(outcomes)
     lesion_frames = p.scored & p.visible
     negatives = p.scored & ~p.visible
-    fbin = bin_of(p.coverage, edges)
-    lbin = bin_of([les["peak_coverage"] for les in p.tracks], edges)
+    fbin = bin_of(getattr(p, key), edges)
+    lbin = bin_of([les[f"peak_{key}"] for les in p.tracks], edges)
     rows = []
-    for k, label in enumerate(bin_labels(edges, pct=True)):
+    for k, label in enumerate(labels):
         f = lesion_frames & (fbin == k)
         both = f | negatives
         rows.append({"bin": label, "frames": int(f.sum()),
@@ -82,7 +101,7 @@ def by_evidence(outcomes: list[Outcome], edges) -> list[dict]:
     close = [les for les in p.tracks if les["close_view"]]
     lbin = bin_of([les["evidence"] for les in close], edges)
     rows = []
-    for k, label in enumerate(bin_labels(edges, pct=False)):
+    for k, label in enumerate(bin_labels(edges)):
         f = p.close & (fbin == k)
         rows.append({"bin": label, "frames": int(f.sum()),
                      "auc_class_raw": auc(p.y[f], p.cls_raw[f]), "auc_class": auc(p.y[f], p.cls_smoothed[f]),
@@ -92,10 +111,12 @@ def by_evidence(outcomes: list[Outcome], edges) -> list[dict]:
 
 
 def figures(outcomes: list[Outcome], ev_median: float | None, ev_edges) -> dict:
-    """Everything one setting reports for these outcomes: metrics (flat) and the two breakdowns."""
+    """Everything one setting reports for these outcomes: metrics (flat) and the breakdowns
+    (``BREAKDOWNS``)."""
     metrics = summarise(outcomes, ev_median)
     metrics.update(modality_summary([(o.true_modality, o.pred_modality) for o in outcomes]))
-    return {"metrics": metrics, "by_coverage": by_coverage(outcomes), "by_evidence": by_evidence(outcomes, ev_edges)}
+    return {"metrics": metrics, "by_coverage": by_coverage(outcomes), "by_contrast": by_contrast(outcomes),
+            "by_evidence": by_evidence(outcomes, ev_edges)}
 
 
 def pooled_splits(outcomes: list[Outcome]) -> tuple[float | None, list[float] | None]:

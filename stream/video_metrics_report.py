@@ -157,6 +157,13 @@ def markdown(rep: dict) -> str:
     lines += ["### By lesion size in view (share of the field)", "",
               breakdown_table({s: b["by_coverage"] for s, b in bd.items()},
                               [("auc_class_raw", "class AUC"), ("auc_presence_raw", "presence AUC")]), ""]
+    if any(row["frames"] for b in bd.values() for row in b.get("by_contrast", [])):
+        lines += [("### By lesion contrast (mean change of display luma over the lesion, grey levels; "
+                   "lesions by their peak)"), "",
+                  breakdown_table({s: b["by_contrast"] for s, b in bd.items()},
+                                  [("auc_class_raw", "class AUC"), ("auc_presence_raw", "presence AUC")]), ""]
+    else:
+        lines += ["No lesion contrast in the truth files (older CSVs): no breakdown by contrast.", ""]
     if any(b["by_evidence"] for b in bd.values()):
         lines += [("### By WLI evidence strength (tertiles of the close-view lesions; frames and lesions with "
                    "close view only)"), "",

@@ -122,6 +122,7 @@ def test_video_decodes_with_frame_count_fps_and_aligned_truth(tmp_path):
         "modality",
         "coverage",
         "wli_evidence",
+        "lesion_contrast",
     ]  # the first nine are the original layout: new columns are appended
     assert {r["modality"] for r in rows} == {"WLI"}
     assert [int(r["frame"]) for r in rows] == list(range(30))
@@ -142,10 +143,11 @@ def test_truth_boxes_cover_lesions_and_lie_inside_the_frame():
             assert 0 <= t["x0"] <= t["x1"] < 128 and 0 <= t["y0"] <= t["y1"] < 72
             assert t["class"] in cfg.classes and t["lesion_id"]
             assert MIN_VISIBLE <= t["coverage"] <= 1 and 0 <= t["wli_evidence"] <= 1
+            assert t["lesion_contrast"] >= 0
             seen.add(t["class"])
         else:
             assert t["x0"] is None and t["lesion_id"] == "" and t["coverage"] == 0
-            assert t["wli_evidence"] is None
+            assert t["wli_evidence"] is None and t["lesion_contrast"] is None
             hidden += 1
     assert seen == {"hyperplastic", "adenoma"} and hidden > 0  # lesions of both classes come and go
 

@@ -101,6 +101,29 @@ def test_truth_box_holds_the_pixels_the_lesion_changes():
             assert x0 - m <= xs.min() and xs.max() <= x1 + m and y0 - m <= ys.min() and ys.max() <= y1 + m
 
 
+def test_lesion_contrast_is_what_the_lesion_changes_and_leaves_the_frame_alone():
+    """truth.contrast (the lesion shaded away at the same pose) against an independent measure:
+    the rendered frames with and without the lesion (same noise), luma difference over its
+    pixels. It fades with distance, and asking for it does not change a single pixel."""
+    cfg = _cfg()
+    pr = PatientRenderer(cfg, plan(cfg)[0])
+    luma = np.array([0.299, 0.587, 0.114])
+    for slot in range(len(pr.p.lesions)):
+        les, seen = pr.placed(slot), []
+        for distance in (0.3, 0.9, 2.0, 4.0):
+            cam = look_at_wall(np.random.default_rng([slot, 0]), les.angle, les.z, distance, 0.5625, out_of_view=0.0)
+            a, truth = pr.tube.render(cam, [les], lambda luma: 1.0, np.random.default_rng(9), contrast=True)
+            plain, untouched = pr.tube.render(cam, [les], lambda luma: 1.0, np.random.default_rng(9))
+            bare, _ = pr.tube.render(cam, [], lambda luma: 1.0, np.random.default_rng(9))
+            assert np.array_equal(a, plain) and untouched.contrast is None
+            mask = cv2.resize(truth.mask.astype(np.uint8), a.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+            independent = np.abs((a.astype(float) - bare.astype(float)) @ luma)[mask].mean()
+            if independent > 0.5:   # below, the 8-bit rounding dominates the frame difference
+                assert 0.7 * independent <= truth.contrast <= 1.6 * independent
+            seen.append(truth.contrast)
+        assert seen[1] > seen[2] > seen[3]   # farther: fewer and darker pixels changed less
+
+
 def test_renderer_reports_no_lesion_when_it_is_out_of_the_field():
     cfg = _cfg()
     pr = PatientRenderer(cfg, plan(cfg)[0])

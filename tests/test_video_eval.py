@@ -21,9 +21,11 @@ from stream.video_eval import main, split_setting
 from stream.video_infer import Raw, read_log, write_log
 from stream.video_metrics import Truth, lesion_segments, outcome, read_truth, runs, summarise
 from stream.video_metrics_breakdown import (
+    CONTRAST_BINS,
     COVERAGE_BINS,
     bin_labels,
     bin_of,
+    by_contrast,
     by_coverage,
     evidence_cuts,
     figures,
@@ -160,7 +162,9 @@ def test_no_lesion_output_through_the_metrics():
     assert summarise([o2])["auc_presence"] is None
 
 
-def close_view_case():
+def close_view_case(contrast_per_coverage: float | None = None):
+    """Five lesions, one of them on NBI frames. ``contrast_per_coverage``: give every lesion frame
+    a contrast (grey levels) of its coverage times this (else the truth has none)."""
     nan = np.nan
     truth = make_truth2([
         (10, "A", "adenoma", 0.01, "WLI", 0.9), (15, "A", "adenoma", 0.08, "WLI", 0.9),  # far, then close 1.5 s
@@ -173,6 +177,8 @@ def close_view_case():
         (5, "", "", 0, "WLI", nan),
         (10, "E", "adenoma", 0.30, "WLI", 0.5),          # close, never called
     ])
+    if contrast_per_coverage is not None:
+        truth.contrast = np.where(truth.visible, truth.coverage * contrast_per_coverage, np.nan)
     names = (["no call"] * 5 + ["hyperplastic"] * 8 + ["adenoma"] * 12 + ["no call"] * 5 + ["hyperplastic"] * 8
              + ["no call"] * 5 + [None] * 12 + ["no call"] * 5 + ["hyperplastic"] * 10 + ["no call"] * 15)
     probs = np.full((len(truth), 2), 0.5)
@@ -244,6 +250,16 @@ def test_breakdown_binning():
     assert [r["lesions"] for r in ev] == [1, 1, 1]                       # D 0.2 | E 0.5 | A 0.9
     assert [r["first_call_correct"] for r in ev] == [1.0, 0.0, 0.0]
     assert f["metrics"]["modality_accuracy"] is None                     # no modality in this "log"
+
+
+def test_breakdown_by_contrast_bins_lesion_frames_and_lesions_by_their_peak():
+    assert bin_labels(CONTRAST_BINS, unit="grey levels") == ["<2", "2-4", "4-8", "8-16", ">=16"]
+    rows = by_contrast([close_view_case(contrast_per_coverage=100)])
+    # contrast: A 1 far then 8 close, B 10, C 20 (NBI frames: not scored), D 6, E 30
+    assert [r["frames"] for r in rows] == [10, 0, 10, 15 + 8, 10]
+    assert [r["lesions"] for r in rows] == [0, 0, 1, 2, 2]            # by peak: D | A B | C E
+    assert [r["first_call_correct"] for r in rows] == [None, None, 1.0, 0.5, 0.0]   # A wrong, B right
+    assert all(r["frames"] == 0 for r in by_contrast([close_view_case()]))   # no contrast in the truth
 
 
 def test_old_truth_csv_and_logs(tmp_path):

@@ -25,6 +25,8 @@ from .surface import N_MAPS
 
 TAN_HALF_FOV = 1.25  # wide-angle endoscope
 MID_GREY = 0.42  # the auto-exposure's target mean (linear)
+GAMMA = 1.15  # the camera's display gamma
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 luma weights
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class FrameTruth:
     coverage: float  # its share of the endoscope field (0 when none)
     box: tuple[int, int, int, int] | None  # its pixels' box in frame pixels, inclusive
     mask: np.ndarray  # (hr, wr) bool: its pixels at render resolution
+    contrast: float | None = None  # how much it shows (TubeRenderer.lesion_contrast); None: not measured
 
 
 def motion_blur(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
@@ -99,6 +102,7 @@ class TubeRenderer:
         self.mips = bake_atlas(patient, self.wr)
         self.maps = np.empty((N_MAPS, self.hr, self.wr), np.float32)
         self.ids = np.empty((self.hr, self.wr), np.int32)
+        self._bare_maps, self._bare_ids = np.empty_like(self.maps), np.empty_like(self.ids)  # lesion_contrast's
         self._fields: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _field(self, border: str) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +143,7 @@ class TubeRenderer:
         border: str = "octagon",
         text: list[str] | None = None,
         modality: str | None = None,
+        contrast: bool = False,
     ) -> tuple[np.ndarray, FrameTruth]:
         """One (H, W, 3) uint8 frame and its truth.
 
@@ -146,26 +151,24 @@ class TubeRenderer:
         auto-exposure (the video's lags; a training frame's is off by a random swing). `rng`
         draws the sensor noise. `specular` scales the difficulty's glare. `modality` overrides
         the renderer's light for this frame (a video's NBI stretch; the wall atlas is shared).
+        `contrast`: also measure how much the lesion shows (``truth.contrast``; one more ray cast
+        and shading of the frame, so only where the truth is wanted: the procedure videos).
         """
         modality = modality or self.modality
         diff, nbi = self.diff, modality == "NBI"
         truth = self.cast(cam, lesions, border)
-        rgb = shade(
-            self.maps,
-            modality,
-            self.patient,
-            diff.nbi_pattern if nbi else diff.wli_pattern,
-            1.0 if nbi else diff.wli_color,
-            diff.specular * specular,
-        )
-        rgb = motion_blur(rgb, *blur_px)
-        rgb *= exposure(float(rgb[::4, ::4].mean()) + 1e-3)
+        shaded = self._shade(self.maps, modality, specular)
+        rgb = motion_blur(shaded, *blur_px)
+        gain = exposure(float(rgb[::4, ::4].mean()) + 1e-3)
+        if contrast and truth.lesion is not None:
+            truth.contrast = self.lesion_contrast(cam, lesions, truth, shaded, gain, modality, specular)
+        rgb *= gain  # in place, as ever: the frame stays float32 (gain is a float64)
         if diff.noise > 0:
             rgb += rng.normal(0.0, diff.noise, rgb.shape[:2] + (1,)).astype(np.float32)
         blur = (diff.nbi_blur if nbi else diff.wli_blur) * self.hr / 448
         if blur > 0.3:
             rgb = cv2.GaussianBlur(rgb, (0, 0), blur)
-        lo = (np.clip(rgb, 0, 1) ** (1 / 1.15) * 255 + 0.5).astype(np.uint8)
+        lo = (np.clip(rgb, 0, 1) ** (1 / GAMMA) * 255 + 0.5).astype(np.uint8)
         size = (self.W, self.H)
         out = cv2.resize(lo, size, interpolation=cv2.INTER_LINEAR) if (self.wr, self.hr) != size else lo
         field_hi = self._field(border)[1]
@@ -173,6 +176,44 @@ class TubeRenderer:
         if text:
             overlay_text(out, text)
         return out, truth
+
+    def _shade(self, maps: np.ndarray, modality: str, specular: float) -> np.ndarray:
+        nbi = modality == "NBI"
+        return shade(
+            maps,
+            modality,
+            self.patient,
+            self.diff.nbi_pattern if nbi else self.diff.wli_pattern,
+            1.0 if nbi else self.diff.wli_color,
+            self.diff.specular * specular,
+        )
+
+    def lesion_contrast(
+        self,
+        cam: np.ndarray,
+        lesions: list[PlacedLesion],
+        truth: FrameTruth,
+        shaded: np.ndarray,
+        gain: float,
+        modality: str,
+        specular: float,
+    ) -> float:
+        """Mean change of display luma (0-255) over the truth lesion's pixels between the frame as
+        shaded and the same pose shaded without that lesion, at the frame's exposure: how much the
+        lesion shows, before motion blur, sensor noise, lens blur and the codec. Coverage says how
+        big a lesion is in view; this says whether it can be seen at all (a far lesion in the dark
+        of the lumen covers pixels it barely changes)."""
+        lp, pos, ev = _lesion_arrays([p for p in lesions if p is not truth.lesion])
+        m = self.mips
+        tube_maps(
+            m[0], m[1], m[2], m[3], cam, TAN_HALF_FOV, lp, pos, ev, self.hr, self.wr, self._bare_maps, self._bare_ids
+        )
+        bare = self._shade(self._bare_maps, modality, specular)
+
+        def display_luma(rgb: np.ndarray) -> np.ndarray:
+            return (np.clip(rgb[truth.mask] * gain, 0, 1) ** (1 / GAMMA) * 255) @ LUMA
+
+        return float(np.abs(display_luma(shaded) - display_luma(bare)).mean())
 
     def cast(self, cam: np.ndarray, lesions: list[PlacedLesion], border: str = "octagon") -> FrameTruth:
         """Ray-cast the frame (fills the physical maps `render` shades) and return its truth alone:

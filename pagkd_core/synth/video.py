@@ -20,10 +20,10 @@ from .nbi import NbiSchedule
 from .procedure import Procedure, wave
 from .scene import MID_GREY, TubeRenderer, osd_text
 
-# one row per frame; the last three were appended later (keep the order: readers index by name)
+# one row per frame; the last four were appended later (keep the order: readers index by name)
 TRUTH_COLUMNS = (
     "frame", "pts", "lesion_visible", "lesion_id", "class", "x0", "y0", "x1", "y1",
-    "modality", "coverage", "wli_evidence",
+    "modality", "coverage", "wli_evidence", "lesion_contrast",
 )  # fmt: skip
 MIN_VISIBLE = 0.004  # a lesion counts as visible from this fraction of the field on
 
@@ -37,6 +37,8 @@ def iter_procedure_frames(
     `coverage`: the visible lesion's share of the endoscope field (0 when none is visible);
     `wli_evidence`: the share of its class cue it shows in WLI (latent.sample_evidence), a
     property of the lesion, so also on its NBI-stretch rows; empty in pure NBI clips.
+    `lesion_contrast`: how much the visible lesion changes the picture, in grey levels
+    (scene.TubeRenderer.lesion_contrast); empty without a lesion and on frames not shaded.
     `truth_only`: skip shading (rgb is None): the same truth, several times faster (story.py).
     `shade_every`: shade only every n-th frame (the others as `truth_only`): training frames
     from a procedure's camera path (video_frames.py) at a fraction of the cost; the exposure
@@ -71,7 +73,7 @@ def iter_procedure_frames(
             text = osd_text(light, t) if cfg.text else None
             out, tr = tube.render(
                 cam, proc.near(light), auto_exposure, noise_rng,
-                blur_px=blur, border=cfg.border, text=text, modality=light,
+                blur_px=blur, border=cfg.border, text=text, modality=light, contrast=True,
             )  # fmt: skip
         prev_fwd = cam[1].copy()
         visible = tr.lesion is not None and tr.coverage >= MIN_VISIBLE
@@ -87,6 +89,8 @@ def iter_procedure_frames(
             truth.update({"class": tr.lesion.lesion.cls, "coverage": round(tr.coverage, 5)})
             if cfg.modality == "WLI":
                 truth["wli_evidence"] = round(proc.evidence[lid]["WLI"], 4)
+            if tr.contrast is not None:
+                truth["lesion_contrast"] = round(tr.contrast, 3)
         yield out, truth
         f += 1
 
