@@ -42,6 +42,10 @@ class DataConfig:
     # view" (P(no_lesion) towards 0); below it a lesion is too small to tell from none. 1.0 = off:
     # far images train only the class split (docs/training.md, "Far lesions still seen").
     presence_coverage: float = 1.0
+    # ... and change the picture by at least this many grey levels (manifest `lesion_contrast`):
+    # a far lesion in the dark of the lumen covers pixels it barely changes, and "a lesion is in
+    # view" is not in them either. 0 = off (coverage alone decides).
+    presence_contrast: float = 0.0
     # > 0: each WLI training image goes through JPEG at a quality drawn from [jpeg_quality, 95]
     # before augmentation, a stand-in for the H.264 the runtime reads (docs/training.md, "Codec").
     # 0 = off.
@@ -277,6 +281,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.val_fraction must be in (0, 1)")
     if not 0 <= cfg.data.far_coverage <= 1 or not 0 <= cfg.data.presence_coverage <= 1:
         raise ConfigError("data.far_coverage and data.presence_coverage are shares of the field, in [0, 1]")
+    if not 0 <= cfg.data.presence_contrast <= 255:
+        raise ConfigError(f"data.presence_contrast is in grey levels, in [0, 255], got {cfg.data.presence_contrast}")
     if not 0 <= cfg.data.jpeg_quality <= 95:
         raise ConfigError(f"data.jpeg_quality must be 0 (off) or a JPEG quality in [1, 95], got {cfg.data.jpeg_quality}")
     for key, spec in (("student", cfg.student), ("teacher", cfg.teacher)):

@@ -106,7 +106,8 @@ def loss_weights(cfg: Config) -> dict[str, float]:
 # Settings added after runs were recorded, with the value that means "as before": left out of
 # the key at that value, so checkpoints and cached predictions made before they existed still match.
 _ADDED_LATER = (("distill", "init_from_teacher", False), ("data", "far_coverage", 0.0), ("data", "presence_coverage", 1.0),
-                ("data", "jpeg_quality", 0), ("student", "pool", "mean"), ("teacher", "pool", "mean"))
+                ("data", "jpeg_quality", 0), ("student", "pool", "mean"), ("teacher", "pool", "mean"),
+                ("data", "presence_contrast", 0.0))
 _SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher")
 
 
@@ -256,7 +257,8 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
             teacher = None  # only its weights were wanted
         objective = StudentObjective(model, teacher, distiller, far_lesion_columns(data.class_names, cfg.data.far_coverage))
         primary = data.images("train", "WLI", train=True, far_coverage=cfg.data.far_coverage,
-                              presence_coverage=cfg.data.presence_coverage, jpeg_quality=cfg.data.jpeg_quality)
+                              presence_coverage=cfg.data.presence_coverage, jpeg_quality=cfg.data.jpeg_quality,
+                              presence_contrast=cfg.data.presence_contrast)
         partner = data.images("train", "NBI", train=True) if distiller is not None else None
         pairing = cfg.distill.pairing
     loader = couple_loader(

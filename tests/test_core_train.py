@@ -244,7 +244,8 @@ def test_far_lesions_train_their_class_split_towards_even_odds_and_leave_presenc
         c["data"].update(data)
         return resume_key(c, "student")
 
-    assert key() == key(far_coverage=0.0, presence_coverage=1.0)  # runs from before the settings keep their key
+    assert key() == key(far_coverage=0.0, presence_coverage=1.0, presence_contrast=0.0)  # runs from before keep their key
+    assert key(far_coverage=0.15) != key(far_coverage=0.15, presence_contrast=4.0)
     assert key() != key(far_coverage=0.05)
     assert key(far_coverage=0.15) != key(far_coverage=0.15, presence_coverage=0.02)
 
@@ -286,6 +287,26 @@ def test_far_flags_come_from_the_manifests_coverage(tmp_path):
     seen = ImageSet(samples, names, ImageStore(32), True, far_coverage=0.3, presence_coverage=0.1)
     assert seen.far == [True, True, False, False] and seen.far_seen == [False, True, False, False]
     assert [seen.target_kind(i) for i in range(4)] == [1, 2, 0, 0]  # FAR, FAR_SEEN, NEAR, NEAR
+
+
+def test_presence_contrast_gates_far_lesions_by_what_they_show(tmp_path):
+    """data.presence_contrast: of the far lesions big enough, only those changing the picture by
+    enough grey levels (manifest lesion_contrast) train presence; unknown contrast never passes;
+    read from the manifest column; 0 leaves coverage alone to decide."""
+    from pagkd_core.data import ImageSet, ImageStore
+    from pagkd_core.data.layouts import Sample, read_manifest
+
+    names = ["no_lesion", "hyperplastic", "adenoma"]
+    samples = [Sample("a.png", "adenoma", "WLI", "L0", "P0", coverage=0.03, contrast=c) for c in (1.5, 6.0, None)]
+    gated = ImageSet(samples, names, ImageStore(32), True, far_coverage=0.15, presence_coverage=0.0,
+                     presence_contrast=4.0)
+    assert gated.far == [True] * 3 and gated.far_seen == [False, True, False]
+    assert ImageSet(samples, names, ImageStore(32), True, far_coverage=0.15, presence_coverage=0.0).far_seen == [True] * 3
+    (tmp_path / "manifest.csv").write_text(
+        "path,lesion_id,class,modality,view,paired,coverage,lesion_contrast\n"
+        "WLI/adenoma/a.png,L0,adenoma,WLI,0,0,0.03,6.5\nNBI/adenoma/b.png,L1,adenoma,NBI,0,0,0.2,\n")
+    read = read_manifest(tmp_path / "manifest.csv")
+    assert [s.contrast for s in read] == [6.5, None] and [s.coverage for s in read] == [0.03, 0.2]
 
 
 def test_model_selection_scores_the_class_of_near_lesions_only():

@@ -25,18 +25,22 @@ class ImageSet(Dataset):
     """Samples -> (normalised image, label). `far`: per sample, whether its lesion covers less of
     the field than `far_coverage` (its class is then not a training target: train.class_loss);
     `far_seen`: a far lesion covering at least `presence_coverage`, big enough to be told from
-    no lesion, so it still trains presence. An image with no lesion is never far: its coverage
-    of 0 is the truth "nothing in view", and its no_lesion label is what teaches presence."""
+    no lesion, and changing the picture by at least `presence_contrast` grey levels (0: no such
+    gate; an image whose contrast is unknown never passes one), so it still trains presence. An
+    image with no lesion is never far: its coverage of 0 is the truth "nothing in view", and its
+    no_lesion label is what teaches presence."""
 
     def __init__(
         self, samples: list[Sample], class_names: list[str], store: ImageStore, train: bool,
         far_coverage: float = 0.0, presence_coverage: float = 1.0, jpeg_quality: int = 0,
+        presence_contrast: float = 0.0,
     ):  # fmt: skip
         self.samples, self.store, self.train = samples, store, train
         self.jpeg_quality = jpeg_quality  # > 0: a JPEG round trip at quality in [it, JPEG_BEST] (train only)
         self.labels = [class_names.index(s.cls) for s in samples]
         self.far = [s.cls != NO_LESION and s.coverage is not None and s.coverage < far_coverage for s in samples]
-        self.far_seen = [f and s.coverage >= presence_coverage for f, s in zip(self.far, samples)]
+        shows = [presence_contrast <= 0 or (s.contrast is not None and s.contrast >= presence_contrast) for s in samples]
+        self.far_seen = [f and s.coverage >= presence_coverage and c for f, s, c in zip(self.far, samples, shows)]
 
     def target_kind(self, i: int) -> int:
         """NEAR, FAR or FAR_SEEN: what image i trains."""
@@ -95,9 +99,9 @@ class FoldData:
         return samples
 
     def images(self, split: str, modality: str, train: bool = False, far_coverage: float = 0.0,
-               presence_coverage: float = 1.0, jpeg_quality: int = 0) -> ImageSet:  # fmt: skip
+               presence_coverage: float = 1.0, jpeg_quality: int = 0, presence_contrast: float = 0.0) -> ImageSet:  # fmt: skip
         return ImageSet(self.part(split, modality), self.class_names, self.store, train, far_coverage,
-                        presence_coverage, jpeg_quality)
+                        presence_coverage, jpeg_quality, presence_contrast)
 
 
 def prepare(cfg, out_dir: str | Path, progress: bool = True) -> FoldData:

@@ -36,6 +36,7 @@ class Sample:
     patient: str  # = lesion when the patient is unknown
     twin: str = ""  # same non-empty key in both modalities = a true (WLI, NBI) pair
     coverage: float | None = None  # the lesion's share of the field, where a manifest gives it
+    contrast: float | None = None  # how much it changes the picture (grey levels), where a manifest gives it
 
 
 def canonical_class(name: str) -> str:
@@ -103,8 +104,11 @@ def read_manifest(manifest: Path) -> list[Sample]:
         patient = (r.get("patient_id") or "").strip() or lesion
         # The manifest's view index is not a shared camera pose across modalities: pair by lesion.
         path = str((root / r["path"]).resolve())
-        coverage = float(r["coverage"]) if r.get("coverage") else None  # synth frames/video-frames record it
-        samples.append(Sample(path, canonical_class(r["class"]), modality, lesion, patient, coverage=coverage))
+        # synth frames/video-frames record both
+        coverage = float(r["coverage"]) if r.get("coverage") else None
+        contrast = float(r["lesion_contrast"]) if r.get("lesion_contrast") else None
+        samples.append(Sample(path, canonical_class(r["class"]), modality, lesion, patient, coverage=coverage,
+                              contrast=contrast))
     return samples
 
 

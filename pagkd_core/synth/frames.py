@@ -34,6 +34,7 @@ from .scene import MID_GREY, FrameTruth, PlacedLesion, TubeRenderer, content_box
 NO_LESION = "no_lesion"
 FRAME_COLUMNS = (
     *MANIFEST_COLUMNS, "patient_id", "coverage", "x0", "y0", "x1", "y1", "wli_evidence", "distance",
+    "lesion_contrast",
 )  # fmt: skip
 SEGMENT = 8  # no-lesion frames per camera segment (one lesion_id each)
 _LESION, _EVIDENCE, _FRAME, _PATIENT, _SEGMENT = 0xF1, 0xE71D, 0xF2, 0xF3, 0xF4  # generator streams
@@ -169,6 +170,7 @@ class PatientRenderer:
             specular=rng.uniform(0.5, 1.3),
             border=border,
             text=text,
+            contrast=True,
         )
 
     def _cut(self, frame: np.ndarray, truth: FrameTruth, border: str, distance: float | None) -> Shot:
@@ -240,6 +242,7 @@ def _row(p: Patient, lid: str, cls: str, view: int, pid: str, shot: Shot, wli_ev
         "x0": x0, "y0": y0, "x1": x1, "y1": y1,
         "wli_evidence": wli_evidence,
         "distance": "" if shot.distance is None else round(shot.distance, 3),
+        "lesion_contrast": "" if shot.truth.contrast is None else round(shot.truth.contrast, 3),
     }  # fmt: skip
 
 

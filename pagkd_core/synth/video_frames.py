@@ -74,6 +74,7 @@ def video_rows(cfg: VideoConfig, out: Path, size: int, every: int, min_coverage:
             "path": rel, "lesion_id": lid, "class": cls, "modality": "WLI", "view": f, "paired": 0,
             "patient_id": pid, "coverage": truth["coverage"], "x0": x0, "y0": y0, "x1": x1, "y1": y1,
             "wli_evidence": "" if ev is None else ev, "distance": "",
+            "lesion_contrast": "" if truth["lesion_contrast"] is None else truth["lesion_contrast"],
         })  # fmt: skip
     return rows
 
