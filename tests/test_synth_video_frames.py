@@ -24,7 +24,7 @@ def test_shading_every_nth_frame_keeps_the_truth_and_the_shaded_pictures_of_the_
     cfg = VideoConfig(seed=3, motion_blur=0.0, exposure_jitter=0.0, **SMALL)
     full = list(iter_procedure_frames(cfg))
     some = list(iter_procedure_frames(cfg, shade_every=3))
-    geometry = lambda t: {k: v for k, v in t.items() if k != "lesion_contrast"}  # noqa: E731
+    geometry = lambda t: {k: v for k, v in t.items() if k != "lesion_contrast"}
     assert [geometry(t) for _, t in full] == [geometry(t) for _, t in some]  # the procedure does not depend on shading
     # contrast is measured on shaded frames (at their exposure), for a lesion in view
     assert all((t["lesion_contrast"] is not None) == (rgb is not None and t["lesion_visible"] == 1) for rgb, t in some)
