@@ -162,10 +162,14 @@ class Outcome:
     called: np.ndarray | None = None         # (T,) bool the state is a lesion-class label
 
 
+def _close_frames(dt: float) -> int:
+    """Frames in CLOSE_MIN_S at frame interval ``dt``."""
+    return max(1, int(np.ceil(CLOSE_MIN_S / dt - 1e-6))) if dt > 0 else 1
+
+
 def _close_onset(close: np.ndarray, s: int, e: int, dt: float) -> int | None:
     """First frame of the first run of close-view frames in [s, e) lasting CLOSE_MIN_S."""
-    need = max(1, int(np.ceil(CLOSE_MIN_S / dt - 1e-6))) if dt > 0 else 1
-    return next((s + a for a, b in runs(close[s:e]) if b - a >= need), None)
+    return next((s + a for a, b in runs(close[s:e]) if b - a >= _close_frames(dt)), None)
 
 
 def _nanmean(v: np.ndarray) -> float | None:
@@ -181,7 +185,9 @@ def _nanmax(v: np.ndarray) -> float | None:
 def _track(lid: str, cls: str, segs: list[tuple[int, int]], truth: Truth, times: np.ndarray,
            state_names: np.ndarray, close: np.ndarray, dt: float, calls_ok: set) -> dict:
     """One lesion over all its runs in view (it may leave the view and come back): first call,
-    close view, time from close view to a correct call, WLI evidence, peak coverage and contrast."""
+    close view, time from close view to a correct call, WLI evidence, peak coverage and contrast,
+    and its contrast over the first CLOSE_MIN_S of close view (how much it showed when the clock
+    of the time to a correct call started)."""
     frames = np.concatenate([np.arange(s, e) for s, e in segs])
     onset = next((o for o in (_close_onset(close, s, e, dt) for s, e in segs) if o is not None), None)
     calls = [i for i in frames if state_names[i] in calls_ok]
@@ -190,6 +196,7 @@ def _track(lid: str, cls: str, segs: list[tuple[int, int]], truth: Truth, times:
     return {"lesion_id": lid, "class": cls, "start": int(segs[0][0]), "runs": len(segs),
             "first_call": str(state_names[calls[0]]) if calls else None, "close_view": onset is not None,
             "evidence": ev, "peak_coverage": _nanmax(truth.coverage[frames]), "peak_contrast": _nanmax(truth.contrast[frames]),
+            "onset_contrast": _nanmean(truth.contrast[onset:onset + _close_frames(dt)]) if onset is not None else None,
             "time_close_to_correct_s": float(times[after[0]] - times[onset]) if after else None}
 
 

@@ -7,7 +7,9 @@ contrast, and all figures of one setting together (``figures``), as the evaluati
 * by contrast: the same, binned by how much the lesion changes the picture (``CONTRAST_BINS``,
   grey levels: the truth's ``lesion_contrast``): coverage says how big a lesion is in view,
   contrast whether it can be seen at all, so this table separates lesions no model could find
-  in the pixels from lesions the student misses.
+  in the pixels from lesions the student misses. ``by_onset_contrast``: close-view lesions by
+  their contrast over the first second of close view (first call right, time to a correct call:
+  a lesion still faint when the clock starts is called later).
 * by WLI evidence: cut points are quantiles of the close-view lesions' evidence (tertiles by
   default), computed once over all videos (``evidence_cuts``) so every video is cut alike;
   close-view frames binned by their own evidence (class AUC), close-view lesions by their mean
@@ -23,7 +25,7 @@ import numpy as np
 from stream.video_metrics import Outcome, auc, evidence_median, median_time, pool, rate, summarise
 from stream.video_metrics_modality import modality_summary
 
-BREAKDOWNS = ("by_coverage", "by_contrast", "by_evidence")   # the tables figures() adds to the metrics
+BREAKDOWNS = ("by_coverage", "by_contrast", "by_onset_contrast", "by_evidence")   # the tables figures() adds to the metrics
 COVERAGE_BINS = (0.0, 0.02, 0.05, 0.15, np.inf)   # share of the field: <2%, 2-5%, 5-15%, >15%
 CONTRAST_BINS = (0.0, 2.0, 4.0, 8.0, 16.0, np.inf)  # mean change of display luma over the lesion, grey levels
 
@@ -73,6 +75,13 @@ def by_contrast(outcomes: list[Outcome], edges=CONTRAST_BINS) -> list[dict]:
     return _by_lesion_frames(outcomes, "contrast", edges, bin_labels(edges, unit="grey levels"))
 
 
+def by_onset_contrast(outcomes: list[Outcome], edges=CONTRAST_BINS) -> list[dict]:
+    close = [les for o in outcomes for les in o.tracks if les["close_view"]]
+    lbin = bin_of([les["onset_contrast"] for les in close], edges)
+    return [{"bin": label, **_lesion_row([les for les, b in zip(close, lbin) if b == k])}
+            for k, label in enumerate(bin_labels(edges, unit="grey levels"))]
+
+
 def _by_lesion_frames(outcomes: list[Outcome], key: str, edges, labels: list[str]) -> list[dict]:
     """WLI lesion frames binned by their ``key`` (presence AUC against every no-lesion frame, class
     AUC, right label); lesions by its peak (first call right)."""
@@ -116,7 +125,7 @@ def figures(outcomes: list[Outcome], ev_median: float | None, ev_edges) -> dict:
     metrics = summarise(outcomes, ev_median)
     metrics.update(modality_summary([(o.true_modality, o.pred_modality) for o in outcomes]))
     return {"metrics": metrics, "by_coverage": by_coverage(outcomes), "by_contrast": by_contrast(outcomes),
-            "by_evidence": by_evidence(outcomes, ev_edges)}
+            "by_onset_contrast": by_onset_contrast(outcomes), "by_evidence": by_evidence(outcomes, ev_edges)}
 
 
 def pooled_splits(outcomes: list[Outcome]) -> tuple[float | None, list[float] | None]:

@@ -88,6 +88,16 @@ def breakdown_table(by_setting: dict[str, list[dict]], extra: list[tuple[str, st
     return md_table(head, rows)
 
 
+def onset_table(by_setting: dict[str, list[dict]]) -> str:
+    """Rows = bins of close-view lesions; per setting, first call right and the median time."""
+    settings = list(by_setting)
+    head = ["bin", "lesions", *[f"{what} `{s}`" for s in settings for what in ("first call right", "median s")]]
+    rows = [[r["bin"], r["lesions"], *[by_setting[s][i][k] for s in settings
+                                       for k in ("first_call_correct", "time_close_to_correct_median_s")]]
+            for i, r in enumerate(by_setting[settings[0]])]
+    return md_table(head, rows)
+
+
 def plot_timeline(path: Path, video: str, times: np.ndarray, out: dict[str, tuple[Outcome, np.ndarray]],
                   threshold: float, gaps: list[tuple[float, float]] = ()) -> None:
     """``gaps``: (start, end) of the input's outages, hatched: no picture came, nothing was said."""
@@ -161,7 +171,9 @@ def markdown(rep: dict) -> str:
         lines += [("### By lesion contrast (mean change of display luma over the lesion, grey levels; "
                    "lesions by their peak)"), "",
                   breakdown_table({s: b["by_contrast"] for s, b in bd.items()},
-                                  [("auc_class_raw", "class AUC"), ("auc_presence_raw", "presence AUC")]), ""]
+                                  [("auc_class_raw", "class AUC"), ("auc_presence_raw", "presence AUC")]), "",
+                  "### Close-view lesions by their contrast over the first second of close view", "",
+                  onset_table({s: b["by_onset_contrast"] for s, b in bd.items()}), ""]
     else:
         lines += ["No lesion contrast in the truth files (older CSVs): no breakdown by contrast.", ""]
     if any(b["by_evidence"] for b in bd.values()):

@@ -27,6 +27,7 @@ from stream.video_metrics_breakdown import (
     bin_of,
     by_contrast,
     by_coverage,
+    by_onset_contrast,
     evidence_cuts,
     figures,
 )
@@ -260,6 +261,11 @@ def test_breakdown_by_contrast_bins_lesion_frames_and_lesions_by_their_peak():
     assert [r["lesions"] for r in rows] == [0, 0, 1, 2, 2]            # by peak: D | A B | C E
     assert [r["first_call_correct"] for r in rows] == [None, None, 1.0, 0.5, 0.0]   # A wrong, B right
     assert all(r["frames"] == 0 for r in by_contrast([close_view_case()]))   # no contrast in the truth
+    # close-view lesions by their contrast over the first second of close view: A 8 (its close
+    # run), D 6, E 30; A's right call came 0.3 s into close view, D's at once, E's never
+    onset = by_onset_contrast([close_view_case(contrast_per_coverage=100)])
+    assert [r["lesions"] for r in onset] == [0, 0, 1, 1, 1]
+    assert [r["time_close_to_correct_median_s"] for r in onset] == [None, None, 0.0, pytest.approx(0.3), None]
 
 
 def test_old_truth_csv_and_logs(tmp_path):
