@@ -40,13 +40,13 @@ def bin_of(values, edges) -> np.ndarray:
     return idx
 
 
-def bin_labels(edges, pct: bool = False, unit: str = "") -> list[str]:
-    """'<2%', '2%-5%', '>=15%' for shares (``pct``) and open-ended scales (a ``unit``);
-    '0.00-0.25' for the closed 0..1 evidence scale."""
-    f = (lambda x: f"{100 * x:g}%") if pct else (lambda x: f"{x:g}") if unit else (lambda x: f"{x:.2f}")
+def bin_labels(edges, pct: bool = False, open_scale: bool = False) -> list[str]:
+    """'<2%', '2%-5%', '>=15%' for shares (``pct``); '<2', '2-4', '>=16' for a scale open at the
+    top such as grey levels (``open_scale``); '0.00-0.25' for the closed 0..1 evidence scale."""
+    f = (lambda x: f"{100 * x:g}%") if pct else (lambda x: f"{x:g}") if open_scale else (lambda x: f"{x:.2f}")
     out = []
     for lo, hi in pairwise(edges):
-        out.append(f">={f(lo)}" if not np.isfinite(hi) else f"<{f(hi)}" if lo <= 0 and (pct or unit)
+        out.append(f">={f(lo)}" if not np.isfinite(hi) else f"<{f(hi)}" if lo <= 0 and (pct or open_scale)
                    else f"{f(lo)}-{f(hi)}")
     return out
 
@@ -72,14 +72,14 @@ def by_coverage(outcomes: list[Outcome], edges=COVERAGE_BINS) -> list[dict]:
 
 
 def by_contrast(outcomes: list[Outcome], edges=CONTRAST_BINS) -> list[dict]:
-    return _by_lesion_frames(outcomes, "contrast", edges, bin_labels(edges, unit="grey levels"))
+    return _by_lesion_frames(outcomes, "contrast", edges, bin_labels(edges, open_scale=True))
 
 
 def by_onset_contrast(outcomes: list[Outcome], edges=CONTRAST_BINS) -> list[dict]:
     close = [les for o in outcomes for les in o.tracks if les["close_view"]]
     lbin = bin_of([les["onset_contrast"] for les in close], edges)
     return [{"bin": label, **_lesion_row([les for les, b in zip(close, lbin) if b == k])}
-            for k, label in enumerate(bin_labels(edges, unit="grey levels"))]
+            for k, label in enumerate(bin_labels(edges, open_scale=True))]
 
 
 def _by_lesion_frames(outcomes: list[Outcome], key: str, edges, labels: list[str]) -> list[dict]:

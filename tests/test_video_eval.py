@@ -254,7 +254,7 @@ def test_breakdown_binning():
 
 
 def test_breakdown_by_contrast_bins_lesion_frames_and_lesions_by_their_peak():
-    assert bin_labels(CONTRAST_BINS, unit="grey levels") == ["<2", "2-4", "4-8", "8-16", ">=16"]
+    assert bin_labels(CONTRAST_BINS, open_scale=True) == ["<2", "2-4", "4-8", "8-16", ">=16"]
     rows = by_contrast([close_view_case(contrast_per_coverage=100)])
     # contrast: A 1 far then 8 close, B 10, C 20 (NBI frames: not scored), D 6, E 30
     assert [r["frames"] for r in rows] == [10, 0, 10, 15 + 8, 10]

@@ -152,7 +152,7 @@ class TubeRenderer:
         draws the sensor noise. `specular` scales the difficulty's glare. `modality` overrides
         the renderer's light for this frame (a video's NBI stretch; the wall atlas is shared).
         `contrast`: also measure how much the lesion shows (``truth.contrast``; one more ray cast
-        and shading of the frame, so only where the truth is wanted: the procedure videos).
+        and shading of the frame, so asked for by the callers that record it: video.py, frames.py).
         """
         modality = modality or self.modality
         diff, nbi = self.diff, modality == "NBI"
