@@ -86,6 +86,8 @@ def test_outage_while_paused_reaches_the_log_and_the_timeline(engine, tmp_path, 
         gap = next(r for r in read_predictions(log, gaps=True) if r.get("gap"))
         assert (gap["after_frame"], gap["next_frame"], gap["reason"]) == (2, 3, "reconnect")
         assert gap["reconnects"] == 1 and gap["to_wall"] >= gap["from_wall"]
+        # the log and the timeline are told in turn: wait for the second too, not for the first alone
+        wait_for(lambda: any(r.get("gap_s") is not None for r in ui.timeline()), "the gap on the timeline")
         marks = [r for r in ui.timeline() if r.get("gap_s") is not None]
         assert len(marks) == 1 and marks[0]["frame"] == 3 and marks[0]["gap_s"] == gap["seconds"]
         assert ui.processed == 3  # paused: the frame itself was not analysed

@@ -106,7 +106,8 @@ def timeline(rows: list[dict], fps: float) -> list[str]:
 
 
 def truth_rows(cfg: VideoConfig) -> list[dict]:
-    """A clip's truth without rendering its pictures (same rows as the written truth file)."""
+    """A clip's truth without rendering its pictures (the written truth file's rows, lesion_contrast
+    left empty: measuring it needs the shading)."""
     return [t for _, t in iter_procedure_frames(cfg, truth_only=True)]
 
 

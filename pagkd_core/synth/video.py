@@ -39,7 +39,8 @@ def iter_procedure_frames(
     property of the lesion, so also on its NBI-stretch rows; empty in pure NBI clips.
     `lesion_contrast`: how much the visible lesion changes the picture, in grey levels
     (scene.TubeRenderer.lesion_contrast); empty without a lesion and on frames not shaded.
-    `truth_only`: skip shading (rgb is None): the same truth, several times faster (story.py).
+    `truth_only`: skip shading (rgb is None): the same truth but lesion_contrast, several times
+    faster (story.py).
     `shade_every`: shade only every n-th frame (the others as `truth_only`): training frames
     from a procedure's camera path (video_frames.py) at a fraction of the cost; the exposure
     and the motion blur follow the camera over the skipped frames too."""
