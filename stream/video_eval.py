@@ -38,7 +38,7 @@ from stream.host import machine_line
 from stream.smoothing import SmoothingConfig
 from stream.video_infer import Raw, VideoRun, check_cache_owner, infer_here
 from stream.video_metrics import Outcome, Truth, outcome, truth_path
-from stream.video_metrics_breakdown import BREAKDOWNS, figures, pooled_splits
+from stream.video_metrics_breakdown import breakdowns, figures, pooled_splits
 from stream.video_metrics_report import check_targets, markdown, plot_timeline, table
 
 DEFAULT_SETTINGS = ("none", "ema:alpha=0.3", "window:size=8", "hmm:stay=0.98")
@@ -132,7 +132,7 @@ def score_videos(videos: list[VideoRun], settings: list[Setting], base: AlertCon
     for i, name in enumerate(per_video):
         one = {s: figures([outcomes[s][i]], ev_median, ev_edges) for s in outcomes}
         per_video[name].update(metrics={s: f["metrics"] for s, f in one.items()},
-                               breakdowns={s: {k: f[k] for k in BREAKDOWNS} for s, f in one.items()},
+                               breakdowns={s: breakdowns(f) for s, f in one.items()},
                                lesions={s: outcomes[s][i].lesions for s in outcomes},
                                lesion_tracks={s: outcomes[s][i].tracks for s in outcomes})
     report = {"command": command, "machine": machine_line(), "model": model, "class_names": list(base.class_names),
@@ -141,7 +141,7 @@ def score_videos(videos: list[VideoRun], settings: list[Setting], base: AlertCon
               "evidence_split": {"median": ev_median, "tertile_edges": ev_edges},
               "pooled": {s: f["metrics"] for s, f in pooled.items()},
               "targets": {s: check_targets(f["metrics"]) for s, f in pooled.items()},
-              "breakdowns": {s: {k: f[k] for k in BREAKDOWNS} for s, f in pooled.items()},
+              "breakdowns": {s: breakdowns(f) for s, f in pooled.items()},
               "videos": per_video, "problems": list(problems or []), "no_plots": not plots, "synthetic": synthetic,
               **(extra or {})}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -169,7 +169,8 @@ def _close_frames(dt: float) -> int:
 
 def _close_onset(close: np.ndarray, s: int, e: int, dt: float) -> int | None:
     """First frame of the first run of close-view frames in [s, e) lasting CLOSE_MIN_S."""
-    return next((s + a for a, b in runs(close[s:e]) if b - a >= _close_frames(dt)), None)
+    need = _close_frames(dt)
+    return next((s + a for a, b in runs(close[s:e]) if b - a >= need), None)
 
 
 def _nanmean(v: np.ndarray) -> float | None:

@@ -25,7 +25,6 @@ import numpy as np
 from stream.video_metrics import Outcome, auc, evidence_median, median_time, pool, rate, summarise
 from stream.video_metrics_modality import modality_summary
 
-BREAKDOWNS = ("by_coverage", "by_contrast", "by_onset_contrast", "by_evidence")   # the tables figures() adds to the metrics
 COVERAGE_BINS = (0.0, 0.02, 0.05, 0.15, np.inf)   # share of the field: <2%, 2-5%, 5-15%, >15%
 CONTRAST_BINS = (0.0, 2.0, 4.0, 8.0, 16.0, np.inf)  # mean change of display luma over the lesion, grey levels
 
@@ -120,12 +119,16 @@ def by_evidence(outcomes: list[Outcome], edges) -> list[dict]:
 
 
 def figures(outcomes: list[Outcome], ev_median: float | None, ev_edges) -> dict:
-    """Everything one setting reports for these outcomes: metrics (flat) and the breakdowns
-    (``BREAKDOWNS``)."""
+    """Everything one setting reports for these outcomes: metrics (flat) and the breakdowns."""
     metrics = summarise(outcomes, ev_median)
     metrics.update(modality_summary([(o.true_modality, o.pred_modality) for o in outcomes]))
     return {"metrics": metrics, "by_coverage": by_coverage(outcomes), "by_contrast": by_contrast(outcomes),
             "by_onset_contrast": by_onset_contrast(outcomes), "by_evidence": by_evidence(outcomes, ev_edges)}
+
+
+def breakdowns(fig: dict) -> dict:
+    """The tables of one ``figures`` result without its metrics: what a report keeps per setting."""
+    return {k: v for k, v in fig.items() if k != "metrics"}
 
 
 def pooled_splits(outcomes: list[Outcome]) -> tuple[float | None, list[float] | None]:
