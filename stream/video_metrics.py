@@ -36,6 +36,7 @@ import numpy as np
 from pagkd_core.outputs import background_index, lesion_indices
 
 TRUTH_COLUMNS = ("frame", "pts", "lesion_visible", "lesion_id", "class")
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 CLOSE_COVERAGE = 0.05       # close view: the lesion covers at least this share of the field ...
 CLOSE_MIN_S = 1.0           # ... for at least this long, on WLI frames
 MISSING = "missing"         # state of a frame the runtime never analysed and logged nothing for
@@ -52,9 +53,12 @@ class Truth:
     coverage: np.ndarray | None = None   # (T,) share of the field the lesion covers; NaN: unknown
     evidence: np.ndarray | None = None   # (T,) the lesion's WLI evidence strength 0..1; NaN: unknown
     contrast: np.ndarray | None = None   # (T,) how much the lesion changes the picture (grey levels); NaN: unknown
+    box: np.ndarray | None = None        # (T, 4) the lesion's x0, y0, x1, y1 in frame pixels; NaN: none or unknown
 
     def __post_init__(self):
         n = len(self.frame)
+        if self.box is None:
+            self.box = np.full((n, 4), np.nan)
         if self.modality is None:
             self.modality = np.full(n, "WLI", dtype=object)
         if self.coverage is None:
@@ -95,7 +99,7 @@ def read_truth(path: str | Path) -> Truth:
         reader = csv.DictReader(f)
         missing = [c for c in TRUTH_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; expected {','.join(TRUTH_COLUMNS)},x0,y0,x1,y1")
+            raise ValueError(f"{path}: missing column(s) {missing}; expected {','.join(TRUTH_COLUMNS + BOX_COLUMNS)}")
         rows = list(reader)
     if not rows:
         raise ValueError(f"{path}: no frames")
@@ -108,7 +112,12 @@ def read_truth(path: str | Path) -> Truth:
                  lesion_id=np.array([r["lesion_id"] for r in rows], dtype=object),
                  cls=np.array([r["class"] for r in rows], dtype=object),
                  modality=modality, coverage=_floats(rows, "coverage"), evidence=_floats(rows, "wli_evidence"),
-                 contrast=_floats(rows, "lesion_contrast"))
+                 contrast=_floats(rows, "lesion_contrast"), box=_box(rows))
+
+
+def _box(rows: list[dict]) -> np.ndarray | None:
+    cols = [_floats(rows, c) for c in BOX_COLUMNS]
+    return None if any(c is None for c in cols) else np.stack(cols, 1)
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:

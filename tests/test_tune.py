@@ -30,8 +30,8 @@ TIME = "time_close_to_correct_median_s"
 OWN = "window:size=8,threshold=0.6,presence=0.9"
 
 
-def row(fc, fa, unc=0.1, time=1.0):
-    return {FC: fc, FA: fa, UNC: unc, TIME: time}
+def row(fc, fa, unc=0.1, time=1.0, n=None):
+    return {FC: fc, FA: fa, UNC: unc, TIME: time, "close_view_lesions": n}
 
 
 # -- the rule ----------------------------------------------------------------------------------
@@ -50,6 +50,23 @@ def test_rule_breaks_first_call_ties_by_the_sooner_right_call():
     assert choose(pooled)["ranked"] == ["best", "fast", "slow", "never"]
 
 
+def test_rule_takes_the_soonest_right_call_within_one_standard_error_of_the_best():
+    # 100 lesions, best 0.90: one standard error is 0.03, so 0.87 is within it and 0.86 is not
+    pooled = {"best": row(0.90, 0.0, time=1.5, n=100), "close": row(0.87, 0.0, time=0.9, n=100),
+              "closer": row(0.88, 0.2, time=0.9, n=100), "fast_worse": row(0.86, 0.0, time=0.3, n=100),
+              "fast_loud": row(0.90, 0.8, time=0.2, n=100), "never": row(0.89, 0.0, time=None, n=100)}
+    t = choose(pooled)
+    # within one SE: the sooner right call first, a tie in time by the higher first-call rate; a
+    # setting past the bound is never preferred, however fast
+    assert t["ranked"] == ["closer", "close", "best", "never", "fast_worse", "fast_loud"]
+    assert t["first_call_floor"] == pytest.approx(0.87)
+    # the bound decides which setting is "the best" whose noise counts
+    assert choose({"a": row(0.95, 0.6, n=100), "b": row(0.80, 0.0, time=2.0, n=100),
+                   "c": row(0.78, 0.0, time=0.5, n=100)})["chosen"] == "c"
+    # more lesions, a narrower standard error: 0.87 no longer ties 0.90 on 1000 lesions
+    assert choose({k: {**m, "close_view_lesions": 1000} for k, m in pooled.items()})["chosen"] == "best"
+
+
 def test_rule_when_no_setting_meets_the_bound():
     pooled = {"a": row(0.9, 3.0), "b": row(0.5, 1.0), "c": row(0.6, 1.0), "d": row(0.8, None)}
     t = choose(pooled)
@@ -66,9 +83,9 @@ def test_rule_on_truth_without_close_views_uses_all_lesions():
 
 def test_grid_grammar(tmp_path, capsys):
     specs, notes = parse_grid(DEFAULT_GRID, presence=True)
-    assert len(specs) == 192 and specs[0] == "ema:alpha=0.3,threshold=0.55,presence=0.5,min_frames=3" and not notes
+    assert len(specs) == 360 and specs[0] == "ema:alpha=0.3,threshold=0.55,presence=0.5,min_frames=3" and not notes
     specs, notes = parse_grid(DEFAULT_GRID, presence=False)
-    assert len(specs) == 48 and "presence=" not in " ".join(specs) and "no_lesion" in notes[0]
+    assert len(specs) == 90 and "presence=" not in " ".join(specs) and "no_lesion" in notes[0]
     specs, _ = parse_grid("smoothing=none|hmm:stay=0.98; threshold=0.6,0.7", presence=True)
     assert specs == ["none:threshold=0.6", "none:threshold=0.7", "hmm:stay=0.98,threshold=0.6",
                      "hmm:stay=0.98,threshold=0.7"]
