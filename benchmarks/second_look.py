@@ -1,28 +1,30 @@
 """What a second look at a small lesion would give: ``python -m benchmarks.second_look``.
 
     python -m benchmarks.second_look --videos DIR [DIR ...] [--model STUDENT.json] [--every 3] \\
-        [--side 0.5] [--min-coverage 0.02] [--out FILE.md] [--json FILE.json]
+        [--side 0.5] [--zoom 0] [--min-coverage 0.02] [--out FILE.md] [--json FILE.json]
 
 Why: a lesion that has just come into close view covers 5% of the field, some 57 px of the
 student's 256 px input, and its class cue is texture that a 4x downscale of a 1080p frame
-blurs. The student reads it better when it sees the lesion larger. This measures how much better,
-before the runtime is built for it: per WLI frame with a lesion in view (truth coverage >=
+blurs. Would the student read it better from a crop that shows it larger? This measures it
+before any runtime is built for it: per WLI frame with a lesion in view (truth coverage >=
 ``--min-coverage``, every ``--every``-th frame), the student (torch, fp32) reads
 
 * ``full``: the content area, as the runtime does today;
-* ``at truth``: a square crop of side ``--side`` x the content area's height, centred on the
-  truth's lesion box, from the decoded frame at its own resolution (the upper bound of locating);
-* ``at map``: the same crop centred on the region of the full view's own class-activation map
+* ``at truth``: a square crop, centred on the truth's lesion box, from the decoded frame at its
+  own resolution (the upper bound of locating). Its side: ``--side`` x the content area's
+  height; with ``--zoom`` Z, Z x the box's side where that is more (the truth's size, for every
+  crop below too: the figures then say where to look, not how far to zoom);
+* ``at map``: the same crop centred on the cell of the full view's own class-activation map
   (the head on each cell of the stride-16 feature map) that is most sure a lesion is there:
   what a runtime could do with one extra inference and no other model;
 * ``at centre``: the same crop at the content area's centre, where an endoscopist steers the
   lesion they look at (no locating at all).
 
 Figures per coverage bin: class AUC (neoplastic vs not, P renormalised over the lesion
-classes, as ``stream evaluate``) of each read; ``at map - full`` with a paired bootstrap 95%
-interval over lesions (one lesion id in one video is one unit; pagkd_core.metrics); and how
-often the map's crop holds the lesion's centre. Use VALIDATION videos: this informs a design
-choice. Bad input: one line ``second_look: error: ...``.
+classes, as ``stream evaluate``) of each read; ``at map - full`` and ``at centre - full`` with a
+paired bootstrap 95% interval over lesions (one lesion id in one video is one unit;
+pagkd_core.metrics); and how often each placed crop holds the lesion's centre. Use VALIDATION
+videos: this informs a design choice. Bad input: one line ``second_look: error: ...``.
 """
 from __future__ import annotations
 
@@ -61,6 +63,13 @@ def square(cx: float, cy: float, side: float, area: tuple[int, int, int, int]) -
     left = float(np.clip(cx - side / 2, x0, x1 - side))
     top = float(np.clip(cy - side / 2, y0, y1 - side))
     return round(left), round(top), round(left + side), round(top + side)
+
+
+def crop_side(args, area: tuple[int, int, int, int], lesion_side: float) -> float:
+    """``--side`` x the area's height; with ``--zoom`` Z, Z x the lesion's box side, at least that
+    (the truth's size for every crop: this then measures where to look, not how far to zoom)."""
+    side = args.side * (area[3] - area[1])
+    return min(max(side, args.zoom * lesion_side), area[3] - area[1]) if args.zoom else side
 
 
 def lesion_map(model, features: torch.Tensor, background: int) -> torch.Tensor:
@@ -105,8 +114,8 @@ def read_video(video: Path, model, meta: dict, args, bar) -> list[dict]:
                 continue
             found = detect_content_area(frame)
             area = found.box if found is not None else (0, 0, frame.size[1], frame.size[0])
-            side = args.side * (area[3] - area[1])
             bx0, by0, bx1, by1 = truth.box[i]
+            side = crop_side(args, area, max(bx1 - bx0, by1 - by0))
             at_truth = square((bx0 + bx1) / 2, (by0 + by1) / 2, side, area)
             with torch.no_grad():
                 full = torch.from_numpy(pre(frame, area))[None]
@@ -150,8 +159,8 @@ def figures(rows: list[dict], args) -> list[dict]:
 
 def second_look(argv: list[str]) -> dict:
     args = build_parser().parse_args(argv)
-    if not 0 < args.side <= 1 or args.every < 1:
-        raise ValueError("--side must be in (0, 1] (a share of the content area's height) and --every >= 1")
+    if not 0 < args.side <= 1 or args.every < 1 or args.zoom < 0:
+        raise ValueError("--side must be in (0, 1] (a share of the content area's height), --every >= 1, --zoom >= 0")
     videos = find_videos(args.videos)
     model_path = args.model or os.path.relpath(bundled_model())
     model, meta = load_student(model_path)
@@ -164,7 +173,7 @@ def second_look(argv: list[str]) -> dict:
         for video in videos:
             rows += read_video(video, model, meta, args, bar)
     return {"command": "python -m benchmarks.second_look " + shlex.join(argv), "model": str(model_path),
-            "videos": [str(v) for v in videos], "side": args.side, "every": args.every, "synthetic": bool(meta.get("synthetic")),
+            "videos": [str(v) for v in videos], "side": args.side, "zoom": args.zoom, "every": args.every, "synthetic": bool(meta.get("synthetic")),
             "bins": figures(rows, args)}
 
 
@@ -181,7 +190,8 @@ def markdown(rep: dict) -> str:
         "# A second look at the lesion: class AUC by how it is read" + (" (SYNTHETIC videos)" if rep["synthetic"] else ""),
         "", f"Command: `{rep['command']}`  ",
         (f"Model: `{rep['model']}` (torch, fp32); {len(rep['videos'])} videos; crop side {rep['side']:g} x the "
-         f"content area's height; every {rep['every']} frame(s)."), "", table, ""])
+         "content area's height" + (f", or {rep['zoom']:g} x the truth box's side if more" if rep["zoom"] else "")
+         + f"; every {rep['every']} frame(s)."), "", table, ""])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", help="student .json (default: the bundled student)")
     ap.add_argument("--every", type=int, default=3, help="score every N-th frame (default 3)")
     ap.add_argument("--side", type=float, default=0.5, help="crop side, share of the content area's height (default 0.5)")
+    ap.add_argument("--zoom", type=float, default=0.0,
+                    help="crop side = ZOOM x the truth box's side, at least --side (default 0: --side alone)")
     ap.add_argument("--min-coverage", type=float, default=0.02, help="smallest lesion share of the field scored (default 0.02)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--resamples", type=int, default=1000)

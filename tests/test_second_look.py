@@ -8,13 +8,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from argparse import Namespace
 
 import numpy as np
 import pytest
 import torch
 from test_video_eval import video  # noqa: F401 - the toy procedure video fixture, reused
 
-from benchmarks.second_look import LOOKS, READS, lesion_map, main, map_centre, square
+from benchmarks.second_look import LOOKS, READS, crop_side, lesion_map, main, map_centre, square
 from pagkd_core.student import load_student
 from stream.config import bundled_model
 
@@ -25,10 +26,15 @@ def test_a_crop_is_a_square_moved_inside_the_content_area():
     assert square(110, 10, 360, area) == (100, 0, 460, 360)            # moved in from a corner, not shrunk
     assert square(800, 700, 360, area) == (460, 360, 820, 720)
     assert square(460, 360, 2000, area) == (100, 0, 820, 720)          # never larger than the area
+    # its side: a share of the area's height, or ZOOM x the lesion's where that is more
+    assert crop_side(Namespace(side=0.5, zoom=0), area, 200) == 360
+    assert crop_side(Namespace(side=0.5, zoom=2.5), area, 200) == 500
+    assert crop_side(Namespace(side=0.5, zoom=2.5), area, 100) == 360
+    assert crop_side(Namespace(side=0.5, zoom=2.5), area, 400) == 720
 
 
 def test_the_map_points_at_the_cell_most_sure_of_a_lesion():
-    model, meta = load_student(bundled_model())
+    model, _ = load_student(bundled_model())
     features = torch.zeros(1, model.channels, 16, 16)
     # one cell lit along the direction that raises the lesion classes over no_lesion
     w = model.head.weight.detach()
