@@ -43,6 +43,7 @@ from benchmarks.video_compare import as_two_columns, run
 from pagkd_core.metrics import metric_value, paired_bootstrap_diff
 from pagkd_core.outputs import background_index, lesion_indices
 from pagkd_core.student import load_student
+from stream.alerts import AlertConfig
 from stream.config import bundled_model
 from stream.preprocess import Preprocessor, detect_content_area
 from stream.sources import open_source
@@ -94,14 +95,13 @@ def scored(truth, args) -> np.ndarray:
             & np.isfinite(truth.box).all(1) & (np.arange(len(truth)) % args.every == 0))
 
 
-def read_video(video: Path, model, meta: dict, args, bar) -> list[dict]:
-    """One row per scored frame: coverage, truth, the three reads' P(neoplastic | lesion), hit."""
-    truth = read_truth(truth_path(video))
+def read_video(video: Path, truth, model, meta: dict, args, bar) -> list[dict]:
+    """One row per scored frame: coverage, truth, each read's P(neoplastic | lesion), each placed
+    crop's hit."""
     names = meta["class_names"]
     bg, lesions = background_index(names), lesion_indices(names)
-    if bg is None:
-        raise ValueError(f"{meta.get('backbone')}: the map needs a student with a no_lesion output")
-    positive = lesions[1:]
+    positive = sorted(AlertConfig(class_names=tuple(names)).alert_indices)  # as stream evaluate scores
+    positive_names = {names[k] for k in positive}
     pre = Preprocessor.for_model(meta, detect=False)
     wanted = scored(truth, args)
     if not wanted.any():
@@ -129,7 +129,7 @@ def read_video(video: Path, model, meta: dict, args, bar) -> list[dict]:
             score = p[:, positive].sum(1) / p[:, lesions].sum(1)
             hit = [b[0] <= (bx0 + bx1) / 2 <= b[2] and b[1] <= (by0 + by1) / 2 <= b[3] for b in (at_map, at_centre)]
             rows.append({"unit": f"{video.stem}/{truth.lesion_id[i]}", "coverage": float(truth.coverage[i]),
-                         "positive": truth.cls[i] in {names[k] for k in positive},
+                         "positive": truth.cls[i] in positive_names,
                          **dict(zip(READS, map(float, score))), "hit": hit})
             bar.update(1)
     return rows
@@ -164,14 +164,17 @@ def second_look(argv: list[str]) -> dict:
     videos = find_videos(args.videos)
     model_path = args.model or os.path.relpath(bundled_model())
     model, meta = load_student(model_path)
+    if background_index(meta["class_names"]) is None:
+        raise ValueError(f"{model_path}: the map needs a student with a no_lesion output")
     torch.set_num_threads(args.threads)
-    total = sum(int(scored(read_truth(truth_path(v)), args).sum()) for v in videos)
+    truths = [read_truth(truth_path(v)) for v in videos]
+    total = sum(int(scored(t, args).sum()) for t in truths)
     if not total:
         raise ValueError(f"no WLI frame with a lesion box and coverage >= {args.min_coverage:g} in {len(videos)} video(s)")
     rows = []
     with tqdm(total=total, desc="frames", disable=args.quiet) as bar:
-        for video in videos:
-            rows += read_video(video, model, meta, args, bar)
+        for video, truth in zip(videos, truths):
+            rows += read_video(video, truth, model, meta, args, bar)
     return {"command": "python -m benchmarks.second_look " + shlex.join(argv), "model": str(model_path),
             "videos": [str(v) for v in videos], "side": args.side, "zoom": args.zoom, "every": args.every, "synthetic": bool(meta.get("synthetic")),
             "bins": figures(rows, args)}

@@ -122,9 +122,15 @@ def within_noise_of_best(pooled: dict[str, dict], first: str, bound: float = BOU
     return p - (math.sqrt(p * (1 - p) / n) if n else 0.0) - 1e-9  # a tie within float rounding is a tie
 
 
-def rank(pooled: dict[str, dict], first: str, bound: float = BOUND) -> list[str]:
-    """The settings best first by the rule; equal settings keep the grid's order."""
-    floor = within_noise_of_best(pooled, first, bound)
+def within_noise(m: dict, first: str, floor: float, bound: float = BOUND) -> bool:
+    """The setting meets the bound and its first-call rate reaches ``floor`` (within_noise_of_best)."""
+    return meets(m, bound) and m.get(first) is not None and m[first] >= floor
+
+
+def rank(pooled: dict[str, dict], first: str, bound: float = BOUND, floor: float | None = None) -> list[str]:
+    """The settings best first by the rule; equal settings keep the grid's order. ``floor``: the
+    caller's within_noise_of_best, when it has it."""
+    floor = within_noise_of_best(pooled, first, bound) if floor is None else floor
 
     def key(item):
         i, (_, m) = item
@@ -133,7 +139,7 @@ def rank(pooled: dict[str, dict], first: str, bound: float = BOUND) -> list[str]
         fa, t, unc = (math.inf if v is None else v for v in (fa, t, unc))  # no time: over half never right
         if not meets(m, bound):
             return (2, fa, -fc, t, unc, i)
-        return (0, t, -fc, unc, i) if fc >= floor else (1, -fc, t, unc, i)
+        return (0, t, -fc, unc, i) if within_noise(m, first, floor, bound) else (1, -fc, t, unc, i)
 
     return [name for _, (name, _) in sorted(enumerate(pooled.items()), key=key)]
 
@@ -141,8 +147,8 @@ def rank(pooled: dict[str, dict], first: str, bound: float = BOUND) -> list[str]
 def choose(pooled: dict[str, dict], bound: float = BOUND) -> dict:
     """The rule on a report's pooled metrics (setting -> metrics)."""
     first = first_call_key(pooled)
-    ranked = rank(pooled, first, bound)
     floor = within_noise_of_best(pooled, first, bound)
+    ranked = rank(pooled, first, bound, floor)
     return {"chosen": ranked[0], "met_bound": meets(pooled[ranked[0]], bound), "first_call_key": first,
             "first_call_floor": None if math.isinf(floor) else floor, "ranked": ranked}
 
@@ -171,9 +177,6 @@ def write_setting(model: str | os.PathLike, spec: str, chosen_on: str) -> Path:
 def markdown(t: dict, pooled: dict[str, dict]) -> str:
     m = pooled[t["chosen"]]
     first, floor = t["first_call_key"], t["first_call_floor"]
-
-    def within(m: dict) -> bool:
-        return floor is not None and meets(m) and m.get(first) is not None and m[first] >= floor
     outcome = (f"met the bound: {first} {_f(m.get(first))}, {_f(m.get(FALSE_ALARMS))} false alarms/min"
                if t["met_bound"] else f"**no setting met {BOUND:g} false alarms/min**: the fewest "
                f"({_f(m.get(FALSE_ALARMS))}/min), {first} {_f(m.get(first))}")
@@ -191,7 +194,7 @@ def markdown(t: dict, pooled: dict[str, dict]) -> str:
         md_table(["", "setting", f"first call right (`{first}`)", "false alarms/min (no lesion)",
                   "close view -> right call (median s)", "uncertain", f"<= {BOUND:g}/min", "within 1 SE"],
                  [[str(i), f"`{name}`", *(pooled[name].get(k) for k in (first, FALSE_ALARMS, TIME, UNCERTAIN)),
-                   meets(pooled[name]), within(pooled[name])] for i, name in enumerate(t["ranked"], 1)]), "",
+                   meets(pooled[name]), floor is not None and within_noise(pooled[name], first, floor)] for i, name in enumerate(t["ranked"], 1)]), "",
         f"Every figure of every setting: evaluate's report, `{t['evaluate_report']}`.", "",
         (f"Written into `{t['written']}` as `alert_setting`." if t["written"] else
          "Not written into the student: rerun with `--write` to store it (the runtime then uses it)."), ""]
