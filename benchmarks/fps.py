@@ -314,7 +314,7 @@ def _end_to_end(cfg: FpsConfig, result: dict, clips, bench_model, device: str, v
                                            result["stages"].get("inference", []))
     result["notes"] += notes
     naive = NaiveClassifier(bench_model.torch_module(), bench_model.input_size, bench_model.meta["mean"],
-                            bench_model.meta["std"], device=device)
+                            bench_model.meta["std"], device=device, views=bench_model.meta.get("views", ["whole"]))
     keeps_up = fps_e2e.KeepUp(cfg.max_drop, cfg.max_p99_ms)
     try:
         for clip in _pick_clips(clips, cfg.e2e_clips, device):

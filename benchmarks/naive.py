@@ -2,7 +2,9 @@
 
 What a first prototype would do: read frames with OpenCV, preprocess each one in numpy,
 run the torch model eagerly at batch 1, all in one thread with no batching, no read-ahead
-and no frame dropping. Same model weights and input size as the real pipeline.
+and no frame dropping. Same model weights, input size and views (stream.views) as the real
+pipeline: a student that reads the whole field and its central square is run on both here too, as
+one batch of two.
 """
 from __future__ import annotations
 
@@ -13,22 +15,29 @@ import numpy as np
 import torch
 
 from benchmarks.timing import rate, summary_ms
+from stream.views import WHOLE, parse_views, view_box
 
 
 class NaiveClassifier:
-    def __init__(self, model: torch.nn.Module | None, input_size, mean, std, device: str = "cpu"):
+    def __init__(self, model: torch.nn.Module | None, input_size, mean, std, device: str = "cpu",
+                 views=(WHOLE,)):
         # fp32 on the benchmark's device: a prototype would move the model there and stop.
         self.device = device
+        self.views = parse_views(views)
         self.model = model.eval().to(device) if model is not None else None
         self.h, self.w = int(input_size[0]), int(input_size[1])
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
+        """(V, 3, H, W): each view of the whole frame (a prototype finds no content area)."""
         rgb = bgr[..., ::-1]
-        small = cv2.resize(rgb, (self.w, self.h), interpolation=cv2.INTER_AREA)
-        x = (small.astype(np.float32) / 255.0 - self.mean) / self.std
-        return x.transpose(2, 0, 1)[None].copy()
+        xs = []
+        for view in self.views:
+            x0, y0, x1, y1 = view_box(view, (0, 0, rgb.shape[1], rgb.shape[0]))
+            small = cv2.resize(rgb[y0:y1, x0:x1], (self.w, self.h), interpolation=cv2.INTER_AREA)
+            xs.append(((small.astype(np.float32) / 255.0 - self.mean) / self.std).transpose(2, 0, 1))
+        return np.stack(xs)
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -130,7 +130,8 @@ def runtime_figures(model: Path, media: Path, quick: bool) -> dict:
     engine = build_engine("auto", bm.source(), device="cpu", max_batch=8)
     try:
         clip = make_clip(media, "720p", "h264", fps=30, frames=150)
-        naive = NaiveClassifier(bm.torch_module(), bm.input_size, bm.meta["mean"], bm.meta["std"], device="cpu")
+        naive = NaiveClassifier(bm.torch_module(), bm.input_size, bm.meta["mean"], bm.meta["std"], device="cpu",
+                                views=bm.meta.get("views", ["whole"]))
         pipe = fps_e2e.replay(engine, clip, frames, batch=8)
         base = naive_replay(naive, str(clip.path), max_frames=frames, loops=max(1, -(-frames // clip.frames)))
         out["replay_720p30"] = {"pipeline_fps": pipe["fps"], "naive_fps": base["fps"],

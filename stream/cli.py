@@ -77,6 +77,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
         help="treat every frame as WLI (default: NBI frames are told apart and kept from the student)",
     )
     p.add_argument("--nbi-teacher", help="NBI model for NBI frames: auto (<student>.nbi.json), none, or a path")
+    p.add_argument("--views", help="what the student reads of each frame: auto (its own setting), whole, or "
+                   "whole,centre (a second look at the field's central square; stream.views)")
     p.add_argument("--record", help="annotated video (.mp4 fragmented, .ts, .mkv): survives a kill")
     p.add_argument("--record-raw", help="raw video, same formats")
     p.add_argument("--predictions", help="per-frame JSONL log")
@@ -135,6 +137,7 @@ _CFG_KEYS = (
     "detect_area",
     "detect_modality",
     "nbi_teacher",
+    "views",
     "record",
     "record_raw",
     "predictions",

@@ -48,6 +48,9 @@ class PipelineConfig:
     detect_every: int = 15  # frames between content-area checks
     detect_modality: bool = True  # tell NBI frames from WLI (stream.modality); NBI never reaches the student
     nbi_teacher: str = "auto"  # NBI model: auto (<student>.nbi.json if exported) | none | a path
+    # What the student reads of each frame (stream.views): auto (its metadata's "views", else the
+    # whole field) | whole | whole,centre
+    views: str = "auto"
     preprocess_backend: str = "auto"  # auto (cv2 on CPU, torch on GPU) | cv2 | torch
     annotate: bool = True  # draw overlays for recording / display outputs
     record: str = ""  # annotated video (.mp4 fragmented, .ts, .mkv)

@@ -6,6 +6,11 @@ feeds it. Its ``probs(logits)`` are always over the *student's* class list: the 
 classes are placed at their names' positions (a teacher without a ``no_lesion`` output gives
 P(no lesion) = 0: NBI is switched on to look at a lesion). One class list means one smoother and
 one alert machine per stream whichever model read the frame, and one prediction-log format.
+
+The student may read more than one view of each frame (stream.views: the whole field, and its
+central square for a second look at the class): its lane preprocesses every view, the batcher
+keeps a frame's views together as one item, the engine reads them all in one call, and
+``probs`` fuses them into the frame's one probability vector.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from stream.batching import DynamicBatcher
 from stream.config import PipelineConfig
 from stream.preprocess import Preprocessor
 from stream.result import softmax
+from stream.views import WHOLE, fuse, parse_views, view_box
 
 STUDENT, TEACHER = "student", "nbi_teacher"
 
@@ -63,11 +69,37 @@ class Lane:
     to_student: np.ndarray | None = None  # student-class index of each of this model's outputs
     n_student: int = 0
     owned: bool = False  # the engine was built for this lane, and is closed with it
+    views: tuple[str, ...] = (WHOLE,)  # what the model reads of each frame (stream.views)
     batcher: DynamicBatcher | None = field(default=None, repr=False)
 
+    def input(self, frame, area: tuple[int, int, int, int]):
+        """The model input of ``frame`` whose content area is ``area``: (3, H, W), or (V, 3, H, W)
+        with more than one view."""
+        if len(self.views) == 1:
+            return self.pre(frame, area)
+        xs = [self.pre(frame, view_box(v, area), view=v) for v in self.views]
+        if isinstance(xs[0], np.ndarray):
+            return np.stack(xs)
+        import torch  # GPU preprocessing: the views stay on their device
+
+        return torch.stack(xs)
+
+    def infer(self, batch) -> np.ndarray:
+        """Logits of a batch of items: (N, K), or (N, V, K) with V views (one engine call)."""
+        if len(self.views) == 1:
+            return self.engine.infer(batch)
+        n, v = batch.shape[:2]
+        return np.asarray(self.engine.infer(batch.reshape(n * v, *batch.shape[2:]))).reshape(n, v, -1)
+
+    def view_probs(self, logits) -> np.ndarray:
+        """(V, K) softmax of each view over the model's own classes."""
+        z = np.asarray(logits, dtype=np.float32).reshape(len(self.views), -1)
+        return np.stack([softmax(row) for row in z])
+
     def probs(self, logits) -> np.ndarray:
-        """Softmax over the student's classes, float32 like the engines' logits."""
-        p = softmax(np.asarray(logits, dtype=np.float32))
+        """Softmax over the student's classes, float32 like the engines' logits (the views fused)."""
+        p = self.view_probs(logits)
+        p = fuse(p, self.engine.class_names) if len(p) > 1 else p[0]
         if self.to_student is None:
             return p
         out = np.zeros(self.n_student, np.float32)
@@ -75,7 +107,7 @@ class Lane:
         return out
 
     def start(self, max_batch: int, max_wait_ms: float, max_queue: int) -> None:
-        self.batcher = DynamicBatcher(self.engine.infer, max_batch=max_batch, max_wait_ms=max_wait_ms,
+        self.batcher = DynamicBatcher(self.infer, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                       max_queue=max_queue, name=f"batcher-{self.name}")
 
     def close(self) -> None:
@@ -90,8 +122,15 @@ def preprocessor(cfg: PipelineConfig, engine) -> Preprocessor:
                                   detect_every=cfg.detect_every, backend=cfg.preprocess_backend)
 
 
+def student_views(cfg: PipelineConfig, engine) -> tuple[str, ...]:
+    """The views the student reads: ``cfg.views``, or (``auto``) its metadata's ``views``, or the
+    whole field alone."""
+    spec = engine.source.meta.get("views", [WHOLE]) if cfg.views == "auto" else cfg.views
+    return parse_views(spec)
+
+
 def student_lane(cfg: PipelineConfig, engine) -> Lane:
-    return Lane(STUDENT, engine, preprocessor(cfg, engine))
+    return Lane(STUDENT, engine, preprocessor(cfg, engine), views=student_views(cfg, engine))
 
 
 def teacher_lane(cfg: PipelineConfig, student: Lane, teacher=None) -> Lane | None:

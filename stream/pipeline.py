@@ -212,7 +212,8 @@ class Pipeline:
         end = self.t_end or time.monotonic()
         wall = (end - self.t_start) if self.t_start else 0.0
         batches = self.router.batch_stats()
-        return session_summary(self.engine.describe(), self.streams, self.stats, wall, batches, self.paused)
+        engine = {**self.engine.describe(), "views": list(self.router.student.views)}  # what it reads of a frame
+        return session_summary(engine, self.streams, self.stats, wall, batches, self.paused)
 
     def errors(self) -> list[str]:
         """One line per stream that ended on an error it could not recover from."""

@@ -260,7 +260,7 @@ class Preprocessor:
         self._scale = torch.from_numpy(self._np_scale).to(self.device)
         self._shift = torch.from_numpy(self._np_shift).to(self.device)
         self.trackers: dict[str, ContentTracker] = {}
-        self.croppers: dict[str, PictureCropper] = {}
+        self.croppers: dict[tuple[str, str], PictureCropper] = {}  # per (stream, view)
 
     @classmethod
     def for_model(cls, meta: dict, input_size: tuple[int, int] | None = None, **kw) -> Preprocessor:
@@ -276,12 +276,15 @@ class Preprocessor:
         tracker = per_stream(self.trackers, frame.stream_id, lambda: ContentTracker(every=self.detect_every))
         return tracker.update(frame)
 
-    def __call__(self, frame: Frame, box: tuple[int, int, int, int] | None = None) -> np.ndarray | torch.Tensor:
+    def __call__(self, frame: Frame, box: tuple[int, int, int, int] | None = None,
+                 view: str = "whole") -> np.ndarray | torch.Tensor:
         """``box``: the content area already found for this frame (stream.routing finds each
-        frame's area once for the modality detector and for whichever model reads the frame)."""
+        frame's area once for the modality detector and for whichever model reads the frame), or
+        the part of it one of the student's views reads (stream.views); ``view`` names that view,
+        so that each keeps its own FFmpeg graph instead of rebuilding one at every switch."""
         box = self.area(frame).box if box is None else box
         planar = np.empty((3, *self._picture_size), np.uint8)
-        cropper = per_stream(self.croppers, frame.stream_id, PictureCropper)
+        cropper = per_stream(self.croppers, (frame.stream_id, view), PictureCropper)
         if frame.picture is not None and cropper(frame, box, planar.transpose(1, 2, 0)):
             chw = planar  # the cropper wrote each colour plane in place: the model's layout
         else:

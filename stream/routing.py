@@ -66,7 +66,7 @@ class ModalityRouter:
         if route.lane is None:
             return None, None
         lane = self.lane(route.lane)
-        return lane, lane.pre(frame, box)
+        return lane, lane.input(frame, box)
 
     def submit(self, lane: Lane | None, x, stream_id: str, frame: Frame) -> Future:
         """The frame's Future: its lane's batcher result, or (no lane) a result without logits

@@ -42,6 +42,7 @@ from stream.alerts import AlertConfig
 from stream.config import ALERT_OPTIONS, bundled_model
 from stream.video_eval import Setting, evaluate_videos, find_videos
 from stream.video_metrics_report import md_table  # the evaluation report's own table format
+from stream.views import WHOLE, parse_views
 
 # The grid bundled students' settings are chosen on (docs/training.md): waiting 15 frames over a low
 # threshold is what met the false-alarm bound, so min_frames is an axis. A faster EMA, threshold 0.6
@@ -153,14 +154,18 @@ def choose(pooled: dict[str, dict], bound: float = BOUND) -> dict:
             "first_call_floor": None if math.isinf(floor) else floor, "ranked": ranked}
 
 
-def write_setting(model: str | os.PathLike, spec: str, chosen_on: str) -> Path:
-    """Store ``alert_setting`` and ``alert_setting_chosen_on`` in the student's JSON. Every other key
-    keeps its value and place, and the file its indent; written to a temporary file beside it and
-    renamed over it, so a runtime starting meanwhile reads the old file or the new, never half one."""
+def write_setting(model: str | os.PathLike, spec: str, chosen_on: str, views: tuple[str, ...] | None = None) -> Path:
+    """Store ``alert_setting`` and ``alert_setting_chosen_on`` in the student's JSON, and ``views``
+    when the setting was chosen for views named by ``--views`` (stream.views: a setting fits the
+    probabilities of the views it was chosen on). Every other key keeps its value and place, and
+    the file its indent; written to a temporary file beside it and renamed over it, so a runtime
+    starting meanwhile reads the old file or the new, never half one."""
     path = meta_path(model)
     text = path.read_text()
     meta = json.loads(text)
     meta["alert_setting"], meta["alert_setting_chosen_on"] = spec, chosen_on
+    if views is not None:
+        meta["views"] = list(views)
     indent = re.search(r"\n( +)\"", text)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -185,7 +190,7 @@ def markdown(t: dict, pooled: dict[str, dict]) -> str:
         REMINDER, "",
         *(["All videos and models here are SYNTHETIC.", ""] if t["synthetic"] else []),
         f"Command: `{t['command']}`", "",
-        f"Model: `{t['model']}`; videos ({len(t['videos'])}): {', '.join(f'`{v}`' for v in t['videos'])}", "",
+        f"Model: `{t['model']}`, reading the views {', '.join(t['views'])} (stream.views); videos ({len(t['videos'])}): {', '.join(f'`{v}`' for v in t['videos'])}", "",
         f"Rule: {RULE.format(first=first)}.", "",
         f"Chosen: `{t['chosen']}` ({outcome}).", "",
         *([f"Within one standard error of the best first-call rate: >= {floor:.3f}.", ""] if floor is not None else []),
@@ -214,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--grid", default=DEFAULT_GRID, help=f"settings to score (default: {DEFAULT_GRID})")
     ap.add_argument("--predictions-dir", help="cache of raw per-frame logs (default: OUT/predictions)")
     ap.add_argument("--write", action="store_true", help="store the chosen setting in the student's JSON")
-    for flag in ("--engine", "--device", "--precision", "--batch", "--max-frames"):  # passed to evaluate
+    for flag in ("--engine", "--device", "--precision", "--batch", "--max-frames", "--views"):  # passed to evaluate
         ap.add_argument(flag, help="as for python -m stream evaluate")
     return ap
 
@@ -225,12 +230,13 @@ def tune(argv: list[str]) -> dict:
     model = args.model or os.path.relpath(bundled_model())
     _, meta = read_meta(model)
     base = AlertConfig(class_names=tuple(meta["class_names"]))
+    views = parse_views(meta.get("views", [WHOLE]) if args.views in (None, "auto") else args.views)  # fails now if bad
     specs, notes = parse_grid(args.grid, presence=base.background is not None)
     for spec in specs:  # a bad value fails now, before any video is read
         Setting.parse(spec, base)
     videos = find_videos(args.videos)
     out = Path(args.out)
-    passed = [x for k in ("engine", "device", "precision", "batch", "max_frames") if getattr(args, k) is not None
+    passed = [x for k in ("engine", "device", "precision", "batch", "max_frames", "views") if getattr(args, k) is not None
               for x in ("--" + k.replace("_", "-"), getattr(args, k))]
     report = evaluate_videos([*args.videos, "--model", model, "--out", str(out / "evaluate"), "--no-plots", "-q",
                               "--predictions-dir", args.predictions_dir or str(out / "predictions"), *passed,
@@ -245,8 +251,10 @@ def tune(argv: list[str]) -> dict:
          "metrics": {s: {k: report["pooled"][s].get(k) for k in (choice["first_call_key"], FALSE_ALARMS, TIME, UNCERTAIN)}
                      for s in choice["ranked"]},
          "evaluate_report": str(out / "evaluate" / "report.md"), "synthetic": report["synthetic"], "written": None}
+    t["views"] = list(views)
     if args.write:
-        t["written"] = str(write_setting(model, t["chosen"], t["chosen_on"]))
+        explicit = None if args.views in (None, "auto") else views
+        t["written"] = str(write_setting(model, t["chosen"], t["chosen_on"], explicit))
     out.mkdir(parents=True, exist_ok=True)
     t["tune_md"] = str(out / "tune.md")
     (out / "tune.md").write_text(markdown(t, report["pooled"]))

@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--views", default="auto", help="what the student reads of each frame: auto (its own "
+                    "setting), whole, or whole,centre (stream.views)")
     ap.add_argument("--setting", action="append", dest="settings",
                     help=f"smoothing spec with alert overrides, repeatable (default: the student's alert_setting, {', '.join(DEFAULT_SETTINGS)})")
     ap.add_argument("--threshold", type=float, default=AlertConfig.threshold)

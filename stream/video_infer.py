@@ -68,7 +68,7 @@ def _pipeline_config(args):
     from stream.pipeline import PipelineConfig
 
     return PipelineConfig(model=args.model or "", batch=args.batch, live=False, smoothing=SmoothingConfig("none"),
-                          annotate=False, max_frames=args.max_frames or 0)
+                          annotate=False, max_frames=args.max_frames or 0, views=getattr(args, "views", "auto"))
 
 
 def teacher_for(args, engine):
@@ -132,11 +132,16 @@ def read_cache_marker(cache: Path) -> dict | None:
 
 def cache_key(source, args) -> dict:
     """What a video's raw probabilities depend on: the student (weights and run metadata), the
-    engine, device and precision asked for, and the int8 graphs beside the student by content (a
-    graph calibrated again over the old one changes int8 numbers while the weights stay)."""
+    engine, device and precision asked for, the views it reads (stream.views), and the int8
+    graphs beside the student by content (a graph calibrated again over the old one changes int8
+    numbers while the weights stay)."""
+    from stream.views import WHOLE, parse_views
+
     graphs = {g.path.name: file_sha256(g.path, 16) for g in source.int8_graphs()}
+    spec = getattr(args, "views", "auto")
+    views = list(parse_views(source.meta.get("views", [WHOLE]) if spec == "auto" else spec))
     return {"model": source.name, "weights_hash": source.weights_hash(), "engine": args.engine,
-            "device": args.device, "precision": args.precision, "int8_graphs": graphs}
+            "device": args.device, "precision": args.precision, "int8_graphs": graphs, "views": views}
 
 
 def check_cache_owner(cache: Path, source, args) -> None:
@@ -153,6 +158,9 @@ def check_cache_owner(cache: Path, source, args) -> None:
                              f"empty it or pass another --predictions-dir")
         # an explicit request must match; "auto" takes whatever engine made the cache
         diff = [k for k in ("engine", "device", "precision") if k in theirs and mine[k] != "auto" and theirs[k] != mine[k]]
+        theirs.setdefault("views", ["whole"])  # caches from before views read the whole field
+        if theirs["views"] != mine["views"]:
+            diff.append("views")
         if theirs.get("precision") in ("int8", "auto") and theirs.get("int8_graphs", mine["int8_graphs"]) != mine["int8_graphs"]:
             diff.append("int8_graphs")
         if diff:

@@ -126,6 +126,8 @@ def test_write_keeps_every_other_key_and_is_atomic(student_json, monkeypatch):
     assert path.read_text().startswith('{\n "format"')  # the file's own indent
     write_setting(path, OWN, "again")  # an existing key keeps its place
     assert list(json.loads(path.read_text()))[-2:] == ["alert_setting", "alert_setting_chosen_on"]
+    write_setting(path, OWN, "with views", ("whole", "centre"))  # chosen for views named by --views
+    assert json.loads(path.read_text())["views"] == ["whole", "centre"]
     text = path.read_text()
 
     def fail(*_):
@@ -188,6 +190,7 @@ def test_tune_write_then_evaluate_and_run_use_it(video, tmp_path, capsys):  # no
     assert len(t["ranked"]) == 4 and "no_lesion" in t["notes"][0] and t["written"] is None
     assert (preds / "toy_procedure.jsonl").is_file() and "must be VALIDATION videos" in (out / "tune.md").read_text()
     assert json.loads(model.read_text()) == before  # nothing written without --write
+    assert tune_main([*args, "--views", "centre"]) == 2  # a bad --views fails before any video is read
     capsys.readouterr()
     assert tune_main([*args, "--write"]) == 0  # the cache: no second inference
     line = capsys.readouterr().out.strip()

@@ -428,6 +428,10 @@ def test_evaluate_command_end_to_end(video, tmp_path):
     assert main([*args[:-3], "--out", str(tmp_path / "other_engine"), "-q", "--no-plots"]) == 2
     marker.write_text(json.dumps({**mine, "precision": "int8", "int8_graphs": {"student.int8.onnx": "0" * 16}}))
     assert main([*args[:-3], "--out", str(tmp_path / "other_graph"), "-q", "--no-plots"]) == 2
+    # ... and so does another set of views; a marker from before views were recorded read the whole field
+    marker.write_text(json.dumps(mine))
+    assert mine["views"] == ["whole"]
+    assert main([*args[:-3], "--views", "whole,centre", "--out", str(tmp_path / "other_views"), "-q", "--no-plots"]) == 2
     marker.write_text(json.dumps({k: mine[k] for k in ("model", "weights_hash")}))
     assert main([*args[:-3], "--out", str(tmp_path / "old_marker"), "-q", "--no-plots"]) == 0
     marker.write_text(json.dumps({"model": "other", "weights_hash": "0" * 16}))

@@ -1,0 +1,74 @@
+"""What the student reads of each frame: one view, or the whole field plus a second look.
+
+    views = parse_views("whole,centre")          # ("whole", "centre")
+    box = view_box("centre", area_box)           # the content area's central square
+    probs = fuse(view_probs, class_names)        # (V, K) softmax per view -> (K,)
+
+The runtime scales the endoscope's content area into the model's square input. On a 16:9 field
+that squeezes the picture 1.8x more across than down, and a lesion at 5-10% of the field keeps
+~60 px of its width at 256 px. The ``centre`` view is the content area's central square (its
+full height), scaled by the same factor both ways: measured on validation videos
+(``benchmarks.second_look``, docs/video_eval/README.md) a crop there read the class of lesions at
+5-10% of the field better than the whole view (class AUC 0.94 against 0.87), while the whole view
+still sees lesions off the centre.
+
+Fusion: whether a lesion is there is the whole view's call (the centre misses lesions at the
+edge); which class it is averages the views' log-odds between the lesion classes (a geometric
+mean of their class splits), so neither view's confident mistake wins alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pagkd_core.outputs import background_index, lesion_indices
+
+WHOLE, CENTRE = "whole", "centre"
+VIEWS = (WHOLE, CENTRE)  # every view a student may read, by name
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
+
+
+def parse_views(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """``"whole,centre"`` or a sequence -> the view names, the whole view first; one-line errors."""
+    names = [v.strip() for v in (spec.split(",") if isinstance(spec, str) else spec) if v.strip()]
+    unknown = [v for v in names if v not in VIEWS]
+    if unknown or not names:
+        raise ValueError(f"views are a comma-separated list of {', '.join(VIEWS)} (got {spec!r})")
+    if names[0] != WHOLE or len(set(names)) != len(names):
+        raise ValueError(f"views start with '{WHOLE}' and name each view once (got {spec!r})")
+    return tuple(names)
+
+
+def view_box(view: str, area: Box) -> Box:
+    """The frame pixels ``view`` reads of a frame whose content area is ``area``."""
+    if view == WHOLE:
+        return area
+    if view == CENTRE:
+        x0, y0, x1, y1 = area
+        side = min(x1 - x0, y1 - y0)
+        left, top = x0 + (x1 - x0 - side) // 2, y0 + (y1 - y0 - side) // 2
+        return left, top, left + side, top + side
+    raise ValueError(f"unknown view {view!r}; views: {', '.join(VIEWS)}")
+
+
+def fuse(probs: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """(V, K) softmax per view (the whole view first) -> (K,) float32: P(no lesion) of the whole
+    view, the lesion classes' split from the mean of the views' log class probabilities. A student
+    without a ``no_lesion`` output: the views' lesion log-probabilities averaged and renormalised."""
+    p = np.asarray(probs, np.float64)
+    if p.ndim == 1 or len(p) == 1:
+        return np.asarray(p.reshape(-1, p.shape[-1])[0], np.float32)
+    lesions = lesion_indices(class_names)
+    logs = np.log(np.clip(p[:, lesions], 1e-12, None))
+    logs -= np.log(np.exp(logs).sum(1, keepdims=True))  # each view's split between the lesion classes
+    split = np.exp(logs.mean(0))
+    split /= split.sum()
+    out = np.zeros(p.shape[1])
+    bg = background_index(class_names)
+    present = 1.0 if bg is None else 1.0 - p[0, bg]
+    if bg is not None:
+        out[bg] = p[0, bg]
+    out[lesions] = present * split
+    return out.astype(np.float32)
