@@ -96,10 +96,13 @@ class Lane:
         z = np.asarray(logits, dtype=np.float32).reshape(len(self.views), -1)
         return np.stack([softmax(row) for row in z])
 
+    def each_view(self, logits) -> dict[str, np.ndarray] | None:
+        """Each view's softmax by name, for the prediction log; None with one view."""
+        return dict(zip(self.views, self.view_probs(logits))) if len(self.views) > 1 else None
+
     def probs(self, logits) -> np.ndarray:
         """Softmax over the student's classes, float32 like the engines' logits (the views fused)."""
-        p = self.view_probs(logits)
-        p = fuse(p, self.engine.class_names) if len(p) > 1 else p[0]
+        p = fuse(self.view_probs(logits), self.engine.class_names)
         if self.to_student is None:
             return p
         out = np.zeros(self.n_student, np.float32)

@@ -185,18 +185,20 @@ class Loops:
         if res.logits is None:
             # Nothing read this frame: no probabilities, and no call carried over it, whose
             # evidence would be older than the NBI stretch.
-            probs = smoothed = None
+            probs = smoothed = views = None
             st.smoother.reset()
             state = st.alerts.not_analysed(frame.pts)
         else:
             self.stats.add("queue", res.wait_ms)
             self.stats.add("infer", res.infer_ms)
-            probs = self.router.lane(route.lane).probs(res.logits)
+            lane = self.router.lane(route.lane)
+            probs, views = lane.probs(res.logits), lane.each_view(res.logits)
             smoothed = st.smoother.update(probs)
             state = st.alerts.update(smoothed, frame.pts)
         latency = (time.monotonic() - frame.arrival) * 1e3
         result = Result(
-            frame, probs, smoothed, state, latency, res.batch_size, modality=route.modality, model=route.lane
+            frame, probs, smoothed, state, latency, res.batch_size, modality=route.modality, model=route.lane,
+            view_probs=views,
         )
         self.stats.add("total", latency)
         self.stats.count("frames")

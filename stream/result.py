@@ -21,6 +21,7 @@ class Result:
     annotated: np.ndarray | None = None  # set in replay mode when annotation is on
     modality: str = "WLI"  # as detected (stream.modality)
     model: str | None = "student"  # which model read it: student | nbi_teacher | None (stream.lanes)
+    view_probs: dict[str, np.ndarray] | None = None  # a student reading several views: each view's softmax
 
     def record(self, class_names) -> dict:
         """The prediction-log line of this frame (``probs``/``smoothed`` null when no model read it)."""
@@ -39,6 +40,7 @@ class Result:
             "batch": self.batch_size,
             "modality": self.modality,
             "model": self.model,
+            **({"view_probs": {v: _rounded(p) for v, p in self.view_probs.items()}} if self.view_probs else {}),
         }
 
 

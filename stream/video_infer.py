@@ -30,6 +30,7 @@ class Raw:
     modality: np.ndarray
     skipped: list
     gaps: list = field(default_factory=list)  # the log's gap records: outages of a live input
+    views: dict[str, np.ndarray] = field(default_factory=dict)  # a student of several views: each one's softmax
 
     @classmethod
     def empty(cls, n: int, k: int) -> Raw:
@@ -47,6 +48,8 @@ class Raw:
             return
         if rec.get("probs") is not None and rec.get("model", "student") == "student":
             self.probs[i] = rec["probs"]
+            for view, p in (rec.get("view_probs") or {}).items():
+                self.views.setdefault(view, np.full_like(self.probs, np.nan))[i] = p
         else:
             self.skipped[i] = rec.get("state")
         self.modality[i] = rec.get("modality") or ""
@@ -112,6 +115,8 @@ def write_log(path: Path, raw: Raw, truth: Truth, class_names: list[str]) -> Non
             rec = {"frame": i, "pts": float(truth.pts[i]), "classes": class_names}
             if np.isfinite(p).all():
                 rec["probs"] = [round(float(v), 6) for v in p]
+                if raw.views:
+                    rec["view_probs"] = {v: [round(float(x), 6) for x in q[i]] for v, q in raw.views.items()}
             elif raw.skipped[i] or raw.modality[i]:
                 rec.update(probs=None, state=raw.skipped[i])
             else:

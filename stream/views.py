@@ -7,10 +7,10 @@
 The runtime scales the endoscope's content area into the model's square input. On a 16:9 field
 that squeezes the picture 1.8x more across than down, and a lesion at 5-10% of the field keeps
 ~60 px of its width at 256 px. The ``centre`` view is the content area's central square (its
-full height), scaled by the same factor both ways: measured on validation videos
-(``benchmarks.second_look``, docs/video_eval/README.md) a crop there read the class of lesions at
-5-10% of the field better than the whole view (class AUC 0.94 against 0.87), while the whole view
-still sees lesions off the centre.
+full height), scaled by the same factor both ways, where the endoscopist brings a lesion to look
+at it; the whole view still sees lesions off the centre. On 28 validation videos the bundled
+student's class AUC with both views against the whole view alone: 0.881 against 0.856 at lesions
+covering 5-15% of the field, 0.769 against 0.694 at 2-5% (docs/video_eval/README.md, "Two views").
 
 Fusion: whether a lesion is there is the whole view's call (the centre misses lesions at the
 edge); which class it is averages the views' log-odds between the lesion classes (a geometric

@@ -90,6 +90,9 @@ def test_pipeline_reads_both_views_in_one_engine_call_and_logs_their_fusion(stud
         x = np.stack([pre(f, view_box(v, area), view=v) for v in (WHOLE, CENTRE)])
         ref = fuse(np.stack([softmax(z) for z in engine.infer(x)]), NAMES)
         np.testing.assert_allclose(rec["probs"], ref, atol=1e-4)
+        # each view's own softmax is logged beside the fusion, to weigh other fusions offline
+        assert list(rec["view_probs"]) == [WHOLE, CENTRE]
+        np.testing.assert_allclose(fuse(np.stack(list(rec["view_probs"].values())), NAMES), rec["probs"], atol=1e-4)
     engine.close()
 
 
