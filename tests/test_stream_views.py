@@ -39,12 +39,13 @@ def test_centre_view_is_the_content_areas_central_square():
         view_box("zoom", (0, 0, 10, 10))
 
 
-def test_fusion_keeps_presence_of_the_whole_view_and_averages_the_class_split():
+def test_fusion_keeps_presence_of_the_surer_view_and_averages_the_class_split():
     whole = np.array([0.2, 0.6, 0.2])  # lesion there, split 3:1 for hyperplastic
     centre = np.array([0.9, 0.025, 0.075])  # centre sees little lesion, split 1:3
     p = fuse(np.stack([whole, centre]), NAMES)
     assert p.dtype == np.float32 and p.sum() == pytest.approx(1, abs=1e-6)
-    assert p[0] == pytest.approx(0.2)  # presence: the whole view's
+    assert p[0] == pytest.approx(0.2)  # presence: the surer view's (here the whole one)
+    assert fuse(np.stack([centre, whole]), NAMES)[0] == pytest.approx(0.2)  # whichever view that is
     assert p[1] == pytest.approx(p[2])  # 3:1 and 1:3 average (geometric) to even odds
     # one view: unchanged
     np.testing.assert_allclose(fuse(whole[None], NAMES), whole, rtol=1e-6)
@@ -110,3 +111,25 @@ def test_views_default_to_the_students_own_and_a_bad_setting_is_one_line(student
     engine.close()
     assert read_meta(student)[1].get("views") is None  # the file itself was not changed
     assert load_pipeline_config(None, {"views": "whole,centre"}).views == "whole,centre"
+
+
+def test_presence_fusions_and_refusing_a_log(tmp_path):
+    import json
+
+    from benchmarks.view_fusion import refuse_log
+
+    whole, centre = np.array([0.8, 0.1, 0.1]), np.array([0.2, 0.2, 0.6])
+    views = np.stack([whole, centre])
+    assert fuse(views, NAMES, "whole")[0] == pytest.approx(0.8)
+    assert fuse(views, NAMES, "mean")[0] == pytest.approx(0.5)
+    assert fuse(views, NAMES, "max")[0] == pytest.approx(0.2)  # the view surer a lesion is there
+    with pytest.raises(ValueError, match="presence"):
+        fuse(views, NAMES, "min")
+    src, dst = tmp_path / "a.jsonl", tmp_path / "out" / "a.jsonl"
+    lines = [{"frame": 0, "classes": NAMES, "probs": fuse(views, NAMES).tolist(),
+              "view_probs": {"whole": whole.tolist(), "centre": centre.tolist()}},
+             {"frame": 1, "classes": NAMES, "probs": None, "state": "NBI: not analysed"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert refuse_log(src, dst, "mean") == 1
+    out = [json.loads(x) for x in dst.read_text().splitlines()]
+    assert out[0]["probs"][0] == pytest.approx(0.5) and out[1] == lines[1]
