@@ -109,7 +109,7 @@ def staged(engine, clip, frames: int, batch: int, chunk: int) -> tuple[int, dict
                 cpu["content area + modality"] += time.process_time() - c - timed.cpu
                 cpu["crop/scale + normalise"] += timed.cpu
                 c = time.process_time()
-                logits = [engine.infer(np.stack([x for _, x in kept[i:i + batch]]))
+                logits = [router.student.infer(np.stack([x for _, x in kept[i:i + batch]]))  # its views too
                           for i in range(0, len(kept), batch)]
                 cpu["inference"] += time.process_time() - c
                 c = time.process_time()
