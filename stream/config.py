@@ -126,6 +126,10 @@ def load_pipeline_config(path: str | None = None, overrides: dict | None = None)
             cfg.smoothing = SmoothingConfig.parse(str(smoothing))
         if alerts:
             cfg.alerts = dataclasses.replace(cfg.alerts, **alerts)
+        if cfg.views != "auto":
+            from stream.views import parse_views
+
+            parse_views(cfg.views)  # a bad --views fails here, before any engine is built
     except (TypeError, ValueError) as e:  # the configs' own checks, e.g. a threshold out of range
         raise ConfigError(" ".join(str(e).split())) from None
     check_ranges(cfg, ConfigError)

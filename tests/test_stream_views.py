@@ -111,6 +111,10 @@ def test_views_default_to_the_students_own_and_a_bad_setting_is_one_line(student
     engine.close()
     assert read_meta(student)[1].get("views") is None  # the file itself was not changed
     assert load_pipeline_config(None, {"views": "whole,centre"}).views == "whole,centre"
+    from pagkd_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="views"):  # before any engine is built
+        load_pipeline_config(None, {"views": "centre"})
 
 
 def test_presence_fusions_and_refusing_a_log(tmp_path):
