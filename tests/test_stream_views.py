@@ -137,3 +137,23 @@ def test_presence_fusions_and_refusing_a_log(tmp_path):
     assert refuse_log(src, dst, "mean") == 1
     out = [json.loads(x) for x in dst.read_text().splitlines()]
     assert out[0]["probs"][0] == pytest.approx(0.5) and out[1] == lines[1]
+
+
+def test_the_evaluation_cache_keeps_each_views_probabilities(tmp_path):
+    from stream.video_infer import Raw, read_log, write_log
+    from stream.video_metrics import Truth
+
+    whole, centre = [0.7, 0.2, 0.1], [0.4, 0.1, 0.5]
+    probs = fuse(np.array([whole, centre]), NAMES).tolist()
+    raw = Raw.empty(3, 3)
+    raw.put({"frame": 0, "probs": probs, "view_probs": {"whole": whole, "centre": centre}, "modality": "WLI"})
+    raw.put({"frame": 1, "probs": None, "state": "NBI: not analysed", "model": None, "modality": "NBI"})
+    raw.put({"frame": 2, "probs": [0.9, 0.05, 0.05], "model": "nbi_teacher", "state": "no lesion", "modality": "NBI"})
+    truth = Truth(np.arange(3), np.arange(3) / 30, np.zeros(3, bool), np.array([""] * 3, object), np.array([""] * 3, object))
+    write_log(tmp_path / "v.jsonl", raw, truth, NAMES)
+    again = read_log(tmp_path / "v.jsonl", 3, 3)
+    np.testing.assert_allclose(again.views["whole"][0], whole, atol=1e-6)
+    np.testing.assert_allclose(again.views["centre"][0], centre, atol=1e-6)
+    np.testing.assert_allclose(again.probs[0], probs, atol=1e-6)
+    assert not np.isfinite(again.views["whole"][1:]).any()  # frames the student did not read have none
+    assert again.skipped[1:] == ["NBI: not analysed", "no lesion"]
