@@ -68,6 +68,13 @@ def test_allow_flags_are_repeatable_and_fill_the_choices():
     assert UIConfig().allow_source == []
 
 
+def test_views_option_is_checked_at_start_up(capsys):
+    assert parse_args([]).views == "auto" and parse_args(["--views", "whole"]).views == "whole"
+    with pytest.raises(SystemExit):
+        parse_args(["--views", "centre"])
+    assert "views" in capsys.readouterr().err
+
+
 def test_allowed_hosts():
     assert set(allowed_hosts("127.0.0.1", [], False)) >= {"127.0.0.1", "localhost"}
     assert "evil.example" not in allowed_hosts("0.0.0.0", [], False)

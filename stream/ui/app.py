@@ -39,6 +39,7 @@ class UIConfig:
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
     threads: int = _opt(1, "engine intra-op threads on CPU (1: no spinning pool competing with decode)")
     detect_modality: bool = _opt(True, "tell NBI frames from WLI; off: every frame is read by the student")
+    views: str = _opt("auto", "what the student reads of each frame: auto (its own views), whole, or whole,centre")
     batch: int = _opt(4, "frames per engine call in a replay (the engine is built for it); live: one at a time")
     max_upload: str = _opt("500MB", "largest accepted upload, e.g. 500MB, 2GB, 800MiB")
     jpeg_quality: int = _opt(80, "live-view JPEG quality (1-100)")
@@ -110,6 +111,13 @@ def parse_args(argv: list[str] | None) -> UIConfig:
         parse_size(cfg.max_upload)
     except ValueError as e:
         p.error(str(e))
+    if cfg.views != "auto":
+        from stream.views import parse_views
+
+        try:
+            parse_views(cfg.views)
+        except ValueError as e:
+            p.error(str(e))
     if cfg.auth and ":" not in cfg.auth:
         p.error("--auth takes user:password")
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.auth:
@@ -171,6 +179,7 @@ class AppContext:
             live=False,
             threads=cfg.threads,
             detect_modality=cfg.detect_modality,
+            views=cfg.views,
         )
         # The live feed is one stream read one frame at a time: waiting for a batch would only add latency.
         live_cfg = replace(self.replay_cfg, batch=1, max_wait_ms=0.0, live=True)
