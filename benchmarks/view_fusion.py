@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from stream.tune import tune
-from stream.views import PRESENCE, fuse
+from stream.views import PRESENCE, SPLIT, fuse
 
 FIGURES = (("close_first_call_correct", "first call right"), ("time_close_to_correct_median_s", "close view -> right call, median s"),
            ("false_alarms_no_lesion_per_min", "false alarms/min"), ("auc_class_close_raw", "class AUC (close, raw)"),
            ("auc_presence_raw", "presence AUC (raw)"))
 
 
-def refuse_log(src: Path, dst: Path, presence: str) -> int:
+def refuse_log(src: Path, dst: Path, presence: str, split: str = SPLIT[0]) -> int:
     """``src``'s lines with ``probs`` fused again from ``view_probs``; the number of lines fused."""
     n = 0
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +37,7 @@ def refuse_log(src: Path, dst: Path, presence: str) -> int:
             rec = json.loads(line)
             views = rec.get("view_probs")
             if views:
-                rec["probs"] = [round(float(v), 6) for v in fuse(np.array(list(views.values())), rec["classes"], presence)]
+                rec["probs"] = [round(float(v), 6) for v in fuse(np.array(list(views.values())), rec["classes"], presence, split)]
                 n += 1
             out.write(json.dumps(rec) + "\n")
     return n
@@ -52,7 +52,7 @@ def view_fusion(argv: list[str]) -> dict:
     rows = {}
     for presence in args.presence:
         preds = out / presence / "predictions"
-        fused = sum(refuse_log(log, preds / log.name, presence) for log in logs)
+        fused = sum(refuse_log(log, preds / log.name, presence, args.split) for log in logs)
         if not fused:
             raise ValueError(f"{cache}: no line has view_probs; the logs are not of a student reading several views")
         grid = ["--grid", args.grid] if args.grid else []
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", help="the student (default: the bundled one)")
     ap.add_argument("--grid", help="stream tune's --grid (default: its own)")
     ap.add_argument("--presence", nargs="+", default=list(PRESENCE), choices=PRESENCE)
+    ap.add_argument("--split", default=SPLIT[0], choices=SPLIT, help="how the views' class splits are averaged")
     return ap
 
 

@@ -57,29 +57,32 @@ def view_box(view: str, area: Box) -> Box:
 
 
 PRESENCE = ("max", "mean", "whole")  # whose P(a lesion is there) a fusion keeps; the first is the runtime's
+SPLIT = ("mean", "weighted")  # how the views' class splits are averaged; the first is the runtime's
 
 
-def fuse(probs: np.ndarray, class_names: Sequence[str], presence: str = "max") -> np.ndarray:
+def fuse(probs: np.ndarray, class_names: Sequence[str], presence: str = PRESENCE[0], split: str = SPLIT[0]) -> np.ndarray:
     """(V, K) softmax per view (the whole view first) -> (K,) float32: P(no lesion) of the view
     surest a lesion is there (``presence``: ``whole``, the whole view's; ``mean``, the views'
-    mean), the lesion classes' split from the mean of the views' log class probabilities. A
-    student without a ``no_lesion`` output: the views' lesion log-probabilities averaged and
-    renormalised."""
-    if presence not in PRESENCE:
-        raise ValueError(f"presence is one of {', '.join(PRESENCE)}, got {presence!r}")
+    mean), the lesion classes' split from the mean of the views' log class probabilities
+    (``split="weighted"``: each view weighted by its P(a lesion is there), so a view that sees no
+    lesion has little say on its class). A student without a ``no_lesion`` output: the views'
+    lesion log-probabilities averaged and renormalised."""
+    if presence not in PRESENCE or split not in SPLIT:
+        raise ValueError(f"presence is one of {', '.join(PRESENCE)} and split one of {', '.join(SPLIT)}, "
+                         f"got {presence!r} and {split!r}")
     p = np.asarray(probs, np.float64)
     if p.ndim == 1 or len(p) == 1:
         return np.asarray(p.reshape(-1, p.shape[-1])[0], np.float32)
-    lesions = lesion_indices(class_names)
+    lesions, bg = lesion_indices(class_names), background_index(class_names)
     logs = np.log(np.clip(p[:, lesions], 1e-12, None))
     logs -= np.log(np.exp(logs).sum(1, keepdims=True))  # each view's split between the lesion classes
-    split = np.exp(logs.mean(0))
-    split /= split.sum()
+    weights = 1.0 - p[:, bg] if split == "weighted" and bg is not None else np.ones(len(p))
+    weights = weights + 1e-6  # no view sees a lesion: an even mean
+    mix = np.exp((weights[:, None] * logs).sum(0) / weights.sum())
     out = np.zeros(p.shape[1])
-    bg = background_index(class_names)
     if bg is not None:
         absent = p[:, bg]
         out[bg] = {"whole": absent[0], "mean": absent.mean(), "max": absent.min()}[presence]
     present = 1.0 - out[bg] if bg is not None else 1.0
-    out[lesions] = present * split
+    out[lesions] = present * mix / mix.sum()
     return out.astype(np.float32)

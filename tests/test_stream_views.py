@@ -129,6 +129,11 @@ def test_presence_fusions_and_refusing_a_log(tmp_path):
     assert fuse(views, NAMES, "max")[0] == pytest.approx(0.2)  # the view surer a lesion is there
     with pytest.raises(ValueError, match="presence"):
         fuse(views, NAMES, "min")
+    # weighted: a view that sees no lesion has little say on its class
+    sure, empty = np.array([0.1, 0.675, 0.225]), np.array([0.99, 0.0025, 0.0075])  # 3:1 and 1:3
+    w = fuse(np.stack([sure, empty]), NAMES, split="weighted")
+    assert w[1] / w[2] == pytest.approx(3 ** ((0.9 - 0.01) / 0.91), rel=1e-3)  # near the sure view's 3:1
+    assert fuse(np.stack([sure, empty]), NAMES, split="mean")[1] == pytest.approx(fuse(np.stack([sure, empty]), NAMES)[2])
     src, dst = tmp_path / "a.jsonl", tmp_path / "out" / "a.jsonl"
     lines = [{"frame": 0, "classes": NAMES, "probs": fuse(views, NAMES).tolist(),
               "view_probs": {"whole": whole.tolist(), "centre": centre.tolist()}},
@@ -157,3 +162,31 @@ def test_the_evaluation_cache_keeps_each_views_probabilities(tmp_path):
     np.testing.assert_allclose(again.probs[0], probs, atol=1e-6)
     assert not np.isfinite(again.views["whole"][1:]).any()  # frames the student did not read have none
     assert again.skipped[1:] == ["NBI: not analysed", "no lesion"]
+
+
+def test_view_placement_splits_close_view_frames_by_where_the_lesion_sits(tmp_path, capsys):
+    import json
+
+    from benchmarks.view_placement import main as placement
+    from benchmarks.view_placement import rows
+
+    path = write_video(tmp_path / "v.mp4", n=8, w=192, h=96)  # detect_content_area finds the field
+    header = ["frame", "pts", "lesion_visible", "lesion_id", "class", "x0", "y0", "x1", "y1", "modality", "coverage"]
+    truth = []
+    for i in range(8):  # frames 0-3: a lesion at the centre, 4-7: at the left edge; alternating classes
+        x = 86 if i < 4 else 2
+        truth.append([i, round(i / 30, 6), 1, "v-0", ("adenoma", "hyperplastic")[i % 2], x, 40, x + 20, 60, "WLI", 0.08])
+    with open(tmp_path / "v.truth.csv", "w") as f:
+        f.write("\n".join(",".join(map(str, r)) for r in [header, *truth]) + "\n")
+    whole, centre = [0.1, 0.3, 0.6], [0.1, 0.6, 0.3]
+    log = tmp_path / "preds" / "v.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps({"frame": i, "classes": NAMES, "probs": whole,
+                                       "view_probs": {"whole": whole, "centre": centre}}) + "\n" for i in range(8)))
+    got = rows(path, log, 0.05)
+    assert [r["inside"] for r in got] == [True] * 4 + [False] * 4
+    assert [r["positive"] for r in got] == [True, False] * 4
+    assert got[0]["whole view"] == pytest.approx(2 / 3) and got[0]["fused (mean split)"] == pytest.approx(0.5)
+    assert placement([str(path), "--predictions-dir", str(log.parent)]) == 0
+    assert "| inside the central square | 4 |" in capsys.readouterr().out
+    assert placement([str(path), "--predictions-dir", str(tmp_path)]) == 2  # no logs there: one line
