@@ -37,7 +37,9 @@ def rows(video: Path, log: Path, min_coverage: float) -> list[dict]:
     """One row per WLI frame with a lesion >= ``min_coverage`` of the field and a logged two-view read."""
     truth, (x0, _, x1, _) = read_truth(truth_path(video)), view_box(CENTRE, content_area(video))
     out = []
-    for line in open(log):
+    with open(log) as f:
+        lines = f.readlines()
+    for line in lines:
         rec = json.loads(line)
         i, views = rec.get("frame"), rec.get("view_probs")
         if (not views or i is None or i >= len(truth) or not truth.visible[i] or str(truth.modality[i]) != "WLI"
