@@ -26,7 +26,7 @@ from stream.batching import DynamicBatcher
 from stream.config import PipelineConfig
 from stream.preprocess import Preprocessor
 from stream.result import softmax
-from stream.views import WHOLE, fuse, parse_views, view_box
+from stream.views import WHOLE, fuse, resolve_views, view_box
 
 STUDENT, TEACHER = "student", "nbi_teacher"
 
@@ -128,8 +128,7 @@ def preprocessor(cfg: PipelineConfig, engine) -> Preprocessor:
 def student_views(cfg: PipelineConfig, engine) -> tuple[str, ...]:
     """The views the student reads: ``cfg.views``, or (``auto``) its metadata's ``views``, or the
     whole field alone."""
-    spec = engine.source.meta.get("views", [WHOLE]) if cfg.views == "auto" else cfg.views
-    return parse_views(spec)
+    return resolve_views(cfg.views, engine.source.meta)
 
 
 def student_lane(cfg: PipelineConfig, engine) -> Lane:

@@ -42,7 +42,7 @@ from stream.alerts import AlertConfig
 from stream.config import ALERT_OPTIONS, bundled_model
 from stream.video_eval import Setting, evaluate_videos, find_videos
 from stream.video_metrics_report import md_table  # the evaluation report's own table format
-from stream.views import WHOLE, parse_views
+from stream.views import resolve_views
 
 # The grid bundled students' settings are chosen on (docs/training.md): waiting 15 frames over a low
 # threshold is what met the false-alarm bound, so min_frames is an axis. A faster EMA, threshold 0.6
@@ -230,7 +230,7 @@ def tune(argv: list[str]) -> dict:
     model = args.model or os.path.relpath(bundled_model())
     _, meta = read_meta(model)
     base = AlertConfig(class_names=tuple(meta["class_names"]))
-    views = parse_views(meta.get("views", [WHOLE]) if args.views in (None, "auto") else args.views)  # fails now if bad
+    views = resolve_views(args.views, meta)  # a bad --views fails now
     specs, notes = parse_grid(args.grid, presence=base.background is not None)
     for spec in specs:  # a bad value fails now, before any video is read
         Setting.parse(spec, base)

@@ -140,11 +140,10 @@ def cache_key(source, args) -> dict:
     engine, device and precision asked for, the views it reads (stream.views), and the int8
     graphs beside the student by content (a graph calibrated again over the old one changes int8
     numbers while the weights stay)."""
-    from stream.views import WHOLE, parse_views
+    from stream.views import resolve_views
 
     graphs = {g.path.name: file_sha256(g.path, 16) for g in source.int8_graphs()}
-    spec = getattr(args, "views", "auto")
-    views = list(parse_views(source.meta.get("views", [WHOLE]) if spec == "auto" else spec))
+    views = list(resolve_views(getattr(args, "views", "auto"), source.meta))
     return {"model": source.name, "weights_hash": source.weights_hash(), "engine": args.engine,
             "device": args.device, "precision": args.precision, "int8_graphs": graphs, "views": views}
 

@@ -44,6 +44,12 @@ def parse_views(spec: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def resolve_views(spec: str | None, meta: dict) -> tuple[str, ...]:
+    """The views a student reads: ``spec`` (``--views``), or for ``auto``/None its metadata's
+    ``views``, else the whole field alone."""
+    return parse_views(meta.get("views", [WHOLE]) if spec in (None, "auto") else spec)
+
+
 def view_box(view: str, area: Box) -> Box:
     """The frame pixels ``view`` reads of a frame whose content area is ``area``."""
     if view == WHOLE:
