@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pagkd_core.outputs import lesion_indices
 from stream.alerts import AlertConfig
 from stream.preprocess import detect_content_area
 from stream.sources import open_source
@@ -36,7 +35,7 @@ def content_area(video: Path) -> tuple[int, int, int, int]:
 def rows(video: Path, log: Path, min_coverage: float) -> list[dict]:
     """One row per WLI frame with a lesion >= ``min_coverage`` of the field and a logged two-view read."""
     truth, (x0, _, x1, _) = read_truth(truth_path(video)), view_box(CENTRE, content_area(video))
-    out = []
+    out, alerts = [], None
     with open(log) as f:
         lines = f.readlines()
     for line in lines:
@@ -46,12 +45,13 @@ def rows(video: Path, log: Path, min_coverage: float) -> list[dict]:
                 or not truth.coverage[i] >= min_coverage or not np.isfinite(truth.box[i]).all()):
             continue
         names, p = rec["classes"], np.array(list(views.values()))
-        positive = sorted(AlertConfig(class_names=tuple(names)).alert_indices)  # as stream evaluate scores them
-        lesions = lesion_indices(names)
+        if alerts is None:  # the log's one class list: scored as stream evaluate scores it
+            alerts = AlertConfig(class_names=tuple(names))
+            positive = {names[k] for k in alerts.alert_indices}
         reads = {"whole view": p[0], **{f"fused ({s} split)": fuse(p, names, split=s) for s in SPLIT}}
         centre_x = (truth.box[i][0] + truth.box[i][2]) / 2
-        out.append({"inside": bool(x0 <= centre_x <= x1), "positive": truth.cls[i] in {names[k] for k in positive},
-                    **{k: float(v[positive].sum() / v[lesions].sum()) for k, v in reads.items()}})
+        out.append({"inside": bool(x0 <= centre_x <= x1), "positive": truth.cls[i] in positive,
+                    **{k: alerts.alert_probability(v) for k, v in reads.items()}})
     return out
 
 

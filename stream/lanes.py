@@ -91,23 +91,21 @@ class Lane:
         n, v = batch.shape[:2]
         return np.asarray(self.engine.infer(batch.reshape(n * v, *batch.shape[2:]))).reshape(n, v, -1)
 
-    def view_probs(self, logits) -> np.ndarray:
-        """(V, K) softmax of each view over the model's own classes."""
+    def read(self, logits) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """One item's logits -> (softmax over the student's classes, float32 like the engines'
+        logits, the views fused; each view's own softmax by name for the prediction log, None
+        with one view). Each view's softmax is computed once for both."""
         z = np.asarray(logits, dtype=np.float32).reshape(len(self.views), -1)
-        return np.stack([softmax(row) for row in z])
-
-    def each_view(self, logits) -> dict[str, np.ndarray] | None:
-        """Each view's softmax by name, for the prediction log; None with one view."""
-        return dict(zip(self.views, self.view_probs(logits))) if len(self.views) > 1 else None
+        each = np.stack([softmax(row) for row in z])
+        p = fuse(each, self.engine.class_names)
+        if self.to_student is not None:
+            p, mapped = np.zeros(self.n_student, np.float32), p
+            p[self.to_student] = mapped
+        return p, (dict(zip(self.views, each)) if len(self.views) > 1 else None)
 
     def probs(self, logits) -> np.ndarray:
-        """Softmax over the student's classes, float32 like the engines' logits (the views fused)."""
-        p = fuse(self.view_probs(logits), self.engine.class_names)
-        if self.to_student is None:
-            return p
-        out = np.zeros(self.n_student, np.float32)
-        out[self.to_student] = p
-        return out
+        """The frame's softmax over the student's classes (``read``'s first part)."""
+        return self.read(logits)[0]
 
     def start(self, max_batch: int, max_wait_ms: float, max_queue: int) -> None:
         self.batcher = DynamicBatcher(self.infer, max_batch=max_batch, max_wait_ms=max_wait_ms,

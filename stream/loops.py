@@ -191,8 +191,7 @@ class Loops:
         else:
             self.stats.add("queue", res.wait_ms)
             self.stats.add("infer", res.infer_ms)
-            lane = self.router.lane(route.lane)
-            probs, views = lane.probs(res.logits), lane.each_view(res.logits)
+            probs, views = self.router.lane(route.lane).read(res.logits)
             smoothed = st.smoother.update(probs)
             state = st.alerts.update(smoothed, frame.pts)
         latency = (time.monotonic() - frame.arrival) * 1e3
