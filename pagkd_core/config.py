@@ -62,6 +62,9 @@ POOLS = ("mean", "mil")  # ModelConfig.pool's values; here, so validation needs 
 class ModelConfig:
     backbone: str = "resnet50"
     pretrained: str = ""  # local .safetensors of timm backbone weights, or a hub name: timm:resnet50.tv_in1k
+    # pretrained is an exported student with the same outputs: load its classifier and embedding
+    # too, so a fine-tune continues that student instead of starting a fresh head
+    pretrained_head: bool = False
     output_stride: int = 32  # 16 or 8: denser last feature map (timm dilation), for small inputs
     pool: str = "mean"  # how the classifier reads the feature map: one of POOLS (pagkd_core.models says how)
 
@@ -290,5 +293,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.output_stride={spec.output_stride} is not one of 8, 16, 32")
         if spec.pool not in POOLS:
             raise ConfigError(f"{key}.pool={spec.pool!r} is not one of {', '.join(POOLS)}")
+        if spec.pretrained_head and not spec.pretrained.endswith(".safetensors"):
+            raise ConfigError(f"{key}.pretrained_head needs {key}.pretrained to be an exported student's .safetensors")
     if cfg.distill.teacher_class_shift and cfg.distill.level != "group":
         raise ConfigError("distill.teacher_class_shift needs distill.level=group (image-level couples share a class)")

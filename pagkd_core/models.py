@@ -7,6 +7,7 @@ and the classifier separately (Grad-CAM differentiates `classify(features)`).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -184,9 +185,30 @@ def build_model(
     return model
 
 
+def load_head_weights(model: LesionNet, path: str | Path, class_names: list[str]) -> None:
+    """The classifier and embedding of the student exported as ``path`` (.safetensors, its .json
+    beside), which must have ``class_names`` as its outputs, in that order."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        raise ValueError(f"model.pretrained_head: {path} is not an exported student (no {meta_path.name} beside it)")
+    theirs = json.loads(meta_path.read_text()).get("class_names")
+    if theirs != list(class_names):
+        raise ValueError(f"model.pretrained_head: {path} has outputs {theirs}, this data {list(class_names)}")
+    state = _file_state(path)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(("head.", "proj."))}
+    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    if bad:
+        raise ValueError(f"model.pretrained_head: {path} has no '{bad[0]}' of shape {tuple(own[bad[0]].shape)}")
+    model.load_state_dict({k: state[k] for k in own}, strict=False)
+
+
 def model_from_config(spec, class_names: list[str], embed_dim: int, pretrained: bool = True) -> LesionNet:
     """`spec`: a config.ModelConfig. `pretrained=False` when a checkpoint will overwrite the weights."""
-    return build_model(
+    model = build_model(
         spec.backbone, len(class_names), embed_dim, spec.pretrained if pretrained else None, spec.output_stride,
         spec.pool, background_index(class_names),
     )
+    if pretrained and spec.pretrained and spec.pretrained_head:
+        load_head_weights(model, spec.pretrained, class_names)
+    return model

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stream run|evaluate|tune|ui``.
+"""Command line: ``python -m stream run|evaluate|tune|ui|frames``.
 
     python -m stream run demo                                   # bundled synthetic video + student
     python -m stream run clip.mp4 --fast --predictions p.jsonl  # every frame, as fast as possible
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("tune", help="a student's alert setting from validation videos (see: python -m stream tune -h)",
                    add_help=False)
     sub.add_parser("ui", help="the Gradio live UI (see: python -m stream ui -h)", add_help=False)
+    sub.add_parser("frames", help="training frames cut from videos as the runtime reads them "
+                   "(see: python -m stream frames -h)", add_help=False)
     return parser
 
 
@@ -272,7 +274,8 @@ def _delegate(module: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # evaluate, tune and ui own their options; hand them the rest of the line untouched.
-    delegated = {"evaluate": "stream.video_eval", "tune": "stream.tune", "ui": "stream.ui.app"}
+    delegated = {"evaluate": "stream.video_eval", "tune": "stream.tune", "ui": "stream.ui.app",
+                 "frames": "stream.training_frames"}
     if argv and argv[0] in delegated:
         return _delegate(delegated[argv[0]], argv[1:])
     args = build_parser().parse_args(argv)

@@ -283,16 +283,9 @@ class Preprocessor:
         the part of it one of the student's views reads (stream.views); ``view`` names that view,
         so that each keeps its own FFmpeg graph instead of rebuilding one at every switch."""
         box = self.area(frame).box if box is None else box
-        planar = np.empty((3, *self._picture_size), np.uint8)
-        cropper = per_stream(self.croppers, (frame.stream_id, view), PictureCropper)
-        if frame.picture is not None and cropper(frame, box, planar.transpose(1, 2, 0)):
-            chw = planar  # the cropper wrote each colour plane in place: the model's layout
-        else:
-            if self.backend == "torch":
-                return self._roi_align(frame, box)
-            pixels = np.empty((*self._picture_size, 3), np.uint8)  # OpenCV writes interleaved RGB
-            resize_area(frame.rgb, box, pixels)
-            chw = pixels.transpose(2, 0, 1)
+        chw = self.pixels(frame, box, view)
+        if chw is None:
+            return self._roi_align(frame, box)
         # Planar uint8 first (a copy only for interleaved pixels or a transposed input), then
         # contiguous float arithmetic: ~8x faster than strided float.
         chw = np.ascontiguousarray(chw.transpose(0, 2, 1) if self.transpose else chw)
@@ -304,6 +297,21 @@ class Preprocessor:
             x += self._np_shift
             return x
         return self._normalise(self._upload(chw).float())
+
+    def pixels(self, frame: Frame, box: tuple[int, int, int, int], view: str = "whole") -> np.ndarray | None:
+        """``box`` of ``frame`` cropped and area-resized to the model's picture size: planar uint8
+        (3, h, w), the picture before normalisation (and before a transposed input's swap). None
+        where the ``torch`` backend reads an RGB array on its device instead. Training frames
+        cut from videos (stream.training_frames) are these pixels, so they are the runtime's."""
+        planar = np.empty((3, *self._picture_size), np.uint8)
+        cropper = per_stream(self.croppers, (frame.stream_id, view), PictureCropper)
+        if frame.picture is not None and cropper(frame, box, planar.transpose(1, 2, 0)):
+            return planar  # the cropper wrote each colour plane in place: the model's layout
+        if self.backend == "torch":
+            return None
+        pixels = np.empty((*self._picture_size, 3), np.uint8)  # OpenCV writes interleaved RGB
+        resize_area(frame.rgb, box, pixels)
+        return pixels.transpose(2, 0, 1)
 
     def _upload(self, pixels: np.ndarray) -> torch.Tensor:
         u8 = torch.from_numpy(pixels)
