@@ -42,7 +42,7 @@ from tqdm import tqdm
 from pagkd_core.config import ConfigError
 from pagkd_core.synth.frames import FRAME_COLUMNS, NO_LESION, write_png
 from pagkd_core.synth.video_frames import included_rows
-from stream.preprocess import Preprocessor
+from stream.preprocess import ContentArea, Preprocessor
 from stream.sources.base import SourceError
 from stream.sources.file import open_file
 from stream.video_metrics import Truth, read_truth, truth_path
@@ -78,25 +78,34 @@ def _saved_box(lesion: np.ndarray, box: Box, size: int) -> tuple:
     return x0, y0, x1, y1
 
 
-def view_label(truth: Truth, i: int, pid: str, area: Box, box: Box, size: int) -> Label | None:
+def view_label(truth: Truth, i: int, pid: str, area: ContentArea, box: Box, size: int) -> Label | None:
     """Frame ``i``'s label in the view that reads ``box`` of a field whose content area is ``area``;
-    None: the lesion is cut by the view's edge (module doc)."""
+    None: the lesion is cut by the view's edge, or a cropped view's lesion has no box (module doc)."""
     none = Label(NO_LESION, f"{pid}-n{int(truth.times[i] // NO_LESION_CHUNK_S):03d}", 0.0, ("",) * 4)
     if not truth.visible[i]:
         return none
-    lesion = truth.box[i]
-    inside = _overlap(box, lesion) if np.isfinite(lesion).all() else 1.0
+    lesion, whole = truth.box[i], box == area.box
+    known = bool(np.isfinite(lesion).all())
+    if not known and not whole:
+        return None
+    inside = _overlap(box, lesion) if known else 1.0
     if inside == 0.0:
-        return none
+        return none  # a lesion in the frame, none in this view
     if inside < CENTRE_INSIDE:
         return None
-    scale = (area[2] - area[0]) * (area[3] - area[1]) / ((box[2] - box[0]) * (box[3] - box[1]))
-    coverage = min(1.0, float(truth.coverage[i]) * scale * inside)
-    saved = _saved_box(lesion, box, size) if np.isfinite(lesion).all() else ("",) * 4
+    # The truth's coverage is the lesion's share of the field's pixels (the content box times its
+    # fill); in a cropped view, of the crop's pixels, taken as all field (near enough for the
+    # central square of a wide field).
+    coverage = float(truth.coverage[i])  # NaN where the truth does not say: written as unknown
+    if not whole:
+        field = (area.box[2] - area.box[0]) * (area.box[3] - area.box[1]) * area.fill
+        coverage = min(1.0, coverage * field / ((box[2] - box[0]) * (box[3] - box[1])) * inside)
+    saved = _saved_box(lesion, box, size) if known else ("",) * 4
     return Label(str(truth.cls[i]), f"{pid}-{truth.lesion_id[i]}", coverage, saved)
 
 
 def _number(x: float) -> str:
+    """A manifest number: 4 significant digits, "" when unknown."""
     return "" if not np.isfinite(x) else f"{x:.4g}"
 
 
@@ -104,17 +113,19 @@ def video_rows(video: Path, out: Path, pre: Preprocessor, views: tuple[str, ...]
                bar: tqdm) -> list[dict]:  # fmt: skip
     """Replay one video; write the kept frames of each view; returns their manifest rows."""
     truth = read_truth(truth_path(video))
+    if not np.array_equal(truth.frame, np.arange(len(truth))):
+        raise ValueError(f"{truth_path(video)}: frame numbers must run 0, 1, 2, ... (one row per decoded frame)")
     pid, rows, size = video.stem, [], pre.input_size[0]
     src, decoded = open_file(str(video)), 0
     try:
         for frame in src.frames():
             i, decoded = frame.index, decoded + 1
             bar.update(1)
+            area = pre.area(frame)  # on every frame, as the runtime's tracker sees them
             if i >= len(truth) or i % every or truth.modality[i] != "WLI":
                 continue
-            area = pre.area(frame).box
             for view in views:
-                box = view_box(view, area)
+                box = view_box(view, area.box)
                 label = view_label(truth, i, pid, area, box, size)
                 if label is None:
                     continue
@@ -123,15 +134,16 @@ def video_rows(video: Path, out: Path, pre: Preprocessor, views: tuple[str, ...]
                 lesion = label.cls != NO_LESION
                 rows.append({
                     "path": rel, "lesion_id": label.lesion_id, "class": label.cls, "modality": "WLI",
-                    "view": i, "paired": 0, "patient_id": pid, "coverage": round(label.coverage, 5),
+                    "view": i, "paired": 0, "patient_id": pid, "coverage": _number(label.coverage),
                     "x0": label.box[0], "y0": label.box[1], "x1": label.box[2], "y1": label.box[3],
                     "wli_evidence": _number(truth.evidence[i]) if lesion else "", "distance": "",
                     "lesion_contrast": _number(truth.contrast[i]) if lesion else "",
                 })  # fmt: skip
     finally:
         src.close()
-    if decoded < len(truth):
-        raise SourceError(f"{video}: decoded {decoded} of the truth's {len(truth)} frames (a damaged file?)")
+    if decoded != len(truth):
+        raise SourceError(f"{video}: decoded {decoded} frames, its truth has {len(truth)} rows; "
+                          "re-make the video with its truth")
     return rows
 
 
@@ -162,13 +174,13 @@ def cut_frames(videos: list[Path], out: Path, size: int = 256, every: int = 6, v
     if manifest.exists():
         raise ConfigError(f"{out} already holds a frame set (manifest.csv); give a new --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
-    # The runtime's preprocessing at the student's size; a student's mean and std do not matter
-    # for uint8 pixels.
-    pre = Preprocessor((size, size), mean=(0, 0, 0), std=(1, 1, 1), backend="cv2")
     rows: list[dict] = []
     total = sum(len(read_truth(truth_path(v))) for v in videos)
     with tqdm(total=total, disable=not progress, unit="frame", desc="frames as the runtime reads them") as bar:
         for v in videos:
+            # The runtime's preprocessing at the student's size, a fresh content-area tracker per
+            # video as per stream; mean and std do not matter for uint8 pixels.
+            pre = Preprocessor((size, size), mean=(0, 0, 0), std=(1, 1, 1), backend="cv2")
             rows += video_rows(v, out, pre, views, every, bar)
     for root in include:
         rows += included_rows(Path(root), out)

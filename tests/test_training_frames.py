@@ -17,6 +17,7 @@ import torch
 from pagkd_core.config import Config, ConfigError, ModelConfig, validate
 from pagkd_core.models import model_from_config
 from stream.config import bundled_model
+from stream.preprocess import ContentArea
 from stream.training_frames import main, view_label
 from stream.video_metrics import Truth
 from stream.views import view_box
@@ -82,7 +83,7 @@ def test_each_view_is_labelled_from_the_truth(video, tmp_path):
             assert by[i, "centre"]["class"] == centre
     r = by[36, "centre"]
     assert r["lesion_id"] == "proc_s1-L150" and r["patient_id"] == "proc_s1"
-    # coverage in the square: the field's 320 x 180 over the square's 180 x 180
+    # coverage in the square: the field's 320 x 180 (a rectangle: fill 1) over the square's 180 x 180
     assert float(r["coverage"]) == pytest.approx(SIDE * SIDE / (H * H), rel=1e-3)
     assert r["wli_evidence"] == "0.4" and r["lesion_contrast"] == "9"
     assert json.loads((out / "frames_config.json").read_text())["views"] == ["whole", "centre"]
@@ -107,12 +108,18 @@ def test_the_saved_pixels_are_the_views_and_the_box_is_where_the_lesion_shows(vi
 def test_a_lesion_half_in_the_centre_square_is_neither_label():
     truth = Truth(frame=np.arange(1), pts=np.zeros(1), visible=np.array([True]), lesion_id=np.array(["a"]),
                   cls=np.array(["adenoma"]), coverage=np.array([0.01]), box=np.array([[60.0, 80, 99, 119]]))
-    area = (0, 0, 320, 180)
-    centre = view_box("centre", area)                                   # (70, 0, 250, 180)
-    assert view_label(truth, 0, "p", area, area, 64).cls == "adenoma"
-    assert view_label(truth, 0, "p", area, centre, 64).cls == "adenoma"  # 30 of 40 columns inside
+    area = ContentArea((0, 0, 320, 180), "octagon", 0.9)
+    centre = view_box("centre", area.box)                               # (70, 0, 250, 180)
+    assert view_label(truth, 0, "p", area, area.box, 64).coverage == pytest.approx(0.01)
+    label = view_label(truth, 0, "p", area, centre, 64)                 # 30 of 40 columns inside
+    assert label.cls == "adenoma"
+    # the lesion's share of the square: of the field's pixels (box x fill) over the square's
+    assert label.coverage == pytest.approx(0.01 * 320 * 180 * 0.9 / (180 * 180) * 0.75)
     truth.box[0] = [40, 80, 79, 119]                                    # 10 of 40 inside
     assert view_label(truth, 0, "p", area, centre, 64) is None
+    truth.box[0], truth.coverage[0] = np.nan, np.nan                    # the truth gives no box, no coverage
+    assert view_label(truth, 0, "p", area, centre, 64) is None          # a crop cannot tell where it is
+    assert np.isnan(view_label(truth, 0, "p", area, area.box, 64).coverage)   # unknown, never 1.0
 
 
 def test_bad_input_is_one_line(video, tmp_path, capsys):
@@ -128,6 +135,14 @@ def test_bad_input_is_one_line(video, tmp_path, capsys):
     assert "already holds a frame set" in capsys.readouterr().err
     assert main([str(video), "--out", str(tmp_path / "v"), "--views", "centre"]) == 2
     assert "views start with 'whole'" in capsys.readouterr().err
+    short = tmp_path / "short" / "proc.mp4"                             # a truth one row short of the video
+    short.parent.mkdir()
+    short.write_bytes(video.read_bytes())
+    lines = video.with_name("proc_s1.truth.csv").read_text().splitlines()
+    short.with_name("proc.truth.csv").write_text("\n".join(lines[:-1]) + "\n")
+    assert main([str(short), "--out", str(tmp_path / "s"), "--size", "64", "--no-progress"]) == 2
+    assert "decoded 60 frames, its truth has 59 rows" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "manifest.csv").exists()
 
 
 def test_a_fine_tune_can_continue_an_exported_student():
