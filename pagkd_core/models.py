@@ -7,7 +7,6 @@ and the classifier separately (Grad-CAM differentiates `classify(features)`).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -186,16 +185,19 @@ def build_model(
 
 
 def load_head_weights(model: LesionNet, path: str | Path, class_names: list[str]) -> None:
-    """The classifier and embedding of the student exported as ``path`` (.safetensors, its .json
-    beside), which must have ``class_names`` as its outputs, in that order."""
-    path = Path(path)
-    meta_path = path.with_suffix(".json")
-    if not meta_path.is_file():
-        raise ValueError(f"model.pretrained_head: {path} is not an exported student (no {meta_path.name} beside it)")
-    theirs = json.loads(meta_path.read_text()).get("class_names")
-    if theirs != list(class_names):
-        raise ValueError(f"model.pretrained_head: {path} has outputs {theirs}, this data {list(class_names)}")
-    state = _file_state(path)
+    """The classifier and embedding of the student exported as ``path`` (its .safetensors, with its
+    metadata beside), which must be this network with ``class_names`` as its outputs, in order."""
+    from pagkd_core.student import read_meta
+
+    try:
+        _, meta = read_meta(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"model.pretrained_head: {path} is not an exported student ({e})") from None
+    ours = {"class_names": list(class_names), "backbone": model.backbone_name, "output_stride": model.output_stride}
+    for key, value in ours.items():
+        if meta.get(key, value) != value:
+            raise ValueError(f"model.pretrained_head: {path} has {key} {meta.get(key)}, this network {value}")
+    state = _file_state(Path(path))
     own = {k: v for k, v in model.state_dict().items() if k.startswith(("head.", "proj."))}
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
     if bad:
