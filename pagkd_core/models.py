@@ -90,10 +90,10 @@ def load_backbone_weights(model: LesionNet, source: str | Path) -> None:
     if name.startswith(HUB_PREFIXES):
         _load_state(model, _hub_state(model, name), name)
     else:
-        _load_state(model, _file_state(Path(source)), source)
+        _load_state(model, file_state(Path(source)), source)
 
 
-def _file_state(path: Path) -> dict[str, torch.Tensor]:
+def file_state(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -184,33 +184,9 @@ def build_model(
     return model
 
 
-def load_head_weights(model: LesionNet, path: str | Path, class_names: list[str]) -> None:
-    """The classifier and embedding of the student exported as ``path`` (its .safetensors, with its
-    metadata beside), which must be this network with ``class_names`` as its outputs, in order."""
-    from pagkd_core.student import read_meta
-
-    try:
-        _, meta = read_meta(path)
-    except (FileNotFoundError, ValueError) as e:
-        raise ValueError(f"model.pretrained_head: {path} is not an exported student ({e})") from None
-    ours = {"class_names": list(class_names), "backbone": model.backbone_name, "output_stride": model.output_stride}
-    for key, value in ours.items():
-        if meta.get(key, value) != value:
-            raise ValueError(f"model.pretrained_head: {path} has {key} {meta.get(key)}, this network {value}")
-    state = _file_state(Path(path))
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(("head.", "proj."))}
-    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
-    if bad:
-        raise ValueError(f"model.pretrained_head: {path} has no '{bad[0]}' of shape {tuple(own[bad[0]].shape)}")
-    model.load_state_dict({k: state[k] for k in own}, strict=False)
-
-
 def model_from_config(spec, class_names: list[str], embed_dim: int, pretrained: bool = True) -> LesionNet:
     """`spec`: a config.ModelConfig. `pretrained=False` when a checkpoint will overwrite the weights."""
-    model = build_model(
+    return build_model(
         spec.backbone, len(class_names), embed_dim, spec.pretrained if pretrained else None, spec.output_stride,
         spec.pool, background_index(class_names),
     )
-    if pretrained and spec.pretrained and spec.pretrained_head:
-        load_head_weights(model, spec.pretrained, class_names)
-    return model

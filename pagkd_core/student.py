@@ -204,6 +204,27 @@ def load_student(
 
 
 # -- ONNX ----------------------------------------------------------------------------------
+def load_student_head(model, path: str | Path, class_names: list[str]) -> None:
+    """The classifier and embedding of the student exported as ``path`` (its .safetensors, with its
+    metadata beside), which must be this network with ``class_names`` as its outputs, in order."""
+    from pagkd_core.models import file_state
+
+    try:
+        _, meta = read_meta(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"model.pretrained_head: {path} is not an exported student ({e})") from None
+    ours = {"class_names": list(class_names), "backbone": model.backbone_name, "output_stride": model.output_stride}
+    for key, value in ours.items():
+        if meta.get(key, value) != value:
+            raise ValueError(f"model.pretrained_head: {path} has {key} {meta.get(key)}, this network {value}")
+    state = file_state(Path(path))
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(("head.", "proj."))}
+    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    if bad:
+        raise ValueError(f"model.pretrained_head: {path} has no '{bad[0]}' of shape {tuple(own[bad[0]].shape)}")
+    model.load_state_dict({k: state[k] for k in own}, strict=False)
+
+
 def export_onnx(
     model: torch.nn.Module, path: str | os.PathLike, input_size: int | tuple[int, int], opset: int = 18
 ) -> Path:

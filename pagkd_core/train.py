@@ -29,6 +29,7 @@ from pagkd_core.evaluate import predict
 from pagkd_core.metrics import classification_metrics
 from pagkd_core.models import LesionNet, model_from_config
 from pagkd_core.outputs import background_index, lesion_indices
+from pagkd_core.student import load_student_head
 
 log = logging.getLogger("pagkd_core.train")
 
@@ -107,7 +108,8 @@ def loss_weights(cfg: Config) -> dict[str, float]:
 # the key at that value, so checkpoints and cached predictions made before they existed still match.
 _ADDED_LATER = (("distill", "init_from_teacher", False), ("data", "far_coverage", 0.0), ("data", "presence_coverage", 1.0),
                 ("data", "jpeg_quality", 0), ("student", "pool", "mean"), ("teacher", "pool", "mean"),
-                ("data", "presence_contrast", 0.0))
+                ("data", "presence_contrast", 0.0), ("student", "pretrained_head", False),
+                ("teacher", "pretrained_head", False))
 _SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher")
 
 
@@ -244,6 +246,8 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
         if cfg.distill.init_from_teacher:
             check_init_from_teacher(cfg)
         model = model_from_config(cfg.student, data.class_names, cfg.distill.embed_dim)
+        if cfg.student.pretrained_head:  # continue an exported student: its classifier and embedding too
+            load_student_head(model, cfg.student.pretrained, data.class_names)
         teacher = distiller = None
         modules, optim = {"model": model}, cfg.optim
         if cfg.distill.method != "none" or cfg.distill.init_from_teacher:

@@ -198,6 +198,29 @@ def test_student_can_start_from_the_teachers_backbone(dataset, tmp_path):
     assert resume_key(old, "student") == resume_key(cfg.to_dict(), "student")
 
 
+def test_a_student_can_continue_an_exported_student(dataset, tmp_path):
+    """student.pretrained_head: training starts from the exported student's classifier and
+    embedding too (lr 0 keeps them there); a run recorded before the setting existed keeps its
+    resume key."""
+    from pagkd_core.cli import main
+    from pagkd_core.train import resume_key
+
+    cfg = tiny_cfg(dataset, tmp_path, "optim.epochs=1", "distill.method=none")
+    train_stage(cfg, "student", name="first")
+    first = tmp_path / "first"
+    assert main(["export", "--config", str(stage_dir(cfg, "first") / "config.json"), "--name", "first",
+                 "--out", str(first), "--no-onnx"]) in (0, None)
+    again = tiny_cfg(dataset, tmp_path, "optim.epochs=1", "distill.method=none", "optim.lr=0", "optim.weight_decay=0",
+                     f"student.pretrained={first}.safetensors", "student.pretrained_head=true")
+    train_stage(again, "student", name="again")
+    exported = load_file(f"{first}.safetensors")
+    second = load_file(str(stage_dir(again, "again") / "last.safetensors"))
+    assert all(torch.equal(exported[k].float(), second[f"model.{k}"]) for k in ("head.weight", "proj.weight"))
+    old = json.loads(json.dumps(cfg.to_dict()))
+    del old["student"]["pretrained_head"]  # a config.json written before the setting existed
+    assert resume_key(old, "student") == resume_key(cfg.to_dict(), "student")
+
+
 def test_wli_only_resume_key_ignores_the_distillers_settings_but_not_the_embedding():
     """A WLI-only run is shared by benchmark tables whose PaGKD rows use other loss weights."""
     from pagkd_core.config import Config

@@ -16,6 +16,7 @@ import torch
 
 from pagkd_core.config import Config, ConfigError, ModelConfig, validate
 from pagkd_core.models import model_from_config
+from pagkd_core.student import load_student_head
 from stream.config import bundled_model
 from stream.preprocess import ContentArea
 from stream.training_frames import main, view_label
@@ -148,19 +149,19 @@ def test_bad_input_is_one_line(video, tmp_path, capsys):
 def test_a_fine_tune_can_continue_an_exported_student():
     student = bundled_model()
     meta = json.loads(student.read_text())
-    spec = ModelConfig(backbone=meta["backbone"], pretrained=str(student.with_suffix(".safetensors")),
+    weights_path = student.with_suffix(".safetensors")
+    spec = ModelConfig(backbone=meta["backbone"], pretrained=str(weights_path),
                        output_stride=meta["output_stride"], pretrained_head=True)
     from safetensors.torch import load_file
 
-    weights = load_file(str(student.with_suffix(".safetensors")))
-    model = model_from_config(spec, meta["class_names"], meta["embed_dim"])
+    weights = load_file(str(weights_path))
+    model = model_from_config(spec, meta["class_names"], meta["embed_dim"])   # the backbone alone
+    assert not torch.equal(model.head.weight, weights["head.weight"].float())
+    load_student_head(model, weights_path, meta["class_names"])              # what training does with the flag
     assert torch.equal(model.head.weight, weights["head.weight"].float())
     assert torch.equal(model.proj.weight, weights["proj.weight"].float())
-    fresh = model_from_config(ModelConfig(**{**spec.__dict__, "pretrained_head": False}), meta["class_names"],
-                              meta["embed_dim"])
-    assert not torch.equal(fresh.head.weight, model.head.weight)        # the backbone alone, as before
     with pytest.raises(ValueError, match="has class_names"):
-        model_from_config(spec, ["hyperplastic", "adenoma"], meta["embed_dim"])
+        load_student_head(model, weights_path, ["no_lesion", "adenoma", "hyperplastic"])
     cfg = Config()
     cfg.student.pretrained, cfg.student.pretrained_head = "timm:resnet18.a1_in1k", True
     with pytest.raises(ConfigError, match="pretrained_head needs"):
