@@ -45,12 +45,12 @@ from pagkd_core.synth.video_frames import included_rows
 from stream.preprocess import ContentArea, Preprocessor
 from stream.sources.base import SourceError
 from stream.sources.file import open_file
+from stream.video_eval import find_videos
 from stream.video_metrics import Truth, read_truth, truth_path
 from stream.views import WHOLE, Box, parse_views, view_box
 
 NO_LESION_CHUNK_S = 2.0  # frames with no lesion in view: one id per this many seconds
 CENTRE_INSIDE = 0.5  # share of the lesion's box a cropped view must hold to be labelled with it
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".ts")
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,9 @@ def _number(x: float) -> str:
     return "" if not np.isfinite(x) else f"{x:.4g}"
 
 
-def video_rows(video: Path, out: Path, pre: Preprocessor, views: tuple[str, ...], every: int,
+def video_rows(video: Path, truth: Truth, out: Path, pre: Preprocessor, views: tuple[str, ...], every: int,
                bar: tqdm) -> list[dict]:  # fmt: skip
     """Replay one video; write the kept frames of each view; returns their manifest rows."""
-    truth = read_truth(truth_path(video))
     if not np.array_equal(truth.frame, np.arange(len(truth))):
         raise ValueError(f"{truth_path(video)}: frame numbers must run 0, 1, 2, ... (one row per decoded frame)")
     pid, rows, size = video.stem, [], pre.input_size[0]
@@ -147,17 +146,10 @@ def video_rows(video: Path, out: Path, pre: Preprocessor, views: tuple[str, ...]
     return rows
 
 
-def find_videos(paths: list[str]) -> list[Path]:
-    """Video files given, or found in the folders given; each must have its truth beside it."""
-    videos = []
-    for p in map(Path, paths):
-        found = sorted(v for v in p.iterdir() if v.suffix.lower() in VIDEO_SUFFIXES) if p.is_dir() else [p]
-        if not found:
-            raise ConfigError(f"{p}: no video files ({', '.join(VIDEO_SUFFIXES)}) in this folder")
-        videos += found
+def videos_with_truth(paths: list[str]) -> list[Path]:
+    """The videos ``python -m stream evaluate`` would read from ``paths``; each must have its truth."""
+    videos = find_videos(paths)
     for v in videos:
-        if not v.is_file():
-            raise ConfigError(f"{v}: no such video file")
         if not truth_path(v).is_file():
             raise ConfigError(f"{v}: no truth beside it ({truth_path(v).name}); frames need their labels")
     return videos
@@ -175,13 +167,14 @@ def cut_frames(videos: list[Path], out: Path, size: int = 256, every: int = 6, v
         raise ConfigError(f"{out} already holds a frame set (manifest.csv); give a new --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    total = sum(len(read_truth(truth_path(v))) for v in videos)
-    with tqdm(total=total, disable=not progress, unit="frame", desc="frames as the runtime reads them") as bar:
-        for v in videos:
+    truths = [read_truth(truth_path(v)) for v in videos]
+    with tqdm(total=sum(map(len, truths)), disable=not progress, unit="frame",
+              desc="frames as the runtime reads them") as bar:  # fmt: skip
+        for v, truth in zip(videos, truths):
             # The runtime's preprocessing at the student's size, a fresh content-area tracker per
             # video as per stream; mean and std do not matter for uint8 pixels.
             pre = Preprocessor((size, size), mean=(0, 0, 0), std=(1, 1, 1), backend="cv2")
-            rows += video_rows(v, out, pre, views, every, bar)
+            rows += video_rows(v, truth, out, pre, views, every, bar)
     for root in include:
         rows += included_rows(Path(root), out)
     with open(manifest, "w", newline="") as fh:
@@ -211,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        manifest = cut_frames(find_videos(args.videos), Path(args.out), args.size, args.every, args.views,
+        manifest = cut_frames(videos_with_truth(args.videos), Path(args.out), args.size, args.every, args.views,
                               [Path(r) for r in args.include], progress=not args.no_progress)  # fmt: skip
     except (ConfigError, ValueError, SourceError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

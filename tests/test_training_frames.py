@@ -125,7 +125,7 @@ def test_a_lesion_half_in_the_centre_square_is_neither_label():
 
 def test_bad_input_is_one_line(video, tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "no video files" in capsys.readouterr().err
+    assert "no videos with a <video>.truth.csv" in capsys.readouterr().err
     lone = tmp_path / "lone.mp4"
     lone.write_bytes(video.read_bytes())
     assert main([str(lone), "--out", str(tmp_path / "o")]) == 2
