@@ -50,12 +50,17 @@ class DataConfig:
     # before augmentation, a stand-in for the H.264 the runtime reads (docs/training.md, "Codec").
     # 0 = off.
     jpeg_quality: int = 0
+    # How a class's training images are drawn: "image", each equally likely; "lesion", each lesion
+    # equally likely, then one of its images, so a lesion seen in a hundred video frames weighs as
+    # much as one seen in six close-ups (docs/training.md, "Lesions, not frames").
+    sample_by: str = "image"
     augment: bool = True
     cache: bool = True  # keep resized uint8 images in memory (small datasets)
     workers: int = 0
 
 
 POOLS = ("mean", "mil")  # ModelConfig.pool's values; here, so validation needs no torch
+SAMPLE_BY = ("image", "lesion")  # DataConfig.sample_by's values
 
 
 @dataclass
@@ -284,6 +289,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.val_fraction must be in (0, 1)")
     if not 0 <= cfg.data.far_coverage <= 1 or not 0 <= cfg.data.presence_coverage <= 1:
         raise ConfigError("data.far_coverage and data.presence_coverage are shares of the field, in [0, 1]")
+    if cfg.data.sample_by not in SAMPLE_BY:
+        raise ConfigError(f"data.sample_by must be one of {', '.join(SAMPLE_BY)}, got {cfg.data.sample_by!r}")
     if not 0 <= cfg.data.presence_contrast <= 255:
         raise ConfigError(f"data.presence_contrast is in grey levels, in [0, 255], got {cfg.data.presence_contrast}")
     if not 0 <= cfg.data.jpeg_quality <= 95:

@@ -109,7 +109,7 @@ def loss_weights(cfg: Config) -> dict[str, float]:
 _ADDED_LATER = (("distill", "init_from_teacher", False), ("data", "far_coverage", 0.0), ("data", "presence_coverage", 1.0),
                 ("data", "jpeg_quality", 0), ("student", "pool", "mean"), ("teacher", "pool", "mean"),
                 ("data", "presence_contrast", 0.0), ("student", "pretrained_head", False),
-                ("teacher", "pretrained_head", False))
+                ("teacher", "pretrained_head", False), ("data", "sample_by", "image"))
 _SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher")
 
 
@@ -273,6 +273,7 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
         pairing=pairing,
         steps=optim.steps_per_epoch,
         seed=cfg.run.seed,
+        by_lesion=cfg.data.sample_by == "lesion",
         workers=cfg.data.workers,
         rank=d.rank,
         world=d.world,

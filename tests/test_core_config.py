@@ -52,6 +52,7 @@ def test_overrides_are_typed(tmp_path):
         ("distill.method=magic", "distill.method='magic' is not one of"),
         ("data.fold=7", "data.fold=7 must be in"),
         ("data.jpeg_quality=99", "data.jpeg_quality must be 0 (off) or a JPEG quality"),
+        ("data.sample_by=patient", "data.sample_by must be one of image, lesion, got 'patient'"),
         ("optim=3", "'optim' is a section"),
         ("nokey", "must look like section.key=value"),
     ],

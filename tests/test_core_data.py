@@ -107,6 +107,28 @@ def test_sampler_every_class_every_batch_and_redrawn(world):
     assert list(s) == e0 and e0 != e1, "deterministic per epoch, re-drawn across epochs"
 
 
+def test_sampler_by_lesion_weighs_lesions_not_images():
+    # class 0: lesion "a" has 18 images, "b" and "c" one each; class 1: two lesions of 2 images
+    labels = np.array([0] * 20 + [1] * 4)
+    groups = ["a"] * 18 + ["b", "c"] + ["d", "d", "e", "e"]
+    s = CoupleBatchSampler(labels, 2, 6, groups=groups, steps=300, seed=0)
+    s.set_epoch(0)
+    drawn = Counter(groups[i] for b in s for i, _ in b)
+    by_image = CoupleBatchSampler(labels, 2, 6, steps=300, seed=0)
+    by_image.set_epoch(0)
+    drawn_by_image = Counter(groups[i] for b in by_image for i, _ in b)
+    # 900 class-0 draws: a third each by lesion, 90% "a" by image
+    assert all(abs(drawn[g] - 300) < 60 for g in "abc"), drawn
+    assert drawn_by_image["a"] > 700 and drawn["d"] + drawn["e"] == 900
+    assert len({i for b in s for i, _ in b if groups[i] == "a"}) == 18, "every image of a lesion is drawn"
+    s.set_epoch(0)
+    again = list(s)
+    s.set_epoch(0)
+    assert list(s) == again, "deterministic per epoch"
+    with pytest.raises(ValueError, match="3 groups for 24 images"):
+        CoupleBatchSampler(labels, 2, 6, groups=["a", "b", "c"])
+
+
 def test_sampler_true_pairing_and_errors():
     labels = [0, 0, 1, 1]
     partners = [[5], [], [7, 8], [8]]

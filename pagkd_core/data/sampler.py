@@ -5,7 +5,9 @@ with cross-entropy: WLI for the student, NBI for the teacher), j the partner mod
 there is none). Every class is in every batch: each class gets batch_size // K couples and the
 remainder goes to randomly chosen classes. Per class, images come from a stream of
 concatenated random permutations (sampling with replacement across passes, so small classes
-are oversampled); couples are therefore re-drawn every epoch. With `pairing="true"` the partner
+are oversampled); couples are therefore re-drawn every epoch. With `groups` (each primary
+image's lesion), the permutations are of the class's lesions and each draw then takes one image
+of its lesion at random: every lesion weighs the same, however many images it has. With `pairing="true"` the partner
 is a real pair: the same-view twin when known, else an image of the same lesion.
 """
 
@@ -29,6 +31,19 @@ class _Stream:
         return out
 
 
+class _GroupStream:
+    """Endless draws of one item per group, the groups from a `_Stream`: each group equally likely."""
+
+    def __init__(self, items: np.ndarray, groups: np.ndarray, rng: np.random.Generator):
+        keys, inverse = np.unique(groups, return_inverse=True)
+        self.members = [items[inverse == g] for g in range(len(keys))]
+        self.groups, self.rng = _Stream(np.arange(len(keys)), rng), rng
+
+    def take(self, n: int) -> np.ndarray:
+        members = [self.members[g] for g in self.groups.take(n)]
+        return np.array([m[self.rng.integers(len(m))] for m in members], dtype=np.int64)
+
+
 class CoupleBatchSampler:
     def __init__(
         self,
@@ -38,15 +53,20 @@ class CoupleBatchSampler:
         *,
         partner_labels=None,
         partners: list[list[int]] | None = None,
+        groups=None,
         steps: int = 0,
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
     ):
-        """`partners[i]`: candidate true partners of primary image i (pairing "true"); None = random."""
+        """`partners[i]`: candidate true partners of primary image i (pairing "true"); None = random.
+        `groups[i]`: primary image i's lesion, to draw lesions rather than images (module docstring)."""
         self.labels = np.asarray(labels, dtype=np.int64)
         self.partner_labels = None if partner_labels is None else np.asarray(partner_labels, dtype=np.int64)
         self.partners = partners
+        self.groups = None if groups is None else np.asarray(groups, dtype=object)
+        if self.groups is not None and len(self.groups) != len(self.labels):
+            raise ValueError(f"{len(self.groups)} groups for {len(self.labels)} images")
         self.num_classes, self.batch_size, self.seed = num_classes, batch_size, seed
         self.rank, self.world, self.epoch = rank, world, 0
         if batch_size < num_classes:
@@ -74,7 +94,7 @@ class CoupleBatchSampler:
         # One generator per (seed, epoch): the draw does not depend on what ran before (resume-safe),
         # and all ranks draw the same global sequence, each keeping its own batches.
         rng = np.random.default_rng([self.seed, self.epoch])
-        prim = [_Stream(p, rng) for p in self.pool]
+        prim = [_Stream(p, rng) if self.groups is None else _GroupStream(p, self.groups[p], rng) for p in self.pool]
         part = None
         if self.partner_labels is not None and self.partners is None:
             part = [_Stream(np.flatnonzero(self.partner_labels == c), rng) for c in range(self.num_classes)]
