@@ -7,8 +7,9 @@ remainder goes to randomly chosen classes. Per class, images come from a stream 
 concatenated random permutations (sampling with replacement across passes, so small classes
 are oversampled); couples are therefore re-drawn every epoch. With `groups` (each primary
 image's lesion), the permutations are of the class's lesions and each draw then takes one image
-of its lesion at random: every lesion weighs the same, however many images it has. With `pairing="true"` the partner
-is a real pair: the same-view twin when known, else an image of the same lesion.
+of its lesion at random: every lesion weighs the same, however many images it has. With
+`pairing="true"` the partner is a real pair: the same-view twin when known, else an image of the
+same lesion.
 """
 
 from __future__ import annotations
