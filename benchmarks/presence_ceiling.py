@@ -68,8 +68,9 @@ def measure(argv: list[str]) -> dict:
     args = build_parser().parse_args(argv)
     videos = logged_videos(args.videos)
     truths = [read_truth(truth_path(v)) for v in videos]
-    if any(np.isnan(t.contrast).all() for t in truths):
-        raise ValueError("a truth has no lesion_contrast column: make the videos with this version's synth-video")
+    for video, t in zip(videos, truths):
+        if t.visible.any() and np.isnan(t.contrast[t.visible]).all():
+            raise ValueError(f"{truth_path(video)} has no lesion_contrast: make the videos with this version's synth-video")
     wli = np.concatenate([t.modality.astype(str) == "WLI" for t in truths])
     visible = np.concatenate([t.visible for t in truths])
     contrast = np.concatenate([t.contrast for t in truths])
