@@ -111,12 +111,7 @@ def markdown(rep: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit code 0 (the table printed, and written to --out), or 2 with one line ``presence_ceiling: error: ...``."""
-    argv = sys.argv[1:] if argv is None else argv
-    rc = run(measure, markdown, build_parser, argv, f"{PROG}: error")
-    out = build_parser().parse_args(argv).out if rc == 0 else None
-    if out:  # run() prints only without --out; this command prints either way
-        print(Path(out).read_text(), end="")
-    return rc
+    return run(measure, markdown, build_parser, argv, f"{PROG}: error", always_print=True)
 
 
 if __name__ == "__main__":

@@ -290,9 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def run(compare_fn, markdown_fn, build_parser_fn, argv: list[str] | None, error_prefix: str = "error") -> int:
-    """A comparison command: ``compare_fn(argv)`` -> its markdown to ``--out`` (else printed) and
-    its dict to ``--json``. Exit code 0, or 2 with one line ``<error_prefix>: ...`` on bad input."""
+def run(compare_fn, markdown_fn, build_parser_fn, argv: list[str] | None, error_prefix: str = "error",
+        always_print: bool = False) -> int:
+    """A comparison command: ``compare_fn(argv)`` -> its markdown to ``--out`` (and printed, or
+    printed only without ``--out`` unless ``always_print``) and its dict to ``--json``. Exit code
+    0, or 2 with one line ``<error_prefix>: ...`` on bad input."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         rep = compare_fn(argv)
@@ -304,7 +306,7 @@ def run(compare_fn, markdown_fn, build_parser_fn, argv: list[str] | None, error_
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(body)
-    if not args.out:
+    if always_print or not args.out:
         print(text, end="")
     return 0
 
