@@ -35,7 +35,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.video_compare import _ci, parse_side, run
+from benchmarks.video_compare import _ci, command_parser, parse_side, run
 from pagkd_core.metrics import _percentile
 from stream.video_metrics import lesion_figures, rate
 from stream.video_metrics_report import fmt
@@ -150,7 +150,7 @@ def markdown(rep: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.first_call_compare", description=__doc__.split("\n")[0])
+    ap = command_parser(PROG, __doc__)
     ap.add_argument("--a", required=True, help="LABEL=REPORT_DIR: student A's python -m stream evaluate --out")
     ap.add_argument("--b", required=True, help="LABEL=REPORT_DIR: student B's (the difference is B - A)")
     ap.add_argument("--setting-a", help="alert setting of A (default: the report's first, the student's own)")
@@ -159,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", help="the same as JSON")
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.error = lambda msg: sys.exit(print(f"{PROG}: error: {msg}", file=sys.stderr) or 2)
     return ap
 
 

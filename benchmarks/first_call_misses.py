@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.video_compare import logged_videos, read_logs, run
+from benchmarks.video_compare import command_parser, logged_videos, read_logs, run
 from pagkd_core.outputs import background_index, lesion_classes, lesion_indices
 from stream.alerts import NO_LESION_STATE, AlertConfig
 from stream.video_eval import Setting, apply_setting
@@ -188,13 +188,12 @@ def evidence_bands(lesions: list[dict]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{PROG}", description=__doc__.split("\n")[0])
+    ap = command_parser(PROG, __doc__)
     ap.add_argument("--videos", nargs="+", required=True, help="videos or folders of them (each with <video>.truth.csv)")
     ap.add_argument("--preds", required=True, help="the student's cached per-frame logs (<video>.jsonl)")
     ap.add_argument("--setting", required=True, help="one alert setting, e.g. ema:alpha=0.3,threshold=0.55")
     ap.add_argument("--out", help="also write the markdown report here")
     ap.add_argument("--json", help="the analysis as JSON")
-    ap.error = lambda msg: sys.exit(print(f"{PROG}: error: {msg}", file=sys.stderr) or 2)
     return ap
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.video_compare import logged_videos, read_logs, run
+from benchmarks.video_compare import command_parser, logged_videos, read_logs, run
 from pagkd_core.outputs import background_index
 from stream.video_metrics import auc, read_truth, truth_path
 from stream.video_metrics_report import fmt
@@ -56,7 +56,7 @@ def ceiling_rows(visible: np.ndarray, contrast: np.ndarray, presence: np.ndarray
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{PROG}", description=__doc__.split("\n")[0])
+    ap = command_parser(PROG, __doc__)
     ap.add_argument("--videos", nargs="+", required=True, help="videos (each with <video>.truth.csv) or folders of them")
     ap.add_argument("--preds", type=Path, help="a student's per-frame logs (stream evaluate --predictions-dir)")
     ap.add_argument("--out", type=Path, help="write the table as Markdown (printed either way)")

@@ -290,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def command_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m benchmarks.<prog>``, described by the first line of ``doc``, whose
+    own errors (a missing or unknown flag) are one line ``<prog>: error: ...``, exit code 2."""
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{prog}", description=doc.split("\n")[0])
+    ap.error = lambda msg: sys.exit(print(f"{prog}: error: {msg}", file=sys.stderr) or 2)
+    return ap
+
+
 def run(compare_fn, markdown_fn, build_parser_fn, argv: list[str] | None, error_prefix: str = "error",
         always_print: bool = False) -> int:
     """A comparison command: ``compare_fn(argv)`` -> its markdown to ``--out`` (and printed, or

@@ -68,3 +68,10 @@ def test_command_prints_and_writes_the_table_and_errors_in_one_line(tmp_path, ca
     assert main(["--videos", str(videos)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("presence_ceiling: error:") and "lesion_contrast" in err and err.count("\n") == 1
+
+
+def test_a_missing_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main([])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("presence_ceiling: error:") and err.count("\n") == 1
