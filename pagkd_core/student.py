@@ -203,7 +203,6 @@ def load_student(
     return model.to(device).eval(), meta
 
 
-# -- ONNX ----------------------------------------------------------------------------------
 def load_student_head(model, path: str | Path, class_names: list[str]) -> None:
     """The classifier and embedding of the student exported as ``path`` (its .safetensors, with its
     metadata beside), which must be this network with ``class_names`` as its outputs, in order."""
@@ -225,6 +224,7 @@ def load_student_head(model, path: str | Path, class_names: list[str]) -> None:
     model.load_state_dict({k: state[k] for k in own}, strict=False)
 
 
+# -- ONNX ----------------------------------------------------------------------------------
 def export_onnx(
     model: torch.nn.Module, path: str | os.PathLike, input_size: int | tuple[int, int], opset: int = 18
 ) -> Path:
