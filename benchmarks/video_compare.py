@@ -279,7 +279,7 @@ def _jsonable(v):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.video_compare", description=__doc__.split("\n")[0])
+    ap = command_parser("video_compare", __doc__)
     ap.add_argument("--videos", nargs="+", required=True, help="folders of videos, each with <video>.truth.csv")
     ap.add_argument("--a", required=True, help="LABEL=PREDS_DIR: student A's cached prediction logs")
     ap.add_argument("--b", required=True, help="LABEL=PREDS_DIR: student B's (the difference is B - A)")
@@ -320,7 +320,8 @@ def run(compare_fn, markdown_fn, build_parser_fn, argv: list[str] | None, error_
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit code 0, or 2 with a one-line ``error: ...`` on bad input."""
+    """Exit code 0, or 2 with one line on bad input: ``error: ...`` for the inputs' content,
+    ``video_compare: error: ...`` for a missing or unknown flag."""
     return run(compare, markdown, build_parser, argv)
 
 

@@ -181,3 +181,10 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, case):
     assert err.startswith("error: ") and "\n" not in err
     assert {"no_videos_dir": "nowhere", "no_preds_dir": "nowhere", "other_videos": "v1.jsonl",
             "other_classes": "lesion classes differ", "bad_side": "LABEL=PREDS_DIR"}[case] in err
+
+
+def test_a_missing_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main([])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("video_compare: error:") and err.count("\n") == 1
