@@ -35,7 +35,7 @@ class DataConfig:
     # split_seed and the fold; whole lesions); 0 = all. NBI data, validation and test untouched.
     wli_train_lesions: int = 0
     # WLI lesion images whose manifest `coverage` is below this train only the student's split
-    # among the lesion classes, towards even odds (train.class_loss): a far lesion's class is not
+    # among the lesion classes, towards even odds (pagkd_core.class_loss): a far lesion's class is not
     # in its pixels (docs/training.md, "Far lesions"). 0 = off: every image's class is its target.
     far_coverage: float = 0.0
     # ... of those, the images whose lesion covers at least this share still train "a lesion is in
@@ -115,6 +115,9 @@ class DistillConfig:
     # The student's backbone starts from the fold's NBI teacher's (same backbone): transfer
     # without pairs or extra losses; composes with any method (none = CE from the teacher's weights).
     init_from_teacher: bool = False
+    # Self-distillation (pagkd_core.anchor): weight of the KL between the class split of the student
+    # as it starts (student.pretrained, with its head) and the one training; 0 = off.
+    anchor_weight: float = 0.0
     cam_create_graph: bool = False  # [C] builds Grad-CAM with create_graph=True: same losses, more memory
     den_detach_teacher: bool = True  # stop-gradient on GKD-Den's teacher side (prevents token collapse)
     den_heads: int = 1
@@ -302,5 +305,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.pool={spec.pool!r} is not one of {', '.join(POOLS)}")
         if spec.pretrained_head and not spec.pretrained.endswith(".safetensors"):
             raise ConfigError(f"{key}.pretrained_head needs {key}.pretrained to be an exported student's .safetensors")
+    if cfg.distill.anchor_weight < 0:
+        raise ConfigError(f"distill.anchor_weight is a loss weight, >= 0, got {cfg.distill.anchor_weight}")
+    if cfg.distill.anchor_weight > 0 and not cfg.student.pretrained_head:
+        raise ConfigError("distill.anchor_weight keeps the starting student's answers: set student.pretrained to an "
+                          "exported student's .safetensors and student.pretrained_head=true")
     if cfg.distill.teacher_class_shift and cfg.distill.level != "group":
         raise ConfigError("distill.teacher_class_shift needs distill.level=group (image-level couples share a class)")

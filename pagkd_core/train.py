@@ -22,13 +22,14 @@ from torch import nn
 from tqdm import tqdm
 
 from pagkd_core import ddp
+from pagkd_core.anchor import SplitAnchor
 from pagkd_core.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, save_weights
+from pagkd_core.class_loss import class_loss, far_lesion_columns
 from pagkd_core.config import Config, stage_dir
-from pagkd_core.data import FAR_SEEN, FoldData, couple_loader, prepare
+from pagkd_core.data import FoldData, couple_loader, prepare
 from pagkd_core.evaluate import predict
 from pagkd_core.metrics import classification_metrics
 from pagkd_core.models import LesionNet, model_from_config
-from pagkd_core.outputs import background_index, lesion_indices
 from pagkd_core.student import load_student_head
 
 log = logging.getLogger("pagkd_core.train")
@@ -43,30 +44,14 @@ class TeacherObjective(nn.Module):
         return {"ce": F.cross_entropy(self.model(x), y)}
 
 
-def class_loss(logits: torch.Tensor, y: torch.Tensor, far: torch.Tensor | None, lesion_cols: torch.Tensor | None):
-    """Cross-entropy against the label, except for far images (`far`: NEAR, FAR or FAR_SEEN per
-    image, pagkd_core.data): their split among the lesion classes (`lesion_cols`, renormalised)
-    against even odds, so the student learns to be unsure of a class its input does not show;
-    a FAR_SEEN image also trains "a lesion is in view" (-log P(lesion)), the two together being
-    cross-entropy against even odds over the lesion classes and 0 on no_lesion. A FAR image
-    leaves presence to the others: a lesion a few pixels wide cannot be told from none."""
-    if far is None or lesion_cols is None or not bool(far.any()):
-        return F.cross_entropy(logits, y)
-    per_image = F.cross_entropy(logits, y, reduction="none")
-    split = F.log_softmax(logits[:, lesion_cols], dim=1)  # the class split, given a lesion
-    far_loss = -split.mean(dim=1)
-    log_p_lesion = torch.logsumexp(logits[:, lesion_cols], dim=1) - torch.logsumexp(logits, dim=1)
-    far_loss = far_loss - torch.where(far == FAR_SEEN, log_p_lesion, torch.zeros_like(log_p_lesion))
-    return torch.where(far > 0, far_loss, per_image).mean()
-
-
 class StudentObjective(nn.Module):
-    """CE on WLI + distiller losses against the frozen teacher's view of the coupled NBI images."""
+    """CE on WLI + distiller losses against the frozen teacher's view of the coupled NBI images
+    (+ the class split's KL to the starting student when an `anchor`, pagkd_core.anchor, is given)."""
 
     def __init__(self, student: LesionNet, teacher: LesionNet | None, distiller: nn.Module | None,
-                 lesion_cols: torch.Tensor | None = None):  # fmt: skip
+                 lesion_cols: torch.Tensor | None = None, anchor: nn.Module | None = None):  # fmt: skip
         super().__init__()
-        self.student, self.teacher, self.distiller = student, teacher, distiller
+        self.student, self.teacher, self.distiller, self.anchor = student, teacher, distiller, anchor
         self.register_buffer("lesion_cols", lesion_cols, persistent=False)  # class_loss's far images
         if teacher is not None:
             teacher.requires_grad_(False).eval()
@@ -83,6 +68,8 @@ class StudentObjective(nn.Module):
         feats = self.student.forward_features(wli)
         logits = self.student.classify(feats)
         out = {"ce": class_loss(logits, y, far, self.lesion_cols)}
+        if self.anchor is not None:
+            out["anchor"] = self.anchor(wli, logits)
         if self.distiller is None or not distill_on:
             return out
         with torch.no_grad():
@@ -101,6 +88,7 @@ def loss_weights(cfg: Config) -> dict[str, float]:
         "pro": cfg.distill.pro_weight,
         "den": cfg.distill.den_weight,
         "kd": cfg.distill.kd_weight,
+        "anchor": cfg.distill.anchor_weight,
     }
 
 
@@ -109,8 +97,8 @@ def loss_weights(cfg: Config) -> dict[str, float]:
 _ADDED_LATER = (("distill", "init_from_teacher", False), ("data", "far_coverage", 0.0), ("data", "presence_coverage", 1.0),
                 ("data", "jpeg_quality", 0), ("student", "pool", "mean"), ("teacher", "pool", "mean"),
                 ("data", "presence_contrast", 0.0), ("student", "pretrained_head", False),
-                ("teacher", "pretrained_head", False), ("data", "sample_by", "image"))
-_SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher")
+                ("teacher", "pretrained_head", False), ("data", "sample_by", "image"), ("distill", "anchor_weight", 0.0))
+_SHAPE_WITHOUT_DISTILLER = ("method", "embed_dim", "init_from_teacher", "anchor_weight")
 
 
 def resume_key(config: dict, stage: str) -> str:
@@ -223,16 +211,6 @@ def init_from_teacher(student: LesionNet, teacher: LesionNet) -> None:
     student.backbone.load_state_dict(teacher.backbone.state_dict())
 
 
-def far_lesion_columns(class_names: list[str], far_coverage: float) -> torch.Tensor | None:
-    """The lesion classes' columns, whose split a far lesion's image trains towards even odds,
-    or None when `data.far_coverage` is off."""
-    if far_coverage <= 0:
-        return None
-    if background_index(class_names) is None:
-        raise ValueError("data.far_coverage needs a no_lesion class (frames without a lesion) to say what is unknown")
-    return torch.tensor(lesion_indices(class_names))
-
-
 def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
     """Returns (model to select/export, objective, trainable modules by name, optimiser settings, loader)."""
     k = len(data.class_names)
@@ -259,7 +237,9 @@ def build_stage(cfg: Config, stage: str, data: FoldData, d: ddp.Dist):
             modules["distiller"] = distiller
         else:
             teacher = None  # only its weights were wanted
-        objective = StudentObjective(model, teacher, distiller, far_lesion_columns(data.class_names, cfg.data.far_coverage))
+        anchor = SplitAnchor(model, data.class_names) if cfg.distill.anchor_weight > 0 else None  # the student as loaded
+        objective = StudentObjective(model, teacher, distiller, far_lesion_columns(data.class_names, cfg.data.far_coverage),
+                                     anchor)
         primary = data.images("train", "WLI", train=True, far_coverage=cfg.data.far_coverage,
                               presence_coverage=cfg.data.presence_coverage, jpeg_quality=cfg.data.jpeg_quality,
                               presence_contrast=cfg.data.presence_contrast)

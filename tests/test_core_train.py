@@ -240,8 +240,9 @@ def test_wli_only_resume_key_ignores_the_distillers_settings_but_not_the_embeddi
 def test_far_lesions_train_their_class_split_towards_even_odds_and_leave_presence_alone():
     """data.far_coverage: a far lesion's image trains its split among the lesion classes towards
     even odds and nothing on no_lesion; every other image towards its label, as before."""
+    from pagkd_core.class_loss import class_loss, far_lesion_columns
     from pagkd_core.config import Config
-    from pagkd_core.train import class_loss, far_lesion_columns, resume_key
+    from pagkd_core.train import resume_key
 
     unknown = far_lesion_columns(["no_lesion", "hyperplastic", "adenoma"], 0.05)
     assert unknown.tolist() == [1, 2]
@@ -277,8 +278,8 @@ def test_far_lesions_still_seen_train_presence_as_well():
     """data.presence_coverage: a FAR_SEEN image's target is "a lesion, class unknown" (0 on
     no_lesion, even odds over the lesion classes): its no_lesion logit is pushed down, its class
     logits towards each other; a FAR image beside it leaves no_lesion alone."""
+    from pagkd_core.class_loss import class_loss
     from pagkd_core.data import FAR, FAR_SEEN, NEAR
-    from pagkd_core.train import class_loss
 
     cols = torch.tensor([1, 2])
     logits = torch.tensor([[2.0, 3.0, -1.0], [2.0, 3.0, -1.0], [0.0, 1.0, 0.0]], requires_grad=True)

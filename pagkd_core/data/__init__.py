@@ -16,14 +16,14 @@ from pagkd_core.data.splits import load_or_make_folds, select, subsample_lesions
 from pagkd_core.data.transforms import augment, jpeg_roundtrip, normalize
 from pagkd_core.outputs import NO_LESION
 
-# What a lesion image trains (train.class_loss): NEAR its label; FAR only its split among the
+# What a lesion image trains (pagkd_core.class_loss): NEAR its label; FAR only its split among the
 # lesion classes; FAR_SEEN that split and "a lesion is in view" (P(no_lesion) towards 0).
 NEAR, FAR, FAR_SEEN = 0, 1, 2
 
 
 class ImageSet(Dataset):
     """Samples -> (normalised image, label). `far`: per sample, whether its lesion covers less of
-    the field than `far_coverage` (its class is then not a training target: train.class_loss);
+    the field than `far_coverage` (its class is then not a training target: pagkd_core.class_loss);
     `far_seen`: a far lesion covering at least `presence_coverage`, big enough to be told from
     no lesion, and changing the picture by at least `presence_contrast` grey levels (0: no such
     gate; an image whose contrast is unknown never passes one), so it still trains presence. An
