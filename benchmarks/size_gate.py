@@ -11,8 +11,13 @@ it says what a learned gate (e.g. ``data.far_coverage``) should aim at. Run it o
 videos only. No inference: it reads the per-frame logs ``stream evaluate/tune
 --predictions-dir DIR`` cached.
 
+``--presence-from LABEL=DIR``: each student's P(no_lesion) is first replaced by that student's
+(same videos, same classes), its split among the lesion classes kept: the first calls it would
+make behind another student's presence gate. A student that learnt to see far lesions also opens
+its gate on them; behind a gate that opens only on lesions it can read, what is left is its class.
+
     python -m benchmarks.size_gate --videos VAL_DIR [VAL_DIR ...] --preds LABEL=DIR [...] \
-        [--gates 0,0.05,0.1,0.15,0.2] [--grid GRID]
+        [--gates 0,0.05,0.1,0.15,0.2] [--grid GRID] [--presence-from LABEL=DIR]
 """
 
 from __future__ import annotations
@@ -42,12 +47,30 @@ def gated(raw: Raw, coverage: np.ndarray, gate: float, lesion_cols: list[int]) -
     return Raw(probs, raw.modality, raw.skipped, raw.gaps)
 
 
-def best_per_gate(videos: list[Path], folder: Path, gates: list[float], grid: str) -> list[dict]:
+def with_presence(raw: Raw, other: Raw, bg: int, lesion_cols: list[int]) -> Raw:
+    """``raw`` with ``other``'s P(no_lesion) and its own split among the lesion classes (renormalised
+    to the other's P(lesion)); a frame either left unanalysed stays unanalysed."""
+    probs = raw.probs.copy()
+    split = probs[:, lesion_cols] / probs[:, lesion_cols].sum(axis=1, keepdims=True)
+    probs[:, lesion_cols] = split * (1.0 - other.probs[:, [bg]])
+    probs[:, bg] = other.probs[:, bg]
+    probs[~np.isfinite(raw.probs).all(axis=1)] = np.nan
+    return Raw(probs, raw.modality, raw.skipped, raw.gaps)
+
+
+def best_per_gate(videos: list[Path], folder: Path, gates: list[float], grid: str,
+                  presence_from: Path | None = None) -> list[dict]:  # fmt: skip
     truths = [read_truth(truth_path(v)) for v in videos]
     names, raws = read_logs(folder.name, folder, videos, truths)
-    if background_index(names) is None:
+    bg = background_index(names)
+    if bg is None:
         raise ValueError(f"{folder}: the student has no no_lesion output")
     cols = lesion_indices(names)
+    if presence_from is not None:
+        other_names, others = read_logs(presence_from.name, presence_from, videos, truths)
+        if other_names != names:
+            raise ValueError(f"--presence-from {presence_from}: classes {other_names} differ from {folder}'s {names}")
+        raws = [with_presence(r, o, bg, cols) for r, o in zip(raws, others)]
     specs, _ = parse_grid(grid, presence=True)
     settings = [Setting.parse(s, AlertConfig(class_names=tuple(names))) for s in specs]
     rows = []
@@ -84,14 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preds", nargs="+", required=True, metavar="LABEL=DIR", help="cached per-frame logs")
     ap.add_argument("--gates", default="0,0.05,0.1,0.15,0.2", help="coverage gates, 0 = none (default %(default)s)")
     ap.add_argument("--grid", default=DEFAULT_GRID, help="settings, in stream tune's grammar (default: tune's)")
+    ap.add_argument("--presence-from", metavar="LABEL=DIR", help="another student's logs: its P(no_lesion) is used")
     args = ap.parse_args(argv)
     try:
         gates = [float(g) for g in args.gates.split(",") if g.strip()]
         if not gates or any(not 0 <= g < 1 for g in gates):
             raise ValueError(f"--gates wants shares of the field in [0, 1), got {args.gates!r}")
         videos = find_videos([str(v) for v in args.videos])
+        gate_label, gate_folder = parse_preds(args.presence_from) if args.presence_from else ("", None)
         for label, folder in (parse_preds(p) for p in args.preds):
-            print(markdown(label, best_per_gate(videos, folder, gates, args.grid)) + "\n")
+            title = f"{label}, presence from {gate_label}" if gate_folder else label
+            print(markdown(title, best_per_gate(videos, folder, gates, args.grid, gate_folder)) + "\n")
     except (OSError, ValueError) as e:
         print(f"size_gate: error: {e}", file=sys.stderr)
         return 2

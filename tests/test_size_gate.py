@@ -66,3 +66,30 @@ def test_command_prints_one_table_per_student_and_one_line_errors(tmp_path, caps
     assert main(["--videos", str(tmp_path), "--preds", f"toy={preds}", "--gates", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("size_gate: error:") and "--gates" in err and "\n" not in err
+
+
+def test_with_presence_takes_the_others_gate_and_keeps_the_split():
+    from benchmarks.size_gate import with_presence
+
+    mod = np.array(["WLI"] * 2, dtype=object)
+    own = Raw(np.array([[0.1, 0.6, 0.3], [np.nan] * 3]), mod, [None] * 2)
+    other = Raw(np.array([[0.7, 0.2, 0.1], [0.5, 0.25, 0.25]]), mod, [None] * 2)
+    out = with_presence(own, other, 0, [1, 2])
+    assert np.allclose(out.probs[0], [0.7, 0.2, 0.1])  # P(lesion) 0.3 from the other, split 2:1 kept
+    assert np.isnan(out.probs[1]).all()  # unanalysed by the student: stays so
+
+
+def test_behind_a_gate_that_stays_shut_on_the_far_frames_the_first_call_is_right(tmp_path, capsys):
+    video, preds = write_procedure(tmp_path)
+    shy = tmp_path / "shy"  # a student that sees no lesion while it is far, then sees it close
+    shy.mkdir()
+    with open(shy / "procedure_s1.jsonl", "w") as f:
+        for i in range(N):
+            p = [0.95, 0.03, 0.02] if i < 120 else [0.05, 0.5, 0.45]
+            f.write(json.dumps({"frame": i, "pts": i / FPS, "classes": CLASSES, "probs": p, "modality": "WLI"}) + "\n")
+    grid = "smoothing=none;threshold=0.7;presence=0.5;min_frames=3"
+    assert best_per_gate([video], preds, [0.0], grid)[0]["first_call"] == 0.0  # its own gate: the far guess
+    assert best_per_gate([video], preds, [0.0], grid, presence_from=shy)[0]["first_call"] == 1.0
+    assert main(["--videos", str(tmp_path), "--preds", f"toy={preds}", "--gates", "0", "--grid", grid,
+                 "--presence-from", f"shy={shy}"]) == 0
+    assert "| toy, presence from shy: gate" in capsys.readouterr().out
