@@ -2,11 +2,11 @@
 presence, the student's split among the lesion classes is pulled towards the frozen split of the
 student it started from, on every training image.
 
-Why: fine-tunes that taught presence on far lesions read the class on close views as well as the
-student they started from, yet called lesions later in video (docs/training.md, "All the chain's
-procedures"): what they lost is the reading of lesions on the frames before the view is close.
-The anchor keeps that reading and leaves P(lesion) free; nothing else is needed from the
-starting student, which is the exported student that `student.pretrained` names (its head too).
+Why: fine-tunes that taught presence on far lesions lost some of the starting student's reading
+of the class on the frames before the view is close (docs/training.md, "All the chain's
+procedures"). The anchor keeps that reading and leaves P(lesion) free; measured, it brings the
+class on all lesion frames back while presence gains as much ("Self-distillation anchor"). The
+starting student is the exported student that `student.pretrained` names (its head too).
 """
 
 from __future__ import annotations
