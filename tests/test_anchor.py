@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from test_core_fixtures import TINY, make_generic
+from test_core_fixtures import TINY, exported_student, make_generic
 
 from pagkd_core.anchor import SplitAnchor
-from pagkd_core.config import ConfigError, load_config, stage_dir
+from pagkd_core.config import ConfigError, load_config
 from pagkd_core.models import build_model
 from pagkd_core.train import StudentObjective, resume_key, train_stage
 
@@ -68,24 +68,15 @@ def test_the_anchor_needs_an_exported_student_to_start_from():
 def test_a_fine_tune_with_the_anchor_trains_and_records_it(tmp_path):
     """End to end: an exported student continued with the anchor on; its loss is in the history,
     and the setting is part of the resume key (runs from before it keep theirs)."""
-    from pagkd_core.cli import main
-
     data = make_generic(tmp_path / "data")
-    cfg = load_config(None, [*TINY, f"data.root={data}", f"run.out_dir={tmp_path}", "optim.epochs=1",
-                             "distill.method=none"])  # fmt: skip
-    train_stage(cfg, "student", name="first")
-    first = tmp_path / "first"
-    assert main(["export", "--config", str(stage_dir(cfg, "first") / "config.json"), "--name", "first",
-                 "--out", str(first), "--no-onnx"]) in (0, None)  # fmt: skip
-    tuned = load_config(None, [*TINY, f"data.root={data}", f"run.out_dir={tmp_path}", "optim.epochs=1",
-                               "distill.method=none", f"student.pretrained={first}.safetensors",
-                               "student.pretrained_head=true", "distill.anchor_weight=2.0"])  # fmt: skip
+    base = [*TINY, f"data.root={data}", f"run.out_dir={tmp_path}", "optim.epochs=1", "distill.method=none"]
+    first = exported_student(load_config(None, base), "first", tmp_path / "first")
+    tuned = load_config(None, [*base, f"student.pretrained={first}", "student.pretrained_head=true",
+                               "distill.anchor_weight=2.0"])  # fmt: skip
     best = train_stage(tuned, "student", name="anchored")
     assert "anchor" in best["train"] and torch.isfinite(torch.tensor(best["train"]["anchor"]))
-    plain = json.loads(json.dumps(tuned.to_dict()))
-    plain["distill"]["anchor_weight"] = 0.0
-    assert resume_key(plain, "student") != resume_key(tuned.to_dict(), "student")
-    del plain["distill"]["anchor_weight"]  # a config.json written before the setting existed
+    old = json.loads(json.dumps(tuned.to_dict()))
+    del old["distill"]["anchor_weight"]  # a config.json written before the setting existed
     zero = json.loads(json.dumps(tuned.to_dict()))
     zero["distill"]["anchor_weight"] = 0.0
-    assert resume_key(plain, "student") == resume_key(zero, "student")
+    assert resume_key(old, "student") == resume_key(zero, "student") != resume_key(tuned.to_dict(), "student")

@@ -72,3 +72,17 @@ def make_generic(
             w.writerow(["path", "lesion_id", "class", "modality", "view", "paired"])
             w.writerows(rows)
     return root
+
+
+def exported_student(cfg, name: str, out: Path) -> Path:
+    """A student trained with ``cfg`` (pagkd_core.train) and exported as ``out`` (no ONNX), to be
+    continued with ``student.pretrained=<out>.safetensors``: returns that .safetensors path."""
+    from pagkd_core.cli import main
+    from pagkd_core.config import stage_dir
+    from pagkd_core.train import train_stage
+
+    train_stage(cfg, "student", name=name)
+    code = main(["export", "--config", str(stage_dir(cfg, name) / "config.json"), "--name", name,
+                 "--out", str(out), "--no-onnx"])  # fmt: skip
+    assert code in (0, None), f"export of {name} failed: {code}"
+    return out.with_name(out.name + ".safetensors")
