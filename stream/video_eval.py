@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pagkd_core.filetypes import VIDEO_EXTENSIONS
+from pagkd_core.filetypes import VIDEO_EXTENSIONS, is_partial
 from stream.alerts import AlertConfig, AlertMachine
 from stream.config import bundled_model, split_setting
 from stream.host import machine_line
@@ -48,7 +48,8 @@ def find_videos(paths: list[str]) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(v for v in p.iterdir() if v.suffix.lower() in VIDEO_EXTENSIONS and truth_path(v).is_file())
+            found = sorted(v for v in p.iterdir() if v.suffix.lower() in VIDEO_EXTENSIONS
+                           and not is_partial(v.name) and truth_path(v).is_file())
             if not found:
                 raise FileNotFoundError(f"{p}: no videos with a <video>.truth.csv next to them")
             out += found

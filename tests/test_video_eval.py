@@ -17,7 +17,7 @@ from engine_fixtures import shared_student, toy_images
 
 from pagkd_core.outputs import NO_LESION
 from stream.alerts import NBI_NOT_ANALYSED, AlertConfig, AlertMachine
-from stream.video_eval import main, split_setting
+from stream.video_eval import find_videos, main, split_setting
 from stream.video_infer import Raw, read_log, write_log
 from stream.video_metrics import Truth, lesion_segments, outcome, read_truth, runs, summarise
 from stream.video_metrics_breakdown import (
@@ -497,6 +497,18 @@ def test_evaluate_errors(tmp_path, capsys):
     assert "truth.csv" in capsys.readouterr().err
     assert main([str(tmp_path), "--setting", "kalman"]) == 2
     assert "unknown smoothing" in capsys.readouterr().err
+
+
+def test_a_folder_gives_finished_videos_with_truth_only(tmp_path):
+    """A clip still being rendered (``.partial``, pagkd_core.synth.video) has its truth beside it
+    too, but is not a finished video; a video without truth is not scored."""
+    for name in ("procedure_s1.mp4", "procedure_s1.truth.csv", "procedure_s2.partial.mp4",
+                 "procedure_s2.partial.truth.csv", "no_truth.mp4", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [v.name for v in find_videos([str(tmp_path)])] == ["procedure_s1.mp4"]
+    (tmp_path / "procedure_s1.mp4").unlink()
+    with pytest.raises(FileNotFoundError, match="no videos"):
+        find_videos([str(tmp_path)])
 
 
 def test_read_truth_rejects_bad_csv(tmp_path):
