@@ -17,8 +17,13 @@ what the videos let any detector reach. With ``--preds`` (a student's cached per
 ``python -m stream evaluate --predictions-dir`` writes them; NaN rows, frames it did not analyse,
 left out) each row also gives the student's own presence AUC (score 1 - P(no_lesion)) on the
 lesion frames at contrast >= c against every no-lesion frame: how well it finds what is there to
-find. Lesion frames without a recorded contrast count as below every c. No inference, no timing.
-Bad input: one line ``presence_ceiling: error: ...``.
+find. Lesion frames without a recorded contrast count as below every c.
+
+A second table does the same by size in view (the truth's ``coverage``, share of the endoscope
+field): a detector blind to lesions smaller than s. A student that reads the field at a few hundred
+pixels sees a lesion of 0.5% of the field as a blob some 18 px across, so the rows say how much of
+the target such small lesions hold. No inference, no timing. Bad input: one line
+``presence_ceiling: error: ...``.
 """
 from __future__ import annotations
 
@@ -37,16 +42,19 @@ from stream.video_metrics_report import fmt
 PROG = "presence_ceiling"
 TARGET = 0.95                       # issue 14's presence target
 CONTRASTS = (1.0, 2.0, 3.0, 4.0, 8.0)   # grey levels
+COVERAGES = (0.005, 0.01, 0.02, 0.05)   # share of the field; 0.05 is "close view"
 
 
-def ceiling_rows(visible: np.ndarray, contrast: np.ndarray, presence: np.ndarray | None) -> list[dict]:
-    """One row per c in CONTRASTS over the WLI frames given (``visible``: lesion in view)."""
-    seen = np.nan_to_num(contrast, nan=-np.inf)
+def ceiling_rows(visible: np.ndarray, measure: np.ndarray, presence: np.ndarray | None,
+                 cuts: tuple[float, ...] = CONTRASTS) -> list[dict]:
+    """One row per cut c over the WLI frames given (``visible``: lesion in view; ``measure``: how
+    much each lesion frame shows, contrast or coverage; NaN counts as below every cut)."""
+    seen = np.nan_to_num(measure, nan=-np.inf)
     n_lesion = int(visible.sum())
     rows = []
-    for c in CONTRASTS:
+    for c in cuts:
         below = int((visible & (seen < c)).sum())
-        row = {"contrast": c, "lesion_frames_below": below, "share_below": below / n_lesion if n_lesion else None,
+        row = {"from": c, "lesion_frames_below": below, "share_below": below / n_lesion if n_lesion else None,
                "ceiling": 1.0 - below / n_lesion / 2.0 if n_lesion else None}
         if presence is not None:
             keep = ~visible | (seen >= c)
@@ -74,6 +82,7 @@ def measure(argv: list[str]) -> dict:
     wli = np.concatenate([t.modality.astype(str) == "WLI" for t in truths])
     visible = np.concatenate([t.visible for t in truths])
     contrast = np.concatenate([t.contrast for t in truths])
+    coverage = np.concatenate([t.coverage for t in truths])
     presence = None
     if args.preds is not None:
         classes, raws = read_logs("student", args.preds, videos, truths)
@@ -83,11 +92,22 @@ def measure(argv: list[str]) -> dict:
         presence = np.concatenate([1.0 - r.probs[:, bg] for r in raws])
         wli &= np.isfinite(presence)
         presence = presence[wli]
-    visible, contrast = visible[wli], contrast[wli]
+    visible, contrast, coverage = visible[wli], contrast[wli], coverage[wli]
     return {"command": f"python -m benchmarks.{PROG} " + shlex.join(argv), "videos": len(videos),
             "lesion_frames": int(visible.sum()), "no_lesion_frames": int((~visible).sum()),
             "student_all": None if presence is None else auc(visible, presence), "preds": str(args.preds or ""),
-            "target": TARGET, "rows": ceiling_rows(visible, contrast, presence)}
+            "target": TARGET, "rows": ceiling_rows(visible, contrast, presence),
+            "coverage_rows": ceiling_rows(visible, coverage, presence, COVERAGES)}
+
+
+def _table(rows: list[dict], axis: str, student: bool, cut=str) -> list[str]:
+    head = f"| lesions seen from {axis} | lesion frames below | share | ceiling AUC |"
+    lines = [head + (" student's AUC on the frames at or above it |" if student else ""),
+             "|---|---|---|---|" + ("---|" if student else "")]
+    for r in rows:
+        lines.append(f"| {cut(r['from'])} | {r['lesion_frames_below']} | {fmt(r['share_below'])} | "
+                     f"{fmt(r['ceiling'])} |" + (f" {fmt(r['student_above'])} |" if student else ""))
+    return lines
 
 
 def markdown(rep: dict) -> str:
@@ -97,15 +117,14 @@ def markdown(rep: dict) -> str:
              f"{rep['no_lesion_frames']} without" + (" (frames the student analysed)." if student else ".")
              + f" Target: presence AUC >= {rep['target']}."
              + (f" The student's presence AUC on all of them: {fmt(rep['student_all'])}." if student else ""), "",
-             "| lesions seen from contrast (grey levels) | lesion frames below | share | ceiling AUC |"
-             + (" student's AUC on the frames at or above it |" if student else ""),
-             "|---|---|---|---|" + ("---|" if student else "")]
-    for r in rep["rows"]:
-        lines.append(f"| {r['contrast']:g} | {r['lesion_frames_below']} | {fmt(r['share_below'])} | "
-                     f"{fmt(r['ceiling'])} |" + (f" {fmt(r['student_above'])} |" if student else ""))
-    lines += ["", ("Ceiling: the AUC of a detector that finds every lesion at or above that contrast and none "
+             "## By contrast", ""]
+    lines += _table(rep["rows"], "contrast (grey levels)", student, cut=lambda c: f"{c:g}")
+    lines += ["", "## By size in view", ""]
+    lines += _table(rep["coverage_rows"], "size in view (share of the field)", student, cut=lambda c: f"{c:.1%}")
+    lines += ["", ("Ceiling: the AUC of a detector that finds every lesion at or above the cut and none "
               "below it (ties with no-lesion frames, half credit). Contrast: the truth's `lesion_contrast`, mean "
-              "change of display luma over the lesion, measured before the codec.")]
+              "change of display luma over the lesion, measured before the codec. Size in view: the truth's "
+              "`coverage`, the share of the endoscope field the lesion covers.")]
     return "\n".join(lines) + "\n"
 
 
