@@ -17,9 +17,9 @@ UPLOAD_VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".avi", ".mov", ".ts", ".mts"
 # studio ones (M2TS, MXF, NUT) and raw H.264/HEVC elementary streams.
 VIDEO_EXTENSIONS = UPLOAD_VIDEO_EXTENSIONS + (".m2ts", ".mxf", ".nut", ".h264", ".264", ".hevc", ".265")
 
-# A file still being written carries this mark before its extension (``clip.partial.mp4``, as
-# pagkd_core.synth.video writes a procedure clip and its truth) and is renamed when complete, so
-# nothing that lists a folder for finished videos may take it.
+# A file still being written carries this mark before its extension (``clip.partial.mp4``: how
+# pagkd_core.synth.video names a procedure clip and its truth until they are complete), so nothing
+# that lists a folder for finished videos may take it.
 PARTIAL_MARK = ".partial"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pagkd_core.filetypes import PARTIAL_MARK
 from pagkd_core.video_writer import VideoWriter
 
 from .config import VideoConfig
@@ -104,13 +105,14 @@ def h264_writer(path: str | Path, width: int, height: int, fps: int, crf: int = 
 
 def write_video(cfg: VideoConfig, path: str | Path, progress: bool = True) -> tuple[Path, Path]:
     """Write `path` (.mp4, H.264) and its `<stem>.truth.csv`; returns both paths. Both are written
-    under a `.partial` name and renamed when complete (the video last), so an interrupted run never
-    leaves a short clip that a cache would take for a finished one."""
+    under a `.partial` name (pagkd_core.filetypes.PARTIAL_MARK, which folder listings skip) and
+    renamed when complete (the video last), so an interrupted run never leaves a short clip that a
+    cache would take for a finished one."""
     from tqdm import tqdm
 
     path = Path(path)
     truth_path = path.with_suffix(".truth.csv")
-    partial, partial_truth = (p.with_name(f"{path.stem}.partial{p.name[len(path.stem):]}") for p in (path, truth_path))
+    partial, partial_truth = (p.with_name(f"{path.stem}{PARTIAL_MARK}{p.name[len(path.stem):]}") for p in (path, truth_path))
     n = round(cfg.seconds * cfg.fps)
     with (
         h264_writer(partial, cfg.width, cfg.height, cfg.fps, cfg.crf) as out,
